@@ -1,0 +1,2 @@
+/* miniblock C API: see later commit. */
+#pragma once
