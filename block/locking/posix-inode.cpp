@@ -164,6 +164,20 @@ int posix_lock_close_fd(int fd) {
     return lock_syscalls().close(fd) == 0 ? 0 : -errno;
 }
 
+int posix_lock_reassert(int fd) {
+    std::lock_guard guard(posix_table_mutex());
+    struct stat st;
+    if (lock_syscalls().fstat(fd, &st) < 0) return -errno;
+    auto it = table().find({st.st_dev, st.st_ino});
+    if (it == table().end()) return 0;
+    for (int64_t off : lockbytes::kOrder) {
+        if (it->second->count[lockbytes::index_of(off)] == 0) continue;
+        int err = setlk(fd, F_RDLCK, off);
+        if (err) return -err;
+    }
+    return 0;
+}
+
 int posix_lock_parked_fds(int fd) {
     std::lock_guard guard(posix_table_mutex());
     struct stat st;

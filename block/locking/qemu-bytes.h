@@ -54,6 +54,14 @@ qapi::LockingApi qemu_byte_lock_api(const LockProtocol &lock);
 // or -errno.  Destroy the fd's LockProtocol first.
 int posix_lock_close_fd(int fd);
 
+// Takes again, through fd, every POSIX lock byte that some node of this
+// process holds on fd's inode.  For recovery after an fd of the image was
+// closed behind the table's back (a plain close() by code that does not know
+// about the table): the kernel then dropped them all while the table still
+// counts them.  Returns 0 or -errno (e.g. -EAGAIN if someone took a
+// conflicting lock in the meantime).
+int posix_lock_reassert(int fd);
+
 // How many closes are deferred on fd's inode (for tests and diagnostics).
 int posix_lock_parked_fds(int fd);
 

@@ -594,6 +594,12 @@ void test_posix_flaw_is_real(void **) {
     int other = open(t.path.c_str(), O_RDONLY | O_CLOEXEC);
     close(other);
     assert_false(child_sees_lock(t.path, 100));
+    assert_false(child_sees_lock(t.path, 201));
+    // The table still knows what should be held: put it back.
+    assert_int_equal(posix_lock_reassert(f.fd), 0);
+    ASSERT_MAP(t.path, (LockBits{R, W | WU | RS}));
+    l->release();
+    ASSERT_MAP(t.path, LockBits{});
 }
 
 // ... and our answer: per-byte counts, in-process conflicts, deferred close.
