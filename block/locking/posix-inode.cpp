@@ -102,6 +102,15 @@ void posix_node_detach(PosixNode *node) {
     forget_if_unused(ino);
 }
 
+int posix_node_set_fd(PosixNode *node, int fd) {
+    std::lock_guard guard(posix_table_mutex());
+    struct stat st;
+    if (lock_syscalls().fstat(fd, &st) < 0) return errno;
+    if (st.st_dev != node->inode->dev || st.st_ino != node->inode->ino) return EXDEV;
+    node->fd = fd;
+    return 0;
+}
+
 int posix_node_lock(PosixNode *node, int64_t off) {
     std::lock_guard guard(posix_table_mutex());
     if (lockbytes::has(node->held, off)) return 0;
