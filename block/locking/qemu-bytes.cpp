@@ -176,8 +176,9 @@ Status QemuByteLock::conflict_error(bool want_use, int bit, LockBits want) const
 }
 
 Status QemuByteLock::prepare(uint32_t perm, uint32_t shared) {
-    // A second prepare without commit/abort replaces the first.
-    if (prepared_) abort();
+    // A second prepare before commit/abort builds on the first (a node
+    // visited twice in one transaction): it may take more bytes, commit
+    // settles on the last state, abort undoes both.
 
     std::unique_lock<std::recursive_mutex> table_guard;
     if (pnode_) table_guard = std::unique_lock(posix_table_mutex());
@@ -231,7 +232,7 @@ Status QemuByteLock::prepare(uint32_t perm, uint32_t shared) {
         }
     }
 
-    added_ = added;
+    added_ = prepared_ ? lb::unite(added_, added) : added;
     pending_ = want;
     prepared_ = true;
     return Status::OK();

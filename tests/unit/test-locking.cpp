@@ -303,6 +303,25 @@ void test_transaction_semantics(void **) {
         ASSERT_MAP(t.path, LockBits{});
         assert_true(l->held() == LockBits{});
 
+        // Two prepares in one transaction: a failing second one leaves what
+        // the first took; abort undoes both.
+        Fd fo(t.path);
+        auto blocker = new_lock(fo.fd, t.path, "blocker", api);
+        must_prepare(*blocker, PermPair{R, BLK_PERM_ALL & ~RS});  // forbids resize only
+        blocker->commit();
+        must_prepare(*l, PermPair{R | W, R});
+        const LockBits first{R | W, W | WU | RS};
+        ASSERT_MAP(t.path, (LockBits{R | W, W | WU | RS}));
+        assert_false(l->prepare(R | W | RS, R).ok());  // resize is forbidden
+        ASSERT_MAP(t.path, (LockBits{R | W, W | WU | RS}));
+        assert_true(l->held() == first);
+        must_prepare(*l, PermPair{R | W | WU, R});  // adds 102
+        ASSERT_MAP(t.path, (LockBits{R | W | WU, W | WU | RS}));
+        l->abort();
+        ASSERT_MAP(t.path, (LockBits{R, RS}));  // only the blocker's
+        assert_true(l->held() == LockBits{});
+        blocker.reset();
+
         // The destructor releases too.
         must_prepare(*l, ex);
         l->commit();
