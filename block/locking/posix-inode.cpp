@@ -102,6 +102,15 @@ void posix_node_detach(PosixNode *node) {
     forget_if_unused(ino);
 }
 
+int posix_node_set_fd(PosixNode *node, int fd) {
+    std::lock_guard guard(posix_table_mutex());
+    struct stat st;
+    if (lock_syscalls().fstat(fd, &st) < 0) return errno;
+    if (st.st_dev != node->inode->dev || st.st_ino != node->inode->ino) return EXDEV;
+    node->fd = fd;
+    return 0;
+}
+
 int posix_node_lock(PosixNode *node, int64_t off) {
     std::lock_guard guard(posix_table_mutex());
     if (lockbytes::has(node->held, off)) return 0;
@@ -162,6 +171,20 @@ int posix_lock_close_fd(int fd) {
         }
     }
     return lock_syscalls().close(fd) == 0 ? 0 : -errno;
+}
+
+int posix_lock_reassert(int fd) {
+    std::lock_guard guard(posix_table_mutex());
+    struct stat st;
+    if (lock_syscalls().fstat(fd, &st) < 0) return -errno;
+    auto it = table().find({st.st_dev, st.st_ino});
+    if (it == table().end()) return 0;
+    for (int64_t off : lockbytes::kOrder) {
+        if (it->second->count[lockbytes::index_of(off)] == 0) continue;
+        int err = setlk(fd, F_RDLCK, off);
+        if (err) return -err;
+    }
+    return 0;
 }
 
 int posix_lock_parked_fds(int fd) {

@@ -58,6 +58,10 @@ Result<PosixNode *> posix_node_attach(int fd, std::string name);
 // Removes a node; it must hold nothing (release first).
 void posix_node_detach(PosixNode *node);
 
+// Points node at another fd of the same inode (POSIX locks belong to the
+// process, so nothing is re-locked).  EXDEV if the fd is another file.
+int posix_node_set_fd(PosixNode *node, int fd);
+
 // Takes byte `off` for `node`: F_SETLK F_RDLCK only if no node of this process
 // holds it yet.  Returns 0 or a positive errno.
 int posix_node_lock(PosixNode *node, int64_t off);

@@ -81,6 +81,7 @@ public:
     LockBits held() const override { return held_; }
 
     LockingApi api() const { return api_; }
+    Status move_fd(int new_fd);
 
 private:
     int lock_byte(int64_t off);
@@ -175,8 +176,9 @@ Status QemuByteLock::conflict_error(bool want_use, int bit, LockBits want) const
 }
 
 Status QemuByteLock::prepare(uint32_t perm, uint32_t shared) {
-    // A second prepare without commit/abort replaces the first.
-    if (prepared_) abort();
+    // A second prepare before commit/abort builds on the first (a node
+    // visited twice in one transaction): it may take more bytes, commit
+    // settles on the last state, abort undoes both.
 
     std::unique_lock<std::recursive_mutex> table_guard;
     if (pnode_) table_guard = std::unique_lock(posix_table_mutex());
@@ -230,7 +232,7 @@ Status QemuByteLock::prepare(uint32_t perm, uint32_t shared) {
         }
     }
 
-    added_ = added;
+    added_ = prepared_ ? lb::unite(added_, added) : added;
     pending_ = want;
     prepared_ = true;
     return Status::OK();
@@ -256,7 +258,61 @@ void QemuByteLock::release() {
     added_ = {};
 }
 
+Status QemuByteLock::move_fd(int new_fd) {
+    if (prepared_) {
+        return Status::Error(EBUSY, "Cannot move the lock of '" + path_ +
+                                        "' to another fd while a permission change is pending");
+    }
+    struct stat a, b;
+    if (lock_syscalls().fstat(fd_, &a) < 0) return PosixError("fstat '" + path_ + "'", errno);
+    if (lock_syscalls().fstat(new_fd, &b) < 0) return PosixError("fstat '" + path_ + "'", errno);
+    if (a.st_dev != b.st_dev || a.st_ino != b.st_ino) {
+        return Status::Error(EXDEV, "Cannot move the lock of '" + path_ +
+                                        "' to an fd of another file");
+    }
+    if (pnode_) {
+        int err = posix_node_set_fd(pnode_, new_fd);
+        if (err) return PosixError("Cannot move the lock of '" + path_ + "'", err);
+        fd_ = new_fd;
+        return Status::OK();
+    }
+    // OFD: take every held byte on the new description, then let go of the
+    // old one; the bytes are never free in between.
+    LockBits taken;
+    for (int64_t off : lb::kOrder) {
+        if (!lb::has(held_, off)) continue;
+        struct flock fl = one_byte(F_RDLCK, off);
+        int err = lock_fcntl(new_fd, F_OFD_SETLK, &fl);
+        if (err) {
+            for (int64_t u : lb::kOrder) {
+                if (!lb::has(taken, u)) continue;
+                struct flock ul = one_byte(F_UNLCK, u);
+                lock_fcntl(new_fd, F_OFD_SETLK, &ul);
+            }
+            if (classify_lock_errno(err) == LockErrClass::Conflict) {
+                return conflict_error(lb::is_use_byte(off), lb::bit_of(off), held_);
+            }
+            return syscall_error("lock", off, err);
+        }
+        lb::set(taken, off, true);
+    }
+    const LockBits keep = held_;
+    drop(held_);  // on the old fd
+    held_ = keep;  // now held through the new one (an old byte that failed
+                   // to unlock stays behind on the old fd until it closes)
+    unregister_lock_node(fd_);
+    fd_ = new_fd;
+    register_lock_node(fd_, node_);
+    return Status::OK();
+}
+
 }  // namespace
+
+Status qemu_byte_lock_move_fd(LockProtocol &lock, int new_fd) {
+    auto *q = dynamic_cast<QemuByteLock *>(&lock);
+    if (!q) return Status::Error(EINVAL, "Not a QEMU byte lock");
+    return q->move_fd(new_fd);
+}
 
 Result<std::unique_ptr<LockProtocol>> qemu_byte_lock_new(int fd, std::string path,
                                                          std::string node_name,

@@ -48,11 +48,28 @@ Result<std::unique_ptr<LockProtocol>> qemu_byte_lock_new(int fd, std::string pat
 // (LockingApi::Ofd or LockingApi::Posix); Auto for any other LockProtocol.
 qapi::LockingApi qemu_byte_lock_api(const LockProtocol &lock);
 
+// Moves a lock to another fd of the same file (a reopen that opened a new fd
+// with other flags) without a moment in which the bytes are free and without
+// the old and the new fd seeing each other as a conflict: the held bytes are
+// taken on new_fd first (no test: they are ours already), then dropped on the
+// old fd.  The caller then closes the old fd (with posix_lock_close_fd).
+// Refused while a prepare is pending or if new_fd is another file; on failure
+// nothing has changed.
+Status qemu_byte_lock_move_fd(LockProtocol &lock, int new_fd);
+
 // close() for every fd of an image: while a node of this process holds POSIX
 // locks on the fd's inode, the close is deferred until the last of them is
 // released (a close would drop them all).  Otherwise closes now.  Returns 0
 // or -errno.  Destroy the fd's LockProtocol first.
 int posix_lock_close_fd(int fd);
+
+// Takes again, through fd, every POSIX lock byte that some node of this
+// process holds on fd's inode.  For recovery after an fd of the image was
+// closed behind the table's back (a plain close() by code that does not know
+// about the table): the kernel then dropped them all while the table still
+// counts them.  Returns 0 or -errno (e.g. -EAGAIN if someone took a
+// conflicting lock in the meantime).
+int posix_lock_reassert(int fd);
 
 // How many closes are deferred on fd's inode (for tests and diagnostics).
 int posix_lock_parked_fds(int fd);

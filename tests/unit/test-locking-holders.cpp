@@ -4,6 +4,7 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/prctl.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -185,6 +186,36 @@ void test_holder_forked_child(void **) {
         }
         assert_true(found_self);
     }
+}
+
+// A holder whose /proc/PID/fd cannot be read (another user's process, seen
+// by an unprivileged scanner) is still reported, anonymously, from
+// /proc/locks.  Needs root to play the two users.
+void test_holder_not_visible(void **) {
+    if (geteuid() != 0) skip();
+    TempFile t;
+    Child c;
+    start_child(&c, t.path, LockingApi::Ofd, R | W, R);
+    struct stat st;
+    assert_int_equal(stat(t.path.c_str(), &st), 0);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        if (setgid(65534) < 0 || setuid(65534) < 0) _exit(10);
+        auto hs = find_lock_holders(st.st_dev, st.st_ino);
+        if (hs.size() != 1) _exit(11);
+        if (hs[0].pid != 0 || hs[0].use != (R | W) || hs[0].forbid != (W | WU | RS)) _exit(12);
+        if (describe_holder(hs[0]) !=
+            "Held by a process not visible from here (another pid namespace, or another "
+            "user's process); uses: consistent read, write; forbids: write, write unchanged, "
+            "resize")
+            _exit(13);
+        _exit(0);
+    }
+    int status = 0;
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    assert_true(WIFEXITED(status));
+    assert_int_equal(WEXITSTATUS(status), 0);
 }
 
 // ---- lock, then test: racing openers never both win ----------------------
@@ -393,6 +424,7 @@ void test_our_locks_stop_qemu_io(void **) {
 int main() {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_holder_forked_child),
+        cmocka_unit_test(test_holder_not_visible),
         cmocka_unit_test(test_race_exclusive),
         cmocka_unit_test(test_qemu_io_holds),
         cmocka_unit_test(test_our_locks_stop_qemu_io),

@@ -303,6 +303,25 @@ void test_transaction_semantics(void **) {
         ASSERT_MAP(t.path, LockBits{});
         assert_true(l->held() == LockBits{});
 
+        // Two prepares in one transaction: a failing second one leaves what
+        // the first took; abort undoes both.
+        Fd fo(t.path);
+        auto blocker = new_lock(fo.fd, t.path, "blocker", api);
+        must_prepare(*blocker, PermPair{R, BLK_PERM_ALL & ~RS});  // forbids resize only
+        blocker->commit();
+        must_prepare(*l, PermPair{R | W, R});
+        const LockBits first{R | W, W | WU | RS};
+        ASSERT_MAP(t.path, (LockBits{R | W, W | WU | RS}));
+        assert_false(l->prepare(R | W | RS, R).ok());  // resize is forbidden
+        ASSERT_MAP(t.path, (LockBits{R | W, W | WU | RS}));
+        assert_true(l->held() == first);
+        must_prepare(*l, PermPair{R | W | WU, R});  // adds 102
+        ASSERT_MAP(t.path, (LockBits{R | W | WU, W | WU | RS}));
+        l->abort();
+        ASSERT_MAP(t.path, (LockBits{R, RS}));  // only the blocker's
+        assert_true(l->held() == LockBits{});
+        blocker.reset();
+
         // The destructor releases too.
         must_prepare(*l, ex);
         l->commit();
@@ -594,6 +613,12 @@ void test_posix_flaw_is_real(void **) {
     int other = open(t.path.c_str(), O_RDONLY | O_CLOEXEC);
     close(other);
     assert_false(child_sees_lock(t.path, 100));
+    assert_false(child_sees_lock(t.path, 201));
+    // The table still knows what should be held: put it back.
+    assert_int_equal(posix_lock_reassert(f.fd), 0);
+    ASSERT_MAP(t.path, (LockBits{R, W | WU | RS}));
+    l->release();
+    ASSERT_MAP(t.path, LockBits{});
 }
 
 // ... and our answer: per-byte counts, in-process conflicts, deferred close.
@@ -669,6 +694,74 @@ void test_posix_holders_per_node(void **) {
                         "uses: consistent read / forbids: nothing");
 }
 
+// A reopen moves the lock to a new fd: the bytes never go free, the old and
+// new fd do not conflict, and closing the old fd afterwards drops nothing.
+void test_move_fd(void **) {
+    for (LockingApi api : kApis) {
+        TempFile t, other;
+        int old_fd = open(t.path.c_str(), O_RDONLY | O_CLOEXEC);
+        Fd new_fd(t.path), wrong(other.path);
+        auto l = new_lock(old_fd, t.path, "n", api);
+        const PermPair ro = perms(LockMode::Exclusive, true);
+        const LockBits bro = lock_bits_for(ro.perm, ro.shared);
+        must_prepare(*l, ro);
+
+        Status s = qemu_byte_lock_move_fd(*l, new_fd.fd);
+        assert_int_equal(s.err(), EBUSY);
+        l->commit();
+
+        s = qemu_byte_lock_move_fd(*l, wrong.fd);
+        assert_int_equal(s.err(), EXDEV);
+        assert_string_equal(s.message().c_str(),
+                            ("Cannot move the lock of '" + t.path + "' to an fd of another file")
+                                .c_str());
+
+        assert_true(qemu_byte_lock_move_fd(*l, new_fd.fd).ok());
+        assert_int_equal(posix_lock_close_fd(old_fd), 0);
+        ASSERT_MAP(t.path, bro);
+        // Now raise to read-write through the new fd: no self-conflict.
+        must_prepare(*l, perms(LockMode::Exclusive, false));
+        l->commit();
+        ASSERT_MAP(t.path, (LockBits{R | W, R | W | WU | RS}));
+        if (api == LockingApi::Ofd) {
+            auto hs = find_lock_holders(new_fd.fd);
+            assert_int_equal(hs.size(), 1);
+            assert_int_equal(hs[0].fd, new_fd.fd);
+            assert_string_equal(hs[0].node_name.c_str(), "n");
+        }
+        l.reset();
+        ASSERT_MAP(t.path, LockBits{});
+    }
+}
+
+// Nothing here leaks an fd (holder scans open /proc files; POSIX closes are
+// deferred and must still happen).
+int count_fds() {
+    int n = 0;
+    for (int fd = 0; fd < 1024; fd++) n += fcntl(fd, F_GETFD) >= 0;
+    return n;
+}
+
+void test_no_fd_leak(void **) {
+    const int before = count_fds();
+    for (LockingApi api : kApis) {
+        TempFile t;
+        int fa = open(t.path.c_str(), O_RDWR | O_CLOEXEC);
+        int fb = open(t.path.c_str(), O_RDWR | O_CLOEXEC);
+        auto a = new_lock(fa, t.path, "a", api);
+        auto b = new_lock(fb, t.path, "b", api);
+        must_prepare(*a, perms(LockMode::Exclusive, false));
+        a->commit();
+        for (int i = 0; i < 20; i++) assert_false(b->prepare(R, R).ok());
+        (void)find_lock_holders(fa);
+        b.reset();
+        assert_int_equal(posix_lock_close_fd(fb), 0);
+        a.reset();
+        assert_int_equal(posix_lock_close_fd(fa), 0);
+    }
+    assert_int_equal(count_fds(), before);
+}
+
 void test_bit_names(void **) {
     assert_string_equal(lock_bit_names(0).c_str(), "nothing");
     assert_string_equal(lock_bit_names(W | RS).c_str(), "write, resize");
@@ -711,6 +804,8 @@ int main() {
         cmocka_unit_test_teardown(test_posix_flaw_is_real, teardown),
         cmocka_unit_test_teardown(test_posix_two_nodes, teardown),
         cmocka_unit_test_teardown(test_posix_holders_per_node, teardown),
+        cmocka_unit_test_teardown(test_move_fd, teardown),
+        cmocka_unit_test_teardown(test_no_fd_leak, teardown),
         cmocka_unit_test_teardown(test_bit_names, teardown),
     };
     return cmocka_run_group_tests(tests, nullptr, nullptr);
