@@ -40,6 +40,15 @@ enum : int {
     BDRV_O_PROBED = 1 << 6,      // raw chosen by probing: guard sector 0
 };
 
+// What co_block_status reports of a range.
+enum : int {
+    BDRV_BLOCK_DATA = 1 << 0,          // reads return data from *file at *map
+    BDRV_BLOCK_ZERO = 1 << 1,          // reads return zeroes
+    BDRV_BLOCK_OFFSET_VALID = 1 << 2,  // *map and *file are set
+    BDRV_BLOCK_ALLOCATED = 1 << 3,     // this layer defines the content (else: its backing file)
+    BDRV_BLOCK_COMPRESSED = 1 << 4,
+};
+
 // Flags of a request.
 enum : int {
     BDRV_REQ_FUA = 1 << 0,
@@ -94,6 +103,11 @@ struct BlockDriver {
     Task<int> (*co_pdiscard)(BlockDriverState *bs, int64_t offset, int64_t bytes);
     Task<int> (*co_flush)(BlockDriverState *bs);
     Task<int> (*co_truncate)(BlockDriverState *bs, int64_t size);
+    // The status of [offset, offset + bytes): BDRV_BLOCK_* flags (>= 0) or
+    // negative errno; *pnum (> 0, <= bytes) is how far that status holds.
+    // nullptr: everything is DATA | ALLOCATED (protocols, raw).
+    Task<int> (*co_block_status)(BlockDriverState *bs, int64_t offset, int64_t bytes,
+                                 int64_t *pnum, int64_t *map, BlockDriverState **file);
     // Length in bytes, or negative errno.
     int64_t (*getlength)(BlockDriverState *bs);
     // Bytes allocated on the host, or negative errno (nullptr: unknown).

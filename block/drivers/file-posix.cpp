@@ -403,6 +403,7 @@ const BlockDriver bdrv_file = {
     .co_pdiscard = file_co_pdiscard,
     .co_flush = file_co_flush,
     .co_truncate = file_co_truncate,
+    .co_block_status = nullptr,
     .getlength = file_getlength,
     .get_allocated_size = file_get_allocated_size,
     .get_info = file_get_info,

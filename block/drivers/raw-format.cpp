@@ -128,6 +128,7 @@ const BlockDriver bdrv_raw = {
     .co_pdiscard = raw_co_pdiscard,
     .co_flush = nullptr,
     .co_truncate = raw_co_truncate,
+    .co_block_status = nullptr,
     .getlength = raw_getlength,
     .get_allocated_size = nullptr,
     .get_info = raw_get_info,
