@@ -366,7 +366,8 @@ std::string type_text(const Schema &s, const TypeDef &t) {
         std::string out = "<";
         for (const Branch &b : t.branches) {
             if (out.size() > 1) out += " or ";
-            out += type_text(s, s.type(b.type));
+            std::string inner = type_text(s, s.type(b.type));
+            out += inner.substr(1, inner.size() - 2);
         }
         return out + ">";
     }
