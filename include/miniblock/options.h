@@ -14,6 +14,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -87,10 +88,11 @@ public:
 
 private:
     struct Entry;
+    struct Impl;  // a std::map: O(log n) per key, even for hostile inputs
     Entry *find(std::string_view key);
     const Entry *find(std::string_view key) const;
     Entry &slot(std::string_view key);
-    std::vector<Entry> entries_;  // sorted by key
+    std::unique_ptr<Impl> impl_;  // nullptr while empty
 };
 
 // Parses a -drive style option string into a tree; three spellings:

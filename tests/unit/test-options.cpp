@@ -290,7 +290,11 @@ void test_drive_sugar(void **) {
     expect_error(r.status(), "Expected '=' after parameter 'size'");
 
     parse_error("file=a.img,aio=native,file.aio=threads", "Duplicate parameter 'file.aio'");
-    parse_error("file=a.img,file.filename=b.img", "Duplicate parameter 'file.filename'");
+    parse_error("file=a.img,file.filename=b.img", "Duplicate parameter 'file.filename'",
+                "'file=NAME' is short for 'file.filename=NAME'");
+    parse_error("file=a.img,file=b.img", "Duplicate parameter 'file.filename'",
+                "'file=NAME' is short for 'file.filename=NAME'");
+    parse_error("file.filename=a.img,file.filename=b.img", "Duplicate parameter 'file.filename'");
     parse_error("format=raw,driver=raw", "Duplicate parameter 'driver'",
                 "'format' is another name for 'driver'");
     parse_error("driver=raw,format=raw", "Duplicate parameter 'driver'",
