@@ -487,3 +487,14 @@ std::string driver_options_help(std::string_view driver) {
 }
 
 }  // namespace mb::qapi
+
+namespace mb::qapi {
+
+// The internal parser lives in an unnamed namespace; this is its public face.
+std::optional<int64_t> parse_size(std::string_view s) {
+    bool overflow;
+    std::optional<int64_t> (*internal)(std::string_view, bool &) = parse_size;
+    return internal(s, overflow);
+}
+
+}  // namespace mb::qapi

@@ -116,6 +116,11 @@ Result<OptionDict> parse_drive_options(std::string_view spec);
 // sugar and without the bare-filename form: for option lists such as -o.
 Result<OptionDict> parse_keyval_options(std::string_view spec);
 
+// A size as options take it: bytes with an optional k, M, G, T, P or E
+// suffix (powers of 1024); nullopt when malformed or out of range.  The tools
+// parse their size arguments with it too.
+std::optional<int64_t> parse_size(std::string_view s);
+
 // Validates one node's options against the schema struct of `driver` (a
 // branch of the BlockdevOptions union), in place: unknown keys, bad values
 // and missing required fields are errors naming the full dotted key (`path`
