@@ -519,6 +519,12 @@ void test_sizes(void **) {
     for (const char *b : bad)
         expect_error(validate(std::string("driver=raw,file=a,size=") + b, "raw"),
                      std::string("Invalid value '") + b + "' for parameter 'size'", kSizeDetail);
+    // The public parser the tools use for their size arguments.
+    assert_int_equal(*parse_size("64k"), 65536);
+    assert_true(*parse_size("7E") == int64_t(7) << 60);
+    assert_false(parse_size("8E").has_value());
+    assert_false(parse_size("-1").has_value());
+    assert_false(parse_size("").has_value());
     const char *overflow[] = {"8E", "9223372036854775808", "8192P", "18446744073709551616",
                               "99999999999999999999999k"};
     for (const char *b : overflow)
