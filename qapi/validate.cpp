@@ -429,6 +429,9 @@ void help_fields(const Schema &s, std::string &out, std::vector<const Field *> f
 
 Status validate_node_options(OptionDict &opts, std::string_view driver, std::string_view path,
                              const Schema &schema) {
+    // "backing.file" and "backing.file." (a prefix, as the block layer
+    // builds it) both name the node.
+    if (path.ends_with('.')) path.remove_suffix(1);
     const std::string p(path);
     if (driver.empty()) return error("Parameter '" + shown(full_key(p, "driver")) + "' is missing");
     const TypeDef *st = schema.driver_struct(driver);

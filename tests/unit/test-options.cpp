@@ -432,6 +432,12 @@ void test_validate_errors(void **) {
                  kRawParams);
     expect_error(validate("driver=file,filename=a,lokc=on", "file", "file"),
                  "Invalid parameter 'file.lokc'", kFileParams);
+    // The path may be given as a prefix, with its trailing dot.
+    expect_error(validate("driver=file,filename=a,lokc=on", "file", "backing.file."),
+                 "Invalid parameter 'backing.file.lokc'", kFileParams);
+    expect_error(validate("driver=file,lock=off", "file", "file."),
+                 "Parameter 'file.filename' is missing");
+    expect_error(validate("lock=off", "", "backing."), "Parameter 'backing.driver' is missing");
     // An unknown key is reported before the missing key it probably is.
     expect_error(validate("driver=file,filname=a", "file"), "Invalid parameter 'filname'",
                  "Valid parameters for driver 'file': aio, cache, driver, filename, lock, "
