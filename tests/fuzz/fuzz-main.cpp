@@ -111,6 +111,18 @@ void mutate(std::vector<uint8_t> &v, std::mt19937_64 &rng, size_t max_len,
     if (v.size() > max_len) v.resize(max_len);
 }
 
+// The process's mapped address space (VmSize), 0 if unknown.
+uint64_t mapped_bytes() {
+    FILE *f = fopen("/proc/self/status", "re");
+    if (!f) return 0;
+    char line[256];
+    unsigned long long kb = 0;
+    while (fgets(line, sizeof line, f))
+        if (sscanf(line, "VmSize: %llu kB", &kb) == 1) break;
+    fclose(f);
+    return uint64_t(kb) << 10;
+}
+
 }  // namespace
 
 int main(int argc, char **argv) {
@@ -124,8 +136,11 @@ int main(int argc, char **argv) {
         else if (!strncmp(argv[i], "-max_len=", 9)) max_len = strtoull(argv[i] + 9, nullptr, 0);
         else load(argv[i], corpus);
     }
-    // A target must not allocate without bound: cap the address space.
-    struct rlimit rl = {8ull << 30, 8ull << 30};
+    // A target must not allocate without bound: cap the address space at
+    // 8 GiB beyond what is mapped now.  ASan has already reserved terabytes
+    // of shadow memory (MAP_NORESERVE still counts), so an absolute 8 GiB cap
+    // would make every later mmap of its allocator fail.
+    struct rlimit rl = {mapped_bytes() + (8ull << 30), mapped_bytes() + (8ull << 30)};
     setrlimit(RLIMIT_AS, &rl);
     for (int s : {SIGSEGV, SIGABRT, SIGBUS, SIGFPE, SIGILL}) signal(s, save_crash);
 
