@@ -34,6 +34,10 @@ mkcloop c 9000 512;                 IMAGES+=(c)
 mkcloop d 3000000 262144;           IMAGES+=(d)
 mkcloop e 100000 16384 -L 0;        IMAGES+=(e)
 mkcloop f 150000 32768 -L -1;       IMAGES+=(f)
+# Written to a pipe (-m: in memory, since stdout cannot be rewound): the same bytes.
+create_compressed_fs -q -m -B 65536 "$T/a.raw" - 2>/dev/null >"$T/g.cloop"
+cp "$T/a.want" "$T/g.want";         IMAGES+=(g)
+expect_ok "create_compressed_fs to stdout writes the same image" cmp "$T/g.cloop" "$T/a.cloop"
 for n in "${IMAGES[@]}"; do
     img="$T/$n.cloop"
     expect_ok "$n: miniblock reads it (format given)" \
@@ -101,6 +105,23 @@ expect_output "miniblock-img locks names the holder" 'miniblock-io' "$MINIBLOCK_
 eval "exec $HOLD_FD_mb>&-"
 wait "$HOLD_PID_mb"
 expect_ok "the writer gets in once miniblock is gone" qemu-io -f raw -c 'write 0 512' "$T/held.cloop"
+
+# lock=shared (QEMU's -U) keeps no writer out; lock=exclusive keeps readers out.
+cp "$T/b.cloop" "$T/sh.cloop"
+hold sh "$MINIBLOCK_IO" -r -f cloop -U "$T/sh.cloop"
+echo "read 0 512" >&"$HOLD_FD_sh"
+if wait_for "$T/hold-sh.out" '\[ok\]'; then ok "miniblock-io -U holds the cloop image"; else not_ok "miniblock-io -U holds the cloop image"; fi
+expect_ok "qemu-io writer allowed under lock=shared" qemu-io -f raw -c 'write 0 512' "$T/sh.cloop"
+eval "exec $HOLD_FD_sh>&-"
+wait "$HOLD_PID_sh"
+cp "$T/b.cloop" "$T/ex.cloop"
+hold ex "$MINIBLOCK_IO" -r -f cloop -l exclusive "$T/ex.cloop"
+echo "read 0 512" >&"$HOLD_FD_ex"
+if wait_for "$T/hold-ex.out" '\[ok\]'; then ok "miniblock-io -l exclusive holds the cloop image"; else not_ok "miniblock-io -l exclusive holds the cloop image"; fi
+expect_fail "qemu-io reader refused under lock=exclusive" 'Failed to get "consistent read" lock' \
+    qemu-io -r -f cloop -c 'read 0 512' "$T/ex.cloop"
+eval "exec $HOLD_FD_ex>&-"
+wait "$HOLD_PID_ex"
 
 # And the other way: a qemu-io writer of the file keeps miniblock's reader out.
 cp "$T/b.cloop" "$T/w.cloop"
