@@ -1,0 +1,554 @@
+// win32-tests: raw-win32 and the Windows lock protocol, run under Wine (or
+// Windows) by tests/win32/run-wine-tests.sh.  Prints TAP, then
+// "N passed, M failed"; exits 1 on any failure.
+//
+// Usage: win32-tests [--rounds N] [DIR]
+//   DIR      where test files go (default: %TEMP%\miniblock-win32-PID)
+//   --rounds rounds of the exclusive-opener race (default 100)
+//
+// Two-process tests start win32-lock-child.exe (next to this program) and
+// compare what they see with what the permission model says
+// (block/permissions.h): nothing here is a hand-written expectation table.
+#include <windows.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "block/drivers/file-win32.h"
+#include "block/locking/win32.h"
+#include "block/permissions.h"
+#include "child.h"
+#include "tap.h"
+
+using namespace mb;
+using namespace mbtest;
+using qapi::LockMode;
+
+namespace {
+
+std::wstring g_child_exe;
+
+std::string hex(uint32_t v) {
+    char b[16];
+    std::snprintf(b, sizeof b, "%x", unsigned(v));
+    return b;
+}
+
+std::string bits_str(LockBits b) { return "use=" + hex(b.use) + " forbid=" + hex(b.forbid); }
+
+// ---- what the permission model says ---------------------------------------
+
+struct Cfg {
+    LockMode mode;
+    bool ro;
+    std::string name() const {
+        return std::string(qapi::to_string(mode)) + (ro ? "/ro" : "/rw");
+    }
+};
+
+// The bytes a raw image opened as `c` holds; nullopt for lock=off (no locks,
+// no tests).
+std::optional<LockBits> bits_of(Cfg c) {
+    if (c.mode == LockMode::Off) return std::nullopt;
+    auto pp = lock_mode_perms(c.mode, c.ro, true, NodeRole::Top);
+    return lock_bits_for(pp->perm, pp->shared);
+}
+
+// The first conflict a process wanting `want` finds against `other`, in the
+// protocol's order, as the reply line of win32-lock-child; "" if none.
+std::string expected_conflict(LockBits want, LockBits other, const std::string &path) {
+    ConflictTest t = conflict_test_for(want);
+    for (int i = 0; i < BLK_PERM_COUNT; i++) {
+        uint32_t b = 1u << i;
+        std::string name;
+        if ((t.their_forbid & b) && (other.forbid & b)) {
+            // A held 202 forbids write when we want write.
+            int n = (i == 2 && (want.use & BLK_PERM_WRITE)) ? 1 : i;
+            name = std::string("Failed to get \"") + perm_name(n) + "\" lock";
+        } else if ((t.their_use & b) && (other.use & b)) {
+            int n = (i == 2 && (want.forbid & BLK_PERM_WRITE)) ? 1 : i;
+            name = std::string("Failed to get shared \"") + perm_name(n) + "\" lock";
+        }
+        if (!name.empty()) {
+            return "fail " + std::to_string(EAGAIN) + " " + name +
+                   " | Is another process using the image [" + path +
+                   "]? | Windows cannot say which process holds it";
+        }
+    }
+    return "";
+}
+
+// ---- looking at the lock region from outside ------------------------------
+
+// Which protocol bytes (and the guard) anybody holds, seen through our own
+// handle: an exclusive try-lock succeeds only on a byte nobody holds.
+struct RegionMap {
+    LockBits bits;
+    bool guard = false;
+    bool operator==(const RegionMap &) const = default;
+    std::string str() const { return bits_str(bits) + (guard ? " guard" : ""); }
+};
+
+bool byte_free(HANDLE h, uint64_t off) {
+    OVERLAPPED ov{};
+    ov.Offset = DWORD(off);
+    ov.OffsetHigh = DWORD(off >> 32);
+    if (!LockFileEx(h, LOCKFILE_EXCLUSIVE_LOCK | LOCKFILE_FAIL_IMMEDIATELY, 0, 1, 0, &ov)) {
+        return false;
+    }
+    UnlockFileEx(h, 0, 1, 0, &ov);
+    return true;
+}
+
+RegionMap probe(HANDLE h) {
+    RegionMap m;
+    for (int i = 0; i < BLK_PERM_COUNT; i++) {
+        if (!byte_free(h, win32_use_byte(i))) m.bits.use |= 1u << i;
+        if (!byte_free(h, win32_forbid_byte(i))) m.bits.forbid |= 1u << i;
+    }
+    m.guard = !byte_free(h, WIN32_GUARD_BYTE);
+    return m;
+}
+
+Win32File open_or_die(const std::string &path, bool ro, Win32FileOptions::Create c =
+                                                             Win32FileOptions::Create::No) {
+    Win32FileOptions o;
+    o.read_only = ro;
+    o.create = c;
+    auto f = Win32File::open(path, o);
+    if (!f.ok()) {
+        std::printf("Bail out! cannot open %s: %s\n", path.c_str(), f.status().to_string().c_str());
+        std::exit(1);
+    }
+    return std::move(*f);
+}
+
+std::unique_ptr<Child> spawn(const std::wstring &path) {
+    auto c = Child::start(g_child_exe, path);
+    if (!c) {
+        std::printf("Bail out! cannot start win32-lock-child.exe\n");
+        std::exit(1);
+    }
+    return c;
+}
+
+// ---- the premise ----------------------------------------------------------
+
+// The design rests on two facts about LockFileEx; check them where we run.
+void test_premises(const std::string &path) {
+    Win32File a = open_or_die(path, false), b = open_or_die(path, false);
+    OVERLAPPED ov{};
+    uint64_t off = win32_use_byte(0);
+    ov.Offset = DWORD(off);
+    ov.OffsetHigh = DWORD(off >> 32);
+    bool shared = LockFileEx(a.handle(), LOCKFILE_FAIL_IMMEDIATELY, 0, 1, 0, &ov);
+    check(shared, "premise: a shared lock beyond 2^62 is granted");
+    OVERLAPPED ov2 = ov;
+    bool own_excl = LockFileEx(a.handle(), LOCKFILE_EXCLUSIVE_LOCK | LOCKFILE_FAIL_IMMEDIATELY,
+                               0, 1, 0, &ov2);
+    if (own_excl) UnlockFileEx(a.handle(), 0, 1, 0, &ov2);
+    check(!own_excl, "premise: a handle's own shared lock refuses its exclusive test lock");
+    check(!byte_free(b.handle(), off), "premise: another handle's test sees the shared lock");
+    UnlockFileEx(a.handle(), 0, 1, 0, &ov);
+    check(byte_free(b.handle(), off), "premise: after unlock the byte is free");
+    // Data bytes stay writable while the lock region is held.
+    Win32Locks la(a.handle(), path);
+    Status st = la.prepare(BLK_PERM_ALL & ~BLK_PERM_WRITE_UNCHANGED, 0);
+    check(st.ok(), "exclusive lock on a fresh file", st.to_string());
+    la.commit();
+    char data[512] = "written while locked";
+    check(b.pwrite(0, data, sizeof data) == 0, "another handle writes offset 0 while locks are held");
+    la.release();
+}
+
+// ---- fault injection ------------------------------------------------------
+
+struct Fault {
+    int calls = 0;
+    int fail_at = 0;  // 0: never
+    bool persist = false;
+    DWORD err = ERROR_NOT_ENOUGH_MEMORY;
+} g_fault;
+
+bool should_fail() {
+    int n = ++g_fault.calls;
+    return g_fault.fail_at > 0 && (n == g_fault.fail_at || (g_fault.persist && n > g_fault.fail_at));
+}
+
+BOOL WINAPI fake_lock(HANDLE h, DWORD f, DWORD r, DWORD lo, DWORD hi, LPOVERLAPPED ov) {
+    if (should_fail()) {
+        SetLastError(g_fault.err);
+        return FALSE;
+    }
+    return LockFileEx(h, f, r, lo, hi, ov);
+}
+
+BOOL WINAPI fake_unlock(HANDLE h, DWORD r, DWORD lo, DWORD hi, LPOVERLAPPED ov) {
+    if (should_fail()) {
+        SetLastError(g_fault.err);
+        return FALSE;
+    }
+    return UnlockFileEx(h, r, lo, hi, ov);
+}
+
+VOID WINAPI fake_sleep(DWORD) {}
+
+const Win32LockCalls fake_calls = {fake_lock, fake_unlock, fake_sleep, ::GetTickCount64};
+
+struct FaultScenario {
+    const char *name;
+    PermPair start;   // L1's state before the change ({0, ALL}: no locks)
+    PermPair target;  // the change
+    bool reader;      // another handle holds a reader's locks (auto, read-only)
+};
+
+// For every call N of the change, make call N fail (once, or from N on) and
+// check: success with the target state, or failure with the lock state
+// exactly as before (or, only when failures persist, an explicit "could not
+// be restored").  Returns the number of calls of the clean run.
+void fault_scenario(const std::string &path, const FaultScenario &sc, bool persist, DWORD err) {
+    auto reader_pp = lock_mode_perms(LockMode::Auto, true, true, NodeRole::Top);
+    int clean_calls = -1;
+    int bad = 0;
+    std::string first_diag;
+    int successes = 0, failures = 0;
+    for (int n = 0;; n++) {
+        Win32File f1 = open_or_die(path, false), f2 = open_or_die(path, true),
+                  f3 = open_or_die(path, true);
+        Win32LockOptions o;
+        o.calls = &fake_calls;
+        Win32Locks l1(f1.handle(), path, o), l2(f2.handle(), path);
+        g_fault = Fault{};
+        if (sc.start.perm || sc.start.shared != BLK_PERM_ALL) {
+            if (!l1.prepare(sc.start.perm, sc.start.shared).ok()) {
+                check(false, std::string("fault setup ") + sc.name);
+                return;
+            }
+            l1.commit();
+        }
+        if (sc.reader) {
+            if (!l2.prepare(reader_pp->perm, reader_pp->shared).ok()) {
+                check(false, std::string("fault setup reader ") + sc.name);
+                return;
+            }
+            l2.commit();
+        }
+        LockBits held_before = l1.held();
+        RegionMap map_before = probe(f3.handle());
+        g_fault = Fault{0, n, persist, err};
+        Status st = l1.prepare(sc.target.perm, sc.target.shared);
+        int calls = g_fault.calls;
+        g_fault.fail_at = 0;
+        std::string diag;
+        if (st.ok()) {
+            successes++;
+            l1.commit();
+            LockBits want = lock_bits_for(sc.target.perm, sc.target.shared);
+            if (!(l1.held() == want)) diag = "held " + bits_str(l1.held()) + " want " + bits_str(want);
+            RegionMap m = probe(f3.handle());
+            LockBits u{want.use | (sc.reader ? lock_bits_for(reader_pp->perm, reader_pp->shared).use : 0),
+                       want.forbid | (sc.reader ? lock_bits_for(reader_pp->perm, reader_pp->shared).forbid : 0)};
+            if (!(m.bits == u) || m.guard) diag += " map " + m.str() + " want " + bits_str(u);
+        } else {
+            failures++;
+            RegionMap m = probe(f3.handle());
+            bool same = l1.held() == held_before && m == map_before;
+            bool restore_reported = st.message().starts_with("Failed to restore");
+            if (!same && !(persist && restore_reported)) {
+                diag = "after failure '" + st.message() + "': held " + bits_str(l1.held()) +
+                       " was " + bits_str(held_before) + ", map " + m.str() + " was " +
+                       map_before.str();
+            }
+            if (restore_reported && !persist) diag += " restore failed on a transient fault";
+        }
+        if (!diag.empty()) {
+            if (!bad++) first_diag = "call " + std::to_string(n) + ": " + diag;
+        }
+        if (n == 0) clean_calls = calls;
+        if (n > clean_calls) break;
+    }
+    char what[200];
+    std::snprintf(what, sizeof what,
+                  "fault injection, %s, %s error %lu at each of its %d calls: "
+                  "%d runs succeeded, %d failed",
+                  sc.name, persist ? "persistent" : "one", err, clean_calls, successes, failures);
+    check(bad == 0, what, first_diag);
+}
+
+void test_fault_injection(const std::string &path) {
+    constexpr uint32_t R = BLK_PERM_CONSISTENT_READ, W = BLK_PERM_WRITE, RS = BLK_PERM_RESIZE;
+    const FaultScenario scenarios[] = {
+        {"exclusive open", {0, BLK_PERM_ALL}, {R | W, 0}, false},
+        {"auto open beside a reader", {0, BLK_PERM_ALL}, {R, R}, true},
+        {"commit upgrade, no reader", {R, R}, {R | W | RS, 0}, false},
+        {"commit upgrade refused by a reader", {R, R}, {R | W | RS, 0}, true},
+        {"exclusive open refused by a reader", {0, BLK_PERM_ALL}, {R | W, 0}, true},
+    };
+    for (const auto &sc : scenarios) {
+        fault_scenario(path, sc, false, ERROR_NOT_ENOUGH_MEMORY);
+        fault_scenario(path, sc, false, ERROR_LOCK_VIOLATION);
+        fault_scenario(path, sc, true, ERROR_NOT_ENOUGH_MEMORY);
+    }
+}
+
+// ---- the guard's bounded wait ---------------------------------------------
+
+void test_guard_timeout(const std::string &path) {
+    Win32File f1 = open_or_die(path, false), f2 = open_or_die(path, false);
+    OVERLAPPED ov{};
+    ov.Offset = DWORD(WIN32_GUARD_BYTE);
+    ov.OffsetHigh = DWORD(WIN32_GUARD_BYTE >> 32);
+    // A peer stuck inside its guard section.
+    LockFileEx(f2.handle(), LOCKFILE_EXCLUSIVE_LOCK | LOCKFILE_FAIL_IMMEDIATELY, 0, 1, 0, &ov);
+    Win32LockOptions o;
+    o.guard_timeout_ms = 300;
+    Win32Locks l1(f1.handle(), path, o);
+    ULONGLONG t0 = GetTickCount64();
+    Status st = l1.prepare(BLK_PERM_CONSISTENT_READ, BLK_PERM_CONSISTENT_READ);
+    ULONGLONG dt = GetTickCount64() - t0;
+    check(!st.ok() && st.err() == EAGAIN &&
+              st.to_string() == "Failed to get the lock guard of " + path +
+                                    "\nIs another process using the image [" + path +
+                                    "]?\nAnother process has been changing its locks for too long",
+          "a stuck guard: exact error after the bounded wait", st.to_string());
+    check(dt >= 300 && dt < 3000, "a stuck guard: gave up after " + std::to_string(dt) + " ms");
+    check(l1.held() == LockBits{} && probe(f1.handle()).bits == LockBits{},
+          "a stuck guard: nothing locked");
+    UnlockFileEx(f2.handle(), 0, 1, 0, &ov);
+    st = l1.prepare(BLK_PERM_CONSISTENT_READ, BLK_PERM_CONSISTENT_READ);
+    check(st.ok(), "guard free again: lock succeeds", st.to_string());
+    if (st.ok()) l1.commit();
+}
+
+// ---- two processes, every pair of lock modes ------------------------------
+
+std::vector<Cfg> all_cfgs() {
+    std::vector<Cfg> v;
+    for (LockMode m : {LockMode::Off, LockMode::Shared, LockMode::Auto, LockMode::Exclusive}) {
+        v.push_back({m, true});
+        v.push_back({m, false});
+    }
+    return v;
+}
+
+void test_matrix(const std::wstring &wpath, const std::string &path) {
+    auto a = spawn(wpath), b = spawn(wpath);
+    auto cfgs = all_cfgs();
+    std::string table = "             second opener:\nfirst opener ";
+    for (auto &c : cfgs) table += " " + c.name().substr(0, 6) + (c.ro ? "r" : "w");
+    for (auto &ca : cfgs) {
+        char row[32];
+        std::snprintf(row, sizeof row, "\n%-12s ", ca.name().c_str());
+        table += row;
+        for (auto &cb : cfgs) {
+            std::string ra = a->cmd(std::string("open ") + (ca.ro ? "ro" : "rw"));
+            std::string la = a->cmd(std::string("lock ") + qapi::to_string(ca.mode));
+            std::string rb = b->cmd(std::string("open ") + (cb.ro ? "ro" : "rw"));
+            std::string lb = b->cmd(std::string("lock ") + qapi::to_string(cb.mode));
+            std::string want = "ok";
+            auto ba = bits_of(ca), bb = bits_of(cb);
+            if (ba && bb) {
+                std::string e = expected_conflict(*bb, *ba, path);
+                if (!e.empty()) want = e;
+            }
+            if (want == "ok" && cb.mode == LockMode::Off) want = "ok off";
+            std::string want_a = ca.mode == LockMode::Off ? "ok off" : "ok";
+            bool ok = ra == "ok" && rb == "ok" && la == want_a && lb == want;
+            check(ok, ca.name() + " then " + cb.name() + ": " + (want.starts_with("ok") ? "both open" : "second refused"),
+                  "first: " + la + "; second: " + lb + "; expected: " + want);
+            table += lb.starts_with("ok") ? "      ok" : "    FAIL";
+            a->cmd("close");
+            b->cmd("close");
+        }
+    }
+    note("matrix seen by two Windows processes (ok = second opener gets its locks):");
+    size_t p = 0, q;
+    while ((q = table.find('\n', p)) != std::string::npos) {
+        note(table.substr(p, q - p));
+        p = q + 1;
+    }
+    note(table.substr(p));
+}
+
+// ---- writes at offset 0 while locks are held ------------------------------
+
+void test_offset0(const std::wstring &wpath) {
+    auto a = spawn(wpath), b = spawn(wpath);
+    check(a->cmd("open rw") == "ok" && a->cmd("lock exclusive") == "ok",
+          "offset 0: first process holds lock=exclusive");
+    check(a->cmd("write 0 512") == "ok", "offset 0: the exclusive holder writes offset 0");
+    check(a->cmd("write 0 1048576") == "ok", "offset 0: the exclusive holder writes 1 MiB at 0");
+    check(b->cmd("open rw") == "ok" && b->cmd("lock off") == "ok off",
+          "offset 0: a lock=off process opens beside it");
+    check(b->cmd("write 0 4096") == "ok",
+          "offset 0: a lock=off process writes offset 0 (locks never cover data)");
+    a->cmd("close");
+    b->cmd("close");
+    check(a->cmd("open rw nobuf") == "ok" && a->cmd("lock shared") == "ok" &&
+              b->cmd("open rw") == "ok" && b->cmd("lock shared") == "ok",
+          "offset 0: two lock=shared writers");
+    check(a->cmd("write 0 4096") == "ok" && b->cmd("write 0 512") == "ok" &&
+              a->cmd("write 100 7") == "ok",
+          "offset 0: both write offset 0 (one with cache=none, unaligned too)");
+}
+
+// ---- commit's upgrade -----------------------------------------------------
+
+void test_commit_upgrade(const std::wstring &wpath, const std::string &path) {
+    constexpr uint32_t R = BLK_PERM_CONSISTENT_READ, W = BLK_PERM_WRITE, RS = BLK_PERM_RESIZE;
+    auto ro_pp = lock_mode_perms(LockMode::Auto, true, true, NodeRole::Top);
+    LockBits ro_bits = lock_bits_for(ro_pp->perm, ro_pp->shared);
+    LockBits up_bits = lock_bits_for(R | W | RS, 0);
+    Win32File self = open_or_die(path, true);
+
+    auto base = spawn(wpath), reader = spawn(wpath);
+    // The base under an overlay: opened writable for the commit, locked as a
+    // read-only backing file.
+    check(base->cmd("open rw") == "ok" && base->cmd("lock auto as-ro") == "ok",
+          "commit: base held as a backing file (auto, read-only)");
+    check(reader->cmd("open ro") == "ok" && reader->cmd("lock auto") == "ok",
+          "commit: a second process reads the base");
+    RegionMap before = probe(self.handle());
+    std::string want = expected_conflict(up_bits, ro_bits, path) + " [kept]";
+    std::string got = base->cmd("perms " + hex(R | W | RS) + " 0");
+    check(got == want, "commit: upgrade refused while another process reads",
+          "got: " + got + "; expected: " + want);
+    check(base->cmd("held") == "ok " + bits_str(ro_bits), "commit: base's locks as before");
+    check(probe(self.handle()) == before, "commit: lock region exactly as before",
+          probe(self.handle()).str() + " was " + before.str());
+    reader->quit();
+    got = base->cmd("perms " + hex(R | W | RS) + " 0");
+    check(got == "ok", "commit: upgrade succeeds once the reader has exited", got);
+    check(base->cmd("held") == "ok " + bits_str(up_bits), "commit: base holds use R,W,RS, forbid all");
+    check(base->cmd("write 0 65536") == "ok", "commit: the upgraded base writes offset 0");
+    auto late = spawn(wpath);
+    got = late->cmd("open ro") == "ok" ? late->cmd("lock auto") : "open failed";
+    want = expected_conflict(ro_bits, up_bits, path);
+    check(got == want, "commit: a new reader is refused during the commit",
+          "got: " + got + "; expected: " + want);
+    got = base->cmd("perms " + hex(ro_pp->perm) + " " + hex(ro_pp->shared));
+    check(got == "ok" && base->cmd("held") == "ok " + bits_str(ro_bits),
+          "commit: the base drops back to its backing-file locks", got);
+    got = late->cmd("lock auto");
+    check(got == "ok", "commit: after it, the reader gets in", got);
+}
+
+// ---- handles do not leak into children ------------------------------------
+
+void test_no_inherit(const std::wstring &wpath, const std::string &path) {
+    std::optional<Win32File> f = open_or_die(path, false);
+    Win32Locks l(f->handle(), path);
+    check(l.prepare(BLK_PERM_CONSISTENT_READ | BLK_PERM_WRITE, 0).ok(), "inherit: parent locks exclusively");
+    l.commit();
+    // Started with bInheritHandles=TRUE (for its pipes) while we hold the image.
+    auto bystander = spawn(wpath);
+    f.reset();  // closes our handle: our locks must go with it
+    auto other = spawn(wpath);
+    std::string got = other->cmd("open rw") == "ok" ? other->cmd("lock exclusive") : "open failed";
+    check(got == "ok", "inherit: no child inherited the image handle (its locks died with ours)", got);
+}
+
+// ---- racing exclusive openers ---------------------------------------------
+
+void test_race(const std::wstring &wpath, int rounds) {
+    int one = 0, none = 0, both = 0;
+    std::string diag;
+    // Fresh processes every round would cost Wine ~10 ms each; fresh handles
+    // every round in two long-lived processes race just the same.  Still,
+    // restart the pair every 10 rounds so that process exit is exercised.
+    std::unique_ptr<Child> a, b;
+    for (int r = 0; r < rounds; r++) {
+        if (r % 10 == 0) {
+            a = spawn(wpath);
+            b = spawn(wpath);
+        }
+        std::string name = "miniblock-race-" + std::to_string(GetCurrentProcessId()) + "-" +
+                           std::to_string(r);
+        Win32Handle ev(CreateEventA(nullptr, TRUE, FALSE, name.c_str()));
+        std::string oa = a->cmd("open rw"), ob = b->cmd("open rw");
+        a->send("race " + name + " exclusive");
+        b->send("race " + name + " exclusive");
+        std::string ra = a->recv(), rb = b->recv();
+        if (oa != "ok" || ob != "ok" || ra != "ready" || rb != "ready") {
+            diag = "round " + std::to_string(r) + ": " + oa + "/" + ob + "/" + ra + "/" + rb;
+            both = -1000;
+            break;
+        }
+        SetEvent(ev.get());  // both wake at once and lock
+        std::string wa = a->recv(), wb = b->recv();
+        int wins = (wa == "ok") + (wb == "ok");
+        if (wins == 2) {
+            both++;
+            if (diag.empty()) diag = "round " + std::to_string(r) + ": both won";
+        } else if (wins == 1) {
+            one++;
+        } else {
+            none++;
+        }
+        a->cmd("close");
+        b->cmd("close");
+    }
+    check(both == 0,
+          std::to_string(rounds) + " rounds of two racing exclusive openers: never both win (" +
+              std::to_string(one) + " rounds one winner, " + std::to_string(none) +
+              " rounds none)",
+          diag);
+    check(one > 0, "race: the lock is not just refused to everyone");
+}
+
+}  // namespace
+
+int wmain(int argc, wchar_t **argv) {
+    int rounds = 100;
+    std::wstring dir;
+    for (int i = 1; i < argc; i++) {
+        std::wstring a = argv[i];
+        if (a == L"--rounds" && i + 1 < argc) rounds = _wtoi(argv[++i]);
+        else dir = a;
+    }
+    if (dir.empty()) {
+        wchar_t tmp[MAX_PATH + 1];
+        GetTempPathW(MAX_PATH + 1, tmp);
+        dir = std::wstring(tmp) + L"miniblock-win32-" + std::to_wstring(GetCurrentProcessId());
+    }
+    CreateDirectoryW(dir.c_str(), nullptr);
+
+    wchar_t self[MAX_PATH + 1];
+    DWORD n = GetModuleFileNameW(nullptr, self, MAX_PATH + 1);
+    std::wstring exe(self, n);
+    g_child_exe = exe.substr(0, exe.find_last_of(L"\\/") + 1) + L"win32-lock-child.exe";
+
+    // A non-ASCII name, so that every test also proves UTF-8 -> CreateFileW.
+    std::wstring wpath = dir + L"\\obraz-\u043e\u0431\u0440\u0430\u0437-\u6620\u50cf.img";
+    std::string path = wide_to_utf8(wpath);
+    {
+        Win32File f = open_or_die(path, false, Win32FileOptions::Create::Always);
+        std::vector<char> zeros(1 << 20);
+        if (f.pwrite(0, zeros.data(), zeros.size()) != 0) {
+            std::printf("Bail out! cannot write %s\n", path.c_str());
+            return 1;
+        }
+    }
+    note("image: " + path);
+
+    test_premises(path);
+    run_io_tests(dir);
+    test_fault_injection(path);
+    test_guard_timeout(path);
+    test_matrix(wpath, path);
+    test_offset0(wpath);
+    test_commit_upgrade(wpath, path);
+    test_no_inherit(wpath, path);
+    test_race(wpath, rounds);
+
+    DeleteFileW(wpath.c_str());
+    RemoveDirectoryW(dir.c_str());
+    std::printf("1..%d\n", tap_count);
+    std::printf("%d passed, %d failed\n", tap_count - tap_failed, tap_failed);
+    return tap_failed ? 1 : 0;
+}
