@@ -10,8 +10,11 @@
 //                          failure also says whether held() is unchanged
 //   held                   "ok use=U forbid=F" (hex bit masks)
 //   write OFF LEN          write LEN bytes at OFF and read them back
-//   race EVENT MODE        open the named event, say "ready", wait for it,
-//                          then lock MODE (the barrier of the race test)
+//   race EVENT MODE [noguard]
+//                          open the named event, say "ready", wait for it,
+//                          then lock MODE (the barrier of the race test);
+//                          noguard: the negative control, with the guard
+//                          byte's lock calls faked (they lock nothing)
 //   close                  release the locks, close the file
 //   quit
 #include <windows.h>
@@ -48,6 +51,21 @@ std::string one_line(const Status &st) {
     }
     return s;
 }
+
+// The negative control's call table: everything real except the guard byte,
+// whose lock and unlock succeed without locking anything.  With it, two
+// openers can interleave their tests and takes, which is what the guard is
+// there to prevent; the race test shows the difference.
+bool is_guard(LPOVERLAPPED ov) {
+    return ((uint64_t(ov->OffsetHigh) << 32) | ov->Offset) == WIN32_GUARD_BYTE;
+}
+BOOL WINAPI noguard_lock(HANDLE h, DWORD f, DWORD r, DWORD lo, DWORD hi, LPOVERLAPPED ov) {
+    return is_guard(ov) ? TRUE : LockFileEx(h, f, r, lo, hi, ov);
+}
+BOOL WINAPI noguard_unlock(HANDLE h, DWORD r, DWORD lo, DWORD hi, LPOVERLAPPED ov) {
+    return is_guard(ov) ? TRUE : UnlockFileEx(h, r, lo, hi, ov);
+}
+const Win32LockCalls noguard_calls = {noguard_lock, noguard_unlock, ::Sleep, ::GetTickCount64};
 
 struct State {
     std::string path;
@@ -127,8 +145,14 @@ std::string handle(State &s, const std::string &line) {
         return "ok";
     }
     if (cmd == "race") {
-        std::string event, mode;
-        in >> event >> mode;
+        std::string event, mode, opt;
+        in >> event >> mode >> opt;
+        if (!s.file) return "fail 9 not open";
+        if (opt == "noguard") {
+            Win32LockOptions o;
+            o.calls = &noguard_calls;
+            s.locks = std::make_unique<Win32Locks>(s.file->handle(), s.path, o);
+        }
         Win32Handle ev(OpenEventA(SYNCHRONIZE, FALSE, event.c_str()));
         if (!ev.valid()) return "fail 2 no event " + event;
         reply("ready");
