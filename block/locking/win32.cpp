@@ -92,7 +92,7 @@ constexpr int UNDO_TRIES = 5;
 
 std::string byte_name(uint64_t off) {
     char buf[64];
-    std::snprintf(buf, sizeof buf, "lock byte 0x%llx", static_cast<unsigned long long>(off));
+    std::snprintf(buf, sizeof buf, "byte 0x%llx", static_cast<unsigned long long>(off));
     return buf;
 }
 
@@ -163,9 +163,9 @@ Status Win32Locks::take_guard() {
     for (;;) {
         DWORD err;
         if (lock_byte(WIN32_GUARD_BYTE, true, &err)) return Status::OK();
-        if (!is_conflict(err)) return Win32Error("Failed to lock " + path_, err);
+        if (!is_conflict(err)) return Win32Error("Failed to lock '" + path_ + "'", err);
         if (calls_->GetTickCount64() - start >= opts_.guard_timeout_ms) {
-            return Status::Error(EAGAIN, "Failed to get the lock guard of " + path_,
+            return Status::Error(EAGAIN, "Failed to get the lock guard of '" + path_ + "'",
                                  "Is another process using the image [" + path_ + "]?\n"
                                  "Another process has been changing its locks for too long");
         }
@@ -187,11 +187,9 @@ void Win32Locks::drop(LockBits bits) {
 }
 
 Status Win32Locks::conflict_error(bool shared_lock, int bit) const {
+    // The same texts as the POSIX protocol (block/locking/qemu-bytes.cpp),
+    // except that Windows cannot name the holder.
     std::string msg = shared_lock ? "Failed to get shared \"" : "Failed to get \"";
-    // A held 102 counts as write and a held 202 as forbidding write (the 2021
-    // compatibility rule): when we test those bytes because of write, the
-    // conflict is about write.
-    if (bit == 2 && ((shared_lock ? wanted_.forbid : wanted_.use) & BLK_PERM_WRITE)) bit = 1;
     msg += perm_name(bit);
     msg += "\" lock";
     return Status::Error(EAGAIN, std::move(msg),
@@ -209,7 +207,7 @@ Status Win32Locks::test_byte(uint64_t off, bool ours, bool *conflict, bool *lost
     *lost = false;
     if (ours && !must_unlock(off)) {
         // Still held: nothing changed.
-        return Status::Error(EIO, "Failed to test " + byte_name(off) + " of " + path_,
+        return Status::Error(EIO, "Failed to test " + byte_name(off) + " of '" + path_ + "'",
                              "Windows refused to unlock it");
     }
     DWORD err = 0;
@@ -220,18 +218,18 @@ Status Win32Locks::test_byte(uint64_t off, bool ours, bool *conflict, bool *lost
             // what it was.  held() does not list it (it is not a protocol
             // byte of ours); closing the handle drops it.
             *lost = true;
-            return Status::Error(EIO, "Failed to restore the locks of " + path_,
+            return Status::Error(EIO, "Failed to restore the locks of '" + path_ + "'",
                                  "Windows refused to unlock " + byte_name(off) +
                                      " after testing it; close the image to drop it");
         }
     } else if (is_conflict(err)) {
         *conflict = true;
     } else {
-        st = Win32Error("Failed to test " + byte_name(off) + " of " + path_, err);
+        st = Win32Error("Failed to test " + byte_name(off) + " of '" + path_ + "'", err);
     }
     if (ours && !must_relock(off)) {
         *lost = true;
-        return Status::Error(EIO, "Failed to restore the locks of " + path_,
+        return Status::Error(EIO, "Failed to restore the locks of '" + path_ + "'",
                              "Windows refused to re-take " + byte_name(off) +
                                  "; the image stays open with fewer locks than before");
     }
@@ -240,7 +238,7 @@ Status Win32Locks::test_byte(uint64_t off, bool ours, bool *conflict, bool *lost
 
 Status Win32Locks::prepare(uint32_t perm, uint32_t shared) {
     if (prepared_) {
-        return Status::Error(EINVAL, "Lock transaction of " + path_ + " already prepared");
+        return Status::Error(EINVAL, "Lock transaction of '" + path_ + "' already prepared");
     }
     const LockBits want = lock_bits_for(perm, shared);
     const ConflictTest test = conflict_test_for(want);
@@ -251,28 +249,34 @@ Status Win32Locks::prepare(uint32_t perm, uint32_t shared) {
 
     Status st;
     bool lost = false;  // a byte we held could not be taken back
-    // 1. Test the others' bytes, in QEMU's order (per bit: its "forbid" byte
-    //    stops our use, then its "use" byte stops our forbid), so that the
-    //    first conflict reported is the one QEMU would report.
+    // 1. Test the others' bytes in the order the POSIX protocol does (every
+    //    "forbid" byte that stops our uses, then every "use" byte that stops
+    //    our forbids), so that one situation gives one message everywhere.
     for (int i = 0; i < BLK_PERM_COUNT && st.ok(); i++) {
         uint32_t b = 1u << i;
+        if (!(test.their_forbid & b)) continue;
         bool conflict = false, gone = false;
-        if (test.their_forbid & b) {
-            st = test_byte(win32_forbid_byte(i), held_.forbid & b, &conflict, &gone);
-            if (gone) {
-                lost = true;
-                held_.forbid &= ~b;
-            }
-            if (st.ok() && conflict) st = conflict_error(false, i);
+        st = test_byte(win32_forbid_byte(i), held_.forbid & b, &conflict, &gone);
+        if (gone) {
+            lost = true;
+            held_.forbid &= ~b;
         }
-        if (st.ok() && (test.their_use & b)) {
-            st = test_byte(win32_use_byte(i), held_.use & b, &conflict, &gone);
-            if (gone) {
-                lost = true;
-                held_.use &= ~b;
-            }
-            if (st.ok() && conflict) st = conflict_error(true, i);
+        // A held 202 stops a writer that does not itself use write
+        // unchanged: say "write", the permission the user asked for.
+        bool compat = i == 2 && !(want.use & BLK_PERM_WRITE_UNCHANGED);
+        if (st.ok() && conflict) st = conflict_error(false, compat ? 1 : i);
+    }
+    for (int i = 0; i < BLK_PERM_COUNT && st.ok(); i++) {
+        uint32_t b = 1u << i;
+        if (!(test.their_use & b)) continue;
+        bool conflict = false, gone = false;
+        st = test_byte(win32_use_byte(i), held_.use & b, &conflict, &gone);
+        if (gone) {
+            lost = true;
+            held_.use &= ~b;
         }
+        bool compat = i == 2 && !(want.forbid & BLK_PERM_WRITE_UNCHANGED);
+        if (st.ok() && conflict) st = conflict_error(true, compat ? 1 : i);
     }
 
     // 2. Take ours.  Only a non-conforming process (one that tests outside
@@ -284,7 +288,7 @@ Status Win32Locks::prepare(uint32_t perm, uint32_t shared) {
             if (lock_byte(win32_use_byte(i), false, &err)) {
                 held_.use |= b;
             } else {
-                st = Win32Error("Failed to lock " + byte_name(win32_use_byte(i)) + " of " + path_,
+                st = Win32Error("Failed to lock " + byte_name(win32_use_byte(i)) + " of '" + path_ + "'",
                                 err);
             }
         }
@@ -293,7 +297,7 @@ Status Win32Locks::prepare(uint32_t perm, uint32_t shared) {
                 held_.forbid |= b;
             } else {
                 st = Win32Error(
-                    "Failed to lock " + byte_name(win32_forbid_byte(i)) + " of " + path_, err);
+                    "Failed to lock " + byte_name(win32_forbid_byte(i)) + " of '" + path_ + "'", err);
             }
         }
     }
@@ -307,7 +311,7 @@ Status Win32Locks::prepare(uint32_t perm, uint32_t shared) {
         // Everyone else would wait for our guard until we close: give up the
         // transaction rather than report success with peers locked out.
         st = Status::Error(EIO, "Failed to unlock the guard " + byte_name(WIN32_GUARD_BYTE) +
-                                    " of " + path_);
+                                    " of '" + path_ + "'");
         drop(LockBits{held_.use & ~before_.use, held_.forbid & ~before_.forbid});
         guard_dropped = must_unlock(WIN32_GUARD_BYTE);
     }
@@ -318,13 +322,13 @@ Status Win32Locks::prepare(uint32_t perm, uint32_t shared) {
     // Undo steps that failed persistently: say so instead of the original
     // error, which no longer describes the state.
     if (!guard_dropped) {
-        return Status::Error(EIO, "Failed to restore the locks of " + path_,
+        return Status::Error(EIO, "Failed to restore the locks of '" + path_ + "'",
                              "Windows refused to unlock the guard " +
                                  byte_name(WIN32_GUARD_BYTE) + " (after: " + st.message() +
                                  "); other processes cannot lock the image until it is closed");
     }
     if (!lost && !(held_ == before_)) {
-        st = Status::Error(EIO, "Failed to restore the locks of " + path_,
+        st = Status::Error(EIO, "Failed to restore the locks of '" + path_ + "'",
                            "Windows refused to unlock bytes taken for the failed change "
                            "(after: " + st.message() + ")");
     }

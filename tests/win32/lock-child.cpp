@@ -10,9 +10,11 @@
 //                          failure also says whether held() is unchanged
 //   held                   "ok use=U forbid=F" (hex bit masks)
 //   write OFF LEN          write LEN bytes at OFF and read them back
-//   race EVENT MODE [noguard]
+//   race EVENT MODE [slow] [late] [noguard]
 //                          open the named event, say "ready", wait for it,
 //                          then lock MODE (the barrier of the race test);
+//                          slow: a 20 ms pause between tests and takes;
+//                          late: start 2 ms after the barrier opens;
 //                          noguard: the negative control, with the guard
 //                          byte's lock calls faked (they lock nothing)
 //   close                  release the locks, close the file
@@ -52,20 +54,29 @@ std::string one_line(const Status &st) {
     return s;
 }
 
-// The negative control's call table: everything real except the guard byte,
-// whose lock and unlock succeed without locking anything.  With it, two
-// openers can interleave their tests and takes, which is what the guard is
-// there to prevent; the race test shows the difference.
+// Call tables for the race test.  "slow" sleeps 20 ms before the first
+// shared lock (the take phase), widening the window between testing and
+// taking to what an unlucky scheduler could do; "noguard" (the negative
+// control) fakes the guard byte's lock and unlock, which then succeed
+// without locking anything, so two openers can interleave their tests and
+// takes, which is what the guard prevents.
+bool g_slow = false, g_noguard = false, g_took = false;
 bool is_guard(LPOVERLAPPED ov) {
     return ((uint64_t(ov->OffsetHigh) << 32) | ov->Offset) == WIN32_GUARD_BYTE;
 }
-BOOL WINAPI noguard_lock(HANDLE h, DWORD f, DWORD r, DWORD lo, DWORD hi, LPOVERLAPPED ov) {
-    return is_guard(ov) ? TRUE : LockFileEx(h, f, r, lo, hi, ov);
+BOOL WINAPI race_lock(HANDLE h, DWORD f, DWORD r, DWORD lo, DWORD hi, LPOVERLAPPED ov) {
+    if (g_noguard && is_guard(ov)) return TRUE;
+    if (g_slow && !g_took && !(f & LOCKFILE_EXCLUSIVE_LOCK)) {
+        g_took = true;
+        Sleep(20);
+    }
+    return LockFileEx(h, f, r, lo, hi, ov);
 }
-BOOL WINAPI noguard_unlock(HANDLE h, DWORD r, DWORD lo, DWORD hi, LPOVERLAPPED ov) {
-    return is_guard(ov) ? TRUE : UnlockFileEx(h, r, lo, hi, ov);
+BOOL WINAPI race_unlock(HANDLE h, DWORD r, DWORD lo, DWORD hi, LPOVERLAPPED ov) {
+    if (g_noguard && is_guard(ov)) return TRUE;
+    return UnlockFileEx(h, r, lo, hi, ov);
 }
-const Win32LockCalls noguard_calls = {noguard_lock, noguard_unlock, ::Sleep, ::GetTickCount64};
+const Win32LockCalls race_calls = {race_lock, race_unlock, ::Sleep, ::GetTickCount64};
 
 struct State {
     std::string path;
@@ -146,17 +157,26 @@ std::string handle(State &s, const std::string &line) {
     }
     if (cmd == "race") {
         std::string event, mode, opt;
-        in >> event >> mode >> opt;
+        in >> event >> mode;
         if (!s.file) return "fail 9 not open";
-        if (opt == "noguard") {
+        bool late = false;
+        while (in >> opt) {
+            g_slow |= opt == "slow";
+            g_noguard |= opt == "noguard";
+            late |= opt == "late";
+        }
+        if (g_slow || g_noguard) {
             Win32LockOptions o;
-            o.calls = &noguard_calls;
+            o.calls = &race_calls;
             s.locks = std::make_unique<Win32Locks>(s.file->handle(), s.path, o);
         }
         Win32Handle ev(OpenEventA(SYNCHRONIZE, FALSE, event.c_str()));
         if (!ev.valid()) return "fail 2 no event " + event;
         reply("ready");
         if (WaitForSingleObject(ev.get(), 60000) != WAIT_OBJECT_0) return "fail 110 barrier timeout";
+        // Start 2 ms after the other opener: its tests are done by then and
+        // its takes not yet begun if it is "slow".
+        if (late) Sleep(2);
         return do_lock(s, mode, false);
     }
     if (cmd == "close") {

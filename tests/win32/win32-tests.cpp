@@ -60,28 +60,30 @@ std::optional<LockBits> bits_of(Cfg c) {
     return lock_bits_for(pp->perm, pp->shared);
 }
 
-// The first conflict a process wanting `want` finds against `other`, in the
-// protocol's order, as the reply line of win32-lock-child; "" if none.
+// The first conflict a process wanting `want` finds against `other`, as the
+// reply line of win32-lock-child; "" if none.  The order and the texts are
+// the POSIX protocol's (block/locking/qemu-bytes.cpp): first the others'
+// "forbid" bytes that stop our uses, then their "use" bytes that stop our
+// forbids; a held 202 (102) stops us as "write" unless we ask for write
+// unchanged ourselves.
 std::string expected_conflict(LockBits want, LockBits other, const std::string &path) {
     ConflictTest t = conflict_test_for(want);
-    for (int i = 0; i < BLK_PERM_COUNT; i++) {
-        uint32_t b = 1u << i;
-        std::string name;
-        if ((t.their_forbid & b) && (other.forbid & b)) {
-            // A held 202 forbids write when we want write.
-            int n = (i == 2 && (want.use & BLK_PERM_WRITE)) ? 1 : i;
-            name = std::string("Failed to get \"") + perm_name(n) + "\" lock";
-        } else if ((t.their_use & b) && (other.use & b)) {
-            int n = (i == 2 && (want.forbid & BLK_PERM_WRITE)) ? 1 : i;
-            name = std::string("Failed to get shared \"") + perm_name(n) + "\" lock";
-        }
-        if (!name.empty()) {
-            return "fail " + std::to_string(EAGAIN) + " " + name +
-                   " | Is another process using the image [" + path +
-                   "]? | Windows cannot say which process holds it";
+    std::string msg;
+    for (int i = 0; i < BLK_PERM_COUNT && msg.empty(); i++) {
+        if (t.their_forbid & other.forbid & (1u << i)) {
+            int n = (i == 2 && !(want.use & BLK_PERM_WRITE_UNCHANGED)) ? 1 : i;
+            msg = std::string("Failed to get \"") + perm_name(n) + "\" lock";
         }
     }
-    return "";
+    for (int i = 0; i < BLK_PERM_COUNT && msg.empty(); i++) {
+        if (t.their_use & other.use & (1u << i)) {
+            int n = (i == 2 && !(want.forbid & BLK_PERM_WRITE_UNCHANGED)) ? 1 : i;
+            msg = std::string("Failed to get shared \"") + perm_name(n) + "\" lock";
+        }
+    }
+    if (msg.empty()) return "";
+    return "fail " + std::to_string(EAGAIN) + " " + msg + " | Is another process using the image [" +
+           path + "]? | Windows cannot say which process holds it";
 }
 
 // ---- looking at the lock region from outside ------------------------------
@@ -313,8 +315,8 @@ void test_guard_timeout(const std::string &path) {
     Status st = l1.prepare(BLK_PERM_CONSISTENT_READ, BLK_PERM_CONSISTENT_READ);
     ULONGLONG dt = GetTickCount64() - t0;
     check(!st.ok() && st.err() == EAGAIN &&
-              st.to_string() == "Failed to get the lock guard of " + path +
-                                    "\nIs another process using the image [" + path +
+              st.to_string() == "Failed to get the lock guard of '" + path +
+                                    "'\nIs another process using the image [" + path +
                                     "]?\nAnother process has been changing its locks for too long",
           "a stuck guard: exact error after the bounded wait", st.to_string());
     check(dt >= 300 && dt < 3000, "a stuck guard: gave up after " + std::to_string(dt) + " ms");
@@ -470,17 +472,21 @@ struct RaceResult {
 
 // `rounds` rounds of two fresh processes that each open the image, wait on a
 // shared named event (the barrier), then lock it exclusively at once.
-RaceResult race(const std::wstring &wpath, int rounds, bool guard) {
+// `opts_a`, `opts_b`: extra words for each child's race command ("slow",
+// "late", "noguard").
+int race_serial = 0;
+
+RaceResult race(const std::wstring &wpath, int rounds, const std::string &opts_a,
+                const std::string &opts_b) {
     RaceResult res;
     for (int r = 0; r < rounds; r++) {
         auto a = spawn(wpath), b = spawn(wpath);
         std::string name = "miniblock-race-" + std::to_string(GetCurrentProcessId()) + "-" +
-                           std::to_string(r) + (guard ? "" : "-noguard");
+                           std::to_string(r) + "-" + std::to_string(++race_serial);
         Win32Handle ev(CreateEventA(nullptr, TRUE, FALSE, name.c_str()));
         std::string oa = a->cmd("open rw"), ob = b->cmd("open rw");
-        std::string race_cmd = "race " + name + " exclusive" + (guard ? "" : " noguard");
-        a->send(race_cmd);
-        b->send(race_cmd);
+        a->send("race " + name + " exclusive " + opts_a);
+        b->send("race " + name + " exclusive " + opts_b);
         std::string ra = a->recv(), rb = b->recv();
         if (oa != "ok" || ob != "ok" || ra != "ready" || rb != "ready") {
             res.diag = "round " + std::to_string(r) + ": " + oa + "/" + ob + "/" + ra + "/" + rb;
@@ -502,20 +508,26 @@ RaceResult race(const std::wstring &wpath, int rounds, bool guard) {
 }
 
 void test_race(const std::wstring &wpath, int rounds) {
-    RaceResult g = race(wpath, rounds, true);
-    check(g.both == 0,
+    // Half the rounds as they come (both wake within microseconds), half
+    // with the worst interleaving forced: a 20 ms pause between the first
+    // opener's tests and its takes, and the second starting 2 ms late, in
+    // the middle of that pause.
+    RaceResult g = race(wpath, rounds - rounds / 2, "", "");
+    RaceResult s = race(wpath, rounds / 2, "slow", "slow late");
+    check(g.both == 0 && s.both == 0,
           std::to_string(rounds) + " rounds of two racing exclusive openers: never both win (" +
-              std::to_string(g.one) + " rounds one winner, " + std::to_string(g.none) +
-              " rounds none)",
-          g.diag);
-    check(g.one > 0, "race: the lock is not just refused to everyone");
+              std::to_string(g.one + s.one) + " rounds one winner, " +
+              std::to_string(g.none + s.none) + " rounds none)",
+          g.diag + s.diag);
+    check(g.one + s.one > 0, "race: the lock is not just refused to everyone");
     // The negative control: the same race with the guard faked away.  Double
     // wins here show that the race is real and that the guard is what stops
-    // it; how often they happen depends on scheduling, so this only reports.
-    RaceResult u = race(wpath, rounds, false);
-    note("control without the guard: " + std::to_string(u.both) + " of " +
-         std::to_string(rounds) + " rounds both won, " + std::to_string(u.one) +
-         " one, " + std::to_string(u.none) + " none");
+    // them.
+    RaceResult u = race(wpath, rounds / 2, "slow noguard", "slow late noguard");
+    check(u.both > 0,
+          "control: without the guard, openers both win in " + std::to_string(u.both) + " of " +
+              std::to_string(rounds / 2) + " rounds (" + std::to_string(u.one) + " one, " +
+              std::to_string(u.none) + " none)");
 }
 
 }  // namespace
