@@ -31,7 +31,9 @@ AlignedBuf aligned_alloc_buf(size_t size, size_t align) {
     return AlignedBuf(static_cast<uint8_t *>(_aligned_malloc(size, align)));
 }
 
-bool is_aligned(uint64_t v, uint32_t a) { return (v & (a - 1)) == 0; }
+bool is_aligned(uint64_t v, uint32_t a) {
+    return (v & (a - 1)) == 0;
+}
 
 }  // namespace
 
@@ -69,8 +71,7 @@ Result<Win32File> Win32File::open(std::string_view path, const Win32FileOptions 
         (info.dwFileAttributes & FILE_ATTRIBUTE_DIRECTORY)) {
         return Status::Error(EISDIR, "Could not open '" + p + "': Is a directory");
     }
-    return Win32File(std::move(h), std::move(p), opts,
-                     opts.no_buffering ? NO_BUFFERING_ALIGN : 1);
+    return Win32File(std::move(h), std::move(p), opts, opts.no_buffering ? NO_BUFFERING_ALIGN : 1);
 }
 
 int64_t Win32File::io_once(bool write, int64_t offset, void *buf, DWORD len) {

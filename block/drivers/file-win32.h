@@ -49,9 +49,9 @@ public:
     // the caller must not run overlapping unaligned writes concurrently (the
     // block layer serialises them, as QEMU's does for request_alignment).
     int pwrite(int64_t offset, const void *buf, size_t len);
-    int flush();                       // FlushFileBuffers
-    int truncate(int64_t length);      // FileEndOfFileInfo
-    int64_t length();                  // GetFileSizeEx; >= 0 or -errno
+    int flush();                   // FlushFileBuffers
+    int truncate(int64_t length);  // FileEndOfFileInfo
+    int64_t length();              // GetFileSizeEx; >= 0 or -errno
 
     HANDLE handle() const { return h_.get(); }
     const std::string &path() const { return path_; }

@@ -157,6 +157,11 @@ bool Win32Locks::must_relock(uint64_t off) {
     return false;
 }
 
+// QEMU's hint, word for word.
+std::string Win32Locks::hint() const {
+    return "Is another process using the image [" + path_ + "]?";
+}
+
 Status Win32Locks::take_guard() {
     ULONGLONG start = calls_->GetTickCount64();
     DWORD backoff = 1;
@@ -165,9 +170,9 @@ Status Win32Locks::take_guard() {
         if (lock_byte(WIN32_GUARD_BYTE, true, &err)) return Status::OK();
         if (!is_conflict(err)) return Win32Error("Failed to lock '" + path_ + "'", err);
         if (calls_->GetTickCount64() - start >= opts_.guard_timeout_ms) {
-            return Status::Error(EAGAIN, "Failed to get the lock guard of '" + path_ + "'",
-                                 "Is another process using the image [" + path_ + "]?\n"
-                                 "Another process has been changing its locks for too long");
+            return Status::Error(
+                EAGAIN, "Failed to get the lock guard of '" + path_ + "'",
+                hint() + "\nAnother process has been changing its locks for too long");
         }
         calls_->Sleep(backoff);
         if (backoff < 16) backoff *= 2;
@@ -193,8 +198,7 @@ Status Win32Locks::conflict_error(bool shared_lock, int bit) const {
     msg += perm_name(bit);
     msg += "\" lock";
     return Status::Error(EAGAIN, std::move(msg),
-                         "Is another process using the image [" + path_ + "]?\n"
-                         "Windows cannot say which process holds it");
+                         hint() + "\nWindows cannot say which process holds it");
 }
 
 // Tests byte `off` for a lock held by anyone but us.  Windows offers no
@@ -288,8 +292,8 @@ Status Win32Locks::prepare(uint32_t perm, uint32_t shared) {
             if (lock_byte(win32_use_byte(i), false, &err)) {
                 held_.use |= b;
             } else {
-                st = Win32Error("Failed to lock " + byte_name(win32_use_byte(i)) + " of '" + path_ + "'",
-                                err);
+                st = Win32Error(
+                    "Failed to lock " + byte_name(win32_use_byte(i)) + " of '" + path_ + "'", err);
             }
         }
         if (st.ok() && (want.forbid & b) && !(held_.forbid & b)) {
@@ -297,7 +301,8 @@ Status Win32Locks::prepare(uint32_t perm, uint32_t shared) {
                 held_.forbid |= b;
             } else {
                 st = Win32Error(
-                    "Failed to lock " + byte_name(win32_forbid_byte(i)) + " of '" + path_ + "'", err);
+                    "Failed to lock " + byte_name(win32_forbid_byte(i)) + " of '" + path_ + "'",
+                    err);
             }
         }
     }
@@ -323,14 +328,15 @@ Status Win32Locks::prepare(uint32_t perm, uint32_t shared) {
     // error, which no longer describes the state.
     if (!guard_dropped) {
         return Status::Error(EIO, "Failed to restore the locks of '" + path_ + "'",
-                             "Windows refused to unlock the guard " +
-                                 byte_name(WIN32_GUARD_BYTE) + " (after: " + st.message() +
+                             "Windows refused to unlock the guard " + byte_name(WIN32_GUARD_BYTE) +
+                                 " (after: " + st.message() +
                                  "); other processes cannot lock the image until it is closed");
     }
     if (!lost && !(held_ == before_)) {
         st = Status::Error(EIO, "Failed to restore the locks of '" + path_ + "'",
                            "Windows refused to unlock bytes taken for the failed change "
-                           "(after: " + st.message() + ")");
+                           "(after: " +
+                               st.message() + ")");
     }
     return st;
 }

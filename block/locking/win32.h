@@ -142,6 +142,7 @@ private:
     void drop_guard();
     Status test_byte(uint64_t off, bool ours, bool *conflict, bool *lost);
     Status conflict_error(bool shared_lock, int bit) const;
+    std::string hint() const;
     // Drops the bytes in `bits` from held_ (unlocking them).
     void drop(LockBits bits);
 
@@ -151,8 +152,8 @@ private:
     const Win32LockCalls *calls_;
     Win32Handle event_;  // for OVERLAPPED on handles opened for overlapped I/O
     LockBits held_;
-    LockBits before_;     // held_ before prepare, for abort
-    LockBits wanted_;     // the prepared state, for commit
+    LockBits before_;  // held_ before prepare, for abort
+    LockBits wanted_;  // the prepared state, for commit
     bool prepared_ = false;
 };
 

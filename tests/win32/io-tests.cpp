@@ -96,16 +96,17 @@ void run_io_tests(const std::wstring &dir) {
     // Exact error texts (QEMU's "Could not open" form, strerror as on POSIX).
     std::string missing = base + "\\no-such-file.img";
     auto f = Win32File::open(missing, {});
-    check(!f.ok() && f.status().err() == ENOENT &&
-              f.status().to_string() == "Could not open '" + missing + "': No such file or directory",
-          "open a missing file: exact error", f.status().to_string());
+    check(
+        !f.ok() && f.status().err() == ENOENT &&
+            f.status().to_string() == "Could not open '" + missing + "': No such file or directory",
+        "open a missing file: exact error", f.status().to_string());
     auto d = Win32File::open(base, {});
     check(!d.ok(), "open a directory fails", d.ok() ? "" : d.status().to_string());
     std::string bad = "bad-\xff\xfe.img";
     auto b = Win32File::open(bad, {});
     check(!b.ok() && b.status().err() == EINVAL &&
-              b.status().to_string() == "Could not open '" + bad + "': '" + bad +
-                                            "' is not valid UTF-8",
+              b.status().to_string() ==
+                  "Could not open '" + bad + "': '" + bad + "' is not valid UTF-8",
           "open a non-UTF-8 name: exact error", b.status().to_string());
     Win32FileOptions o;
     o.create = Win32FileOptions::Create::New;

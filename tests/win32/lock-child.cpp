@@ -48,8 +48,10 @@ std::string one_line(const Status &st) {
     std::string s = "fail " + std::to_string(st.err()) + " " + st.message();
     // Detail lines joined with " | ": one reply is one line.
     for (char c : st.detail().empty() ? std::string() : " | " + st.detail()) {
-        if (c == '\n') s += " | ";
-        else s += c;
+        if (c == '\n')
+            s += " | ";
+        else
+            s += c;
     }
     return s;
 }
@@ -173,7 +175,8 @@ std::string handle(State &s, const std::string &line) {
         Win32Handle ev(OpenEventA(SYNCHRONIZE, FALSE, event.c_str()));
         if (!ev.valid()) return "fail 2 no event " + event;
         reply("ready");
-        if (WaitForSingleObject(ev.get(), 60000) != WAIT_OBJECT_0) return "fail 110 barrier timeout";
+        if (WaitForSingleObject(ev.get(), 60000) != WAIT_OBJECT_0)
+            return "fail 110 barrier timeout";
         // Start 2 ms after the other opener: its tests are done by then and
         // its takes not yet begun if it is "slow".
         if (late) Sleep(2);

@@ -40,16 +40,16 @@ std::string hex(uint32_t v) {
     return b;
 }
 
-std::string bits_str(LockBits b) { return "use=" + hex(b.use) + " forbid=" + hex(b.forbid); }
+std::string bits_str(LockBits b) {
+    return "use=" + hex(b.use) + " forbid=" + hex(b.forbid);
+}
 
 // ---- what the permission model says ---------------------------------------
 
 struct Cfg {
     LockMode mode;
     bool ro;
-    std::string name() const {
-        return std::string(qapi::to_string(mode)) + (ro ? "/ro" : "/rw");
-    }
+    std::string name() const { return std::string(qapi::to_string(mode)) + (ro ? "/ro" : "/rw"); }
 };
 
 // The bytes a raw image opened as `c` holds; nullopt for lock=off (no locks,
@@ -82,8 +82,9 @@ std::string expected_conflict(LockBits want, LockBits other, const std::string &
         }
     }
     if (msg.empty()) return "";
-    return "fail " + std::to_string(EAGAIN) + " " + msg + " | Is another process using the image [" +
-           path + "]? | Windows cannot say which process holds it";
+    return "fail " + std::to_string(EAGAIN) + " " + msg +
+           " | Is another process using the image [" + path +
+           "]? | Windows cannot say which process holds it";
 }
 
 // ---- looking at the lock region from outside ------------------------------
@@ -118,8 +119,8 @@ RegionMap probe(HANDLE h) {
     return m;
 }
 
-Win32File open_or_die(const std::string &path, bool ro, Win32FileOptions::Create c =
-                                                             Win32FileOptions::Create::No) {
+Win32File open_or_die(const std::string &path, bool ro,
+                      Win32FileOptions::Create c = Win32FileOptions::Create::No) {
     Win32FileOptions o;
     o.read_only = ro;
     o.create = c;
@@ -152,8 +153,8 @@ void test_premises(const std::string &path) {
     bool shared = LockFileEx(a.handle(), LOCKFILE_FAIL_IMMEDIATELY, 0, 1, 0, &ov);
     check(shared, "premise: a shared lock beyond 2^62 is granted");
     OVERLAPPED ov2 = ov;
-    bool own_excl = LockFileEx(a.handle(), LOCKFILE_EXCLUSIVE_LOCK | LOCKFILE_FAIL_IMMEDIATELY,
-                               0, 1, 0, &ov2);
+    bool own_excl =
+        LockFileEx(a.handle(), LOCKFILE_EXCLUSIVE_LOCK | LOCKFILE_FAIL_IMMEDIATELY, 0, 1, 0, &ov2);
     if (own_excl) UnlockFileEx(a.handle(), 0, 1, 0, &ov2);
     check(!own_excl, "premise: a handle's own shared lock refuses its exclusive test lock");
     check(!byte_free(b.handle(), off), "premise: another handle's test sees the shared lock");
@@ -165,7 +166,14 @@ void test_premises(const std::string &path) {
     check(st.ok(), "exclusive lock on a fresh file", st.to_string());
     la.commit();
     char data[512] = "written while locked";
-    check(b.pwrite(0, data, sizeof data) == 0, "another handle writes offset 0 while locks are held");
+    check(b.pwrite(0, data, sizeof data) == 0,
+          "another handle writes offset 0 while locks are held");
+    // Resizing is not I/O on the locked bytes either: the region stays
+    // beyond the end of file whatever the size.
+    int64_t len = b.length();
+    check(b.truncate(len + 12345) == 0 && b.length() == len + 12345 && b.truncate(len) == 0 &&
+              b.length() == len,
+          "another handle grows and shrinks the file while locks are held");
     la.release();
 }
 
@@ -180,7 +188,8 @@ struct Fault {
 
 bool should_fail() {
     int n = ++g_fault.calls;
-    return g_fault.fail_at > 0 && (n == g_fault.fail_at || (g_fault.persist && n > g_fault.fail_at));
+    return g_fault.fail_at > 0 &&
+           (n == g_fault.fail_at || (g_fault.persist && n > g_fault.fail_at));
 }
 
 BOOL WINAPI fake_lock(HANDLE h, DWORD f, DWORD r, DWORD lo, DWORD hi, LPOVERLAPPED ov) {
@@ -252,10 +261,13 @@ void fault_scenario(const std::string &path, const FaultScenario &sc, bool persi
             successes++;
             l1.commit();
             LockBits want = lock_bits_for(sc.target.perm, sc.target.shared);
-            if (!(l1.held() == want)) diag = "held " + bits_str(l1.held()) + " want " + bits_str(want);
+            if (!(l1.held() == want))
+                diag = "held " + bits_str(l1.held()) + " want " + bits_str(want);
             RegionMap m = probe(f3.handle());
-            LockBits u{want.use | (sc.reader ? lock_bits_for(reader_pp->perm, reader_pp->shared).use : 0),
-                       want.forbid | (sc.reader ? lock_bits_for(reader_pp->perm, reader_pp->shared).forbid : 0)};
+            LockBits u{
+                want.use | (sc.reader ? lock_bits_for(reader_pp->perm, reader_pp->shared).use : 0),
+                want.forbid |
+                    (sc.reader ? lock_bits_for(reader_pp->perm, reader_pp->shared).forbid : 0)};
             if (!(m.bits == u) || m.guard) diag += " map " + m.str() + " want " + bits_str(u);
         } else {
             failures++;
@@ -369,7 +381,9 @@ void test_matrix(const std::wstring &wpath, const std::string &path) {
             if (want == "ok" && cb.mode == LockMode::Off) want = "ok off";
             std::string want_a = ca.mode == LockMode::Off ? "ok off" : "ok";
             bool ok = ra == "ok" && rb == "ok" && la == want_a && lb == want;
-            check(ok, ca.name() + " then " + cb.name() + ": " + (want.starts_with("ok") ? "both open" : "second refused"),
+            check(ok,
+                  ca.name() + " then " + cb.name() + ": " +
+                      (want.starts_with("ok") ? "both open" : "second refused"),
                   "first: " + la + "; second: " + lb + "; expected: " + want);
             table += lb.starts_with("ok") ? "       ok" : "  refused";
             a->cmd("close");
@@ -434,7 +448,8 @@ void test_commit_upgrade(const std::wstring &wpath, const std::string &path) {
     reader->quit();
     got = base->cmd("perms " + hex(R | W | RS) + " 0");
     check(got == "ok", "commit: upgrade succeeds once the reader has exited", got);
-    check(base->cmd("held") == "ok " + bits_str(up_bits), "commit: base holds use R,W,RS, forbid all");
+    check(base->cmd("held") == "ok " + bits_str(up_bits),
+          "commit: base holds use R,W,RS, forbid all");
     check(base->cmd("write 0 65536") == "ok", "commit: the upgraded base writes offset 0");
     auto late = spawn(wpath);
     got = late->cmd("open ro") == "ok" ? late->cmd("lock auto") : "open failed";
@@ -453,14 +468,16 @@ void test_commit_upgrade(const std::wstring &wpath, const std::string &path) {
 void test_no_inherit(const std::wstring &wpath, const std::string &path) {
     std::optional<Win32File> f = open_or_die(path, false);
     Win32Locks l(f->handle(), path);
-    check(l.prepare(BLK_PERM_CONSISTENT_READ | BLK_PERM_WRITE, 0).ok(), "inherit: parent locks exclusively");
+    check(l.prepare(BLK_PERM_CONSISTENT_READ | BLK_PERM_WRITE, 0).ok(),
+          "inherit: parent locks exclusively");
     l.commit();
     // Started with bInheritHandles=TRUE (for its pipes) while we hold the image.
     auto bystander = spawn(wpath);
     f.reset();  // closes our handle: our locks must go with it
     auto other = spawn(wpath);
     std::string got = other->cmd("open rw") == "ok" ? other->cmd("lock exclusive") : "open failed";
-    check(got == "ok", "inherit: no child inherited the image handle (its locks died with ours)", got);
+    check(got == "ok", "inherit: no child inherited the image handle (its locks died with ours)",
+          got);
 }
 
 // ---- racing exclusive openers ---------------------------------------------
@@ -524,10 +541,9 @@ void test_race(const std::wstring &wpath, int rounds) {
     // wins here show that the race is real and that the guard is what stops
     // them.
     RaceResult u = race(wpath, rounds / 2, "slow noguard", "slow late noguard");
-    check(u.both > 0,
-          "control: without the guard, openers both win in " + std::to_string(u.both) + " of " +
-              std::to_string(rounds / 2) + " rounds (" + std::to_string(u.one) + " one, " +
-              std::to_string(u.none) + " none)");
+    check(u.both > 0, "control: without the guard, openers both win in " + std::to_string(u.both) +
+                          " of " + std::to_string(rounds / 2) + " rounds (" +
+                          std::to_string(u.one) + " one, " + std::to_string(u.none) + " none)");
 }
 
 }  // namespace
@@ -537,8 +553,10 @@ int wmain(int argc, wchar_t **argv) {
     std::wstring dir;
     for (int i = 1; i < argc; i++) {
         std::wstring a = argv[i];
-        if (a == L"--rounds" && i + 1 < argc) rounds = _wtoi(argv[++i]);
-        else dir = a;
+        if (a == L"--rounds" && i + 1 < argc)
+            rounds = _wtoi(argv[++i]);
+        else
+            dir = a;
     }
     if (dir.empty()) {
         wchar_t tmp[MAX_PATH + 1];
