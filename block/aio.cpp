@@ -1,0 +1,288 @@
+#include "block/aio.h"
+
+#include <glib-unix.h>
+#include <libaio.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+
+namespace mb {
+
+// --- AioContext -----------------------------------------------------------
+
+AioContext::AioContext(GMainContext *ctx)
+    : ctx_(ctx ? g_main_context_ref(ctx) : g_main_context_ref(g_main_context_default())) {
+    efd_ = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (efd_ < 0) g_error("miniblock: eventfd: %s", g_strerror(errno));
+    source_ = g_unix_fd_source_new(efd_, G_IO_IN);
+    g_source_set_callback(source_, G_SOURCE_FUNC(dispatch_cb), this, nullptr);
+    g_source_attach(source_, ctx_);
+}
+
+AioContext::~AioContext() {
+    laio_.reset();
+    pool_.reset();
+    g_source_destroy(source_);
+    g_source_unref(source_);
+    close(efd_);
+    g_main_context_unref(ctx_);
+}
+
+AioContext &AioContext::main() {
+    // Leaked on purpose: worker threads and sources may still refer to it
+    // while static destructors run.
+    static AioContext *ctx = new AioContext(nullptr);
+    return *ctx;
+}
+
+void AioContext::schedule(std::coroutine_handle<> h) {
+    bool was_empty;
+    {
+        std::lock_guard<std::mutex> g(lock_);
+        was_empty = scheduled_.empty();
+        scheduled_.push_back(h);
+    }
+    // One wake-up per batch: the loop drains everything it finds.
+    if (was_empty) {
+        uint64_t one = 1;
+        ssize_t r = write(efd_, &one, sizeof(one));
+        (void)r;  // EAGAIN means the counter is already non-zero: fine
+    }
+}
+
+void AioContext::run_scheduled() {
+    uint64_t cnt;
+    ssize_t r = read(efd_, &cnt, sizeof(cnt));
+    (void)r;
+    std::vector<std::coroutine_handle<>> batch;
+    {
+        std::lock_guard<std::mutex> g(lock_);
+        batch.swap(scheduled_);
+    }
+    for (auto h : batch) h.resume();
+}
+
+gboolean AioContext::dispatch_cb(gint, GIOCondition, gpointer opaque) {
+    static_cast<AioContext *>(opaque)->run_scheduled();
+    return G_SOURCE_CONTINUE;
+}
+
+void AioContext::poll(bool may_block) { g_main_context_iteration(ctx_, may_block); }
+
+ThreadPool &AioContext::thread_pool() {
+    if (!pool_) pool_ = std::make_unique<ThreadPool>(*this);
+    return *pool_;
+}
+
+Result<LinuxAio *> AioContext::linux_aio() {
+    if (!laio_) {
+        auto r = LinuxAio::create(*this);
+        if (!r.ok()) return r.take_status();
+        laio_ = std::move(r.value());
+    }
+    return laio_.get();
+}
+
+// --- spawn ----------------------------------------------------------------
+
+namespace {
+// A self-destroying coroutine that owns a Task and awaits it.
+struct Detached {
+    struct promise_type {
+        Detached get_return_object() { return {}; }
+        std::suspend_never initial_suspend() noexcept { return {}; }
+        std::suspend_never final_suspend() noexcept { return {}; }
+        void return_void() {}
+        void unhandled_exception() noexcept { std::terminate(); }
+    };
+};
+Detached run_detached(Task<void> t) { co_await t; }
+}  // namespace
+
+void spawn(Task<void> task) { run_detached(std::move(task)); }
+
+void CoMutex::unlock() {
+    if (waiters_.empty()) {
+        locked_ = false;
+        return;
+    }
+    // Ownership passes to the next waiter; resuming it from the loop keeps
+    // the stack flat.
+    auto h = waiters_.front();
+    waiters_.pop_front();
+    AioContext::main().schedule(h);
+}
+
+// --- ThreadPool -----------------------------------------------------------
+
+ThreadPool::ThreadPool(AioContext &ctx, int max_threads) : ctx_(ctx), max_threads_(max_threads) {}
+
+ThreadPool::~ThreadPool() {
+    {
+        std::lock_guard<std::mutex> g(lock_);
+        stopping_ = true;
+    }
+    cond_.notify_all();
+    for (auto &t : threads_) t.join();
+}
+
+void ThreadPool::submit(Job *job) {
+    bool spawn_thread = false;
+    {
+        std::lock_guard<std::mutex> g(lock_);
+        queue_.push_back(job);
+        // A new worker only when every existing one is busy: the pool grows
+        // to the queue depth the user asks for, up to max_threads_.
+        if (idle_ < static_cast<int>(queue_.size()) &&
+            static_cast<int>(threads_.size()) < max_threads_) {
+            spawn_thread = true;
+        }
+        if (spawn_thread) threads_.emplace_back([this] { worker(); });
+    }
+    cond_.notify_one();
+}
+
+void ThreadPool::worker() {
+    std::unique_lock<std::mutex> g(lock_);
+    for (;;) {
+        idle_++;
+        cond_.wait(g, [this] { return stopping_ || !queue_.empty(); });
+        idle_--;
+        if (queue_.empty()) return;  // stopping
+        Job *job = queue_.front();
+        queue_.pop_front();
+        g.unlock();
+        job->ret = job->fn(job);
+        ctx_.schedule(job->waiter);
+        g.lock();
+    }
+}
+
+// --- LinuxAio -------------------------------------------------------------
+
+static_assert(sizeof(struct iocb) <= sizeof(LinuxAio::Awaiter::iocb_storage));
+static constexpr int LAIO_MAX_EVENTS = 256;
+
+Result<std::unique_ptr<LinuxAio>> LinuxAio::create(AioContext &ctx) {
+    std::unique_ptr<LinuxAio> a(new LinuxAio(ctx));
+    io_context_t ioctx = nullptr;
+    int r = io_setup(LAIO_MAX_EVENTS, &ioctx);
+    if (r < 0) return PosixError("Failed to set up Linux native AIO (io_setup)", -r);
+    a->io_ctx_ = ioctx;
+    a->efd_ = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (a->efd_ < 0) return PosixError("Failed to create an eventfd for Linux native AIO", errno);
+    a->source_ = g_unix_fd_source_new(a->efd_, G_IO_IN);
+    g_source_set_callback(a->source_, G_SOURCE_FUNC(completion_cb), a.get(), nullptr);
+    g_source_attach(a->source_, ctx.gcontext());
+    return a;
+}
+
+LinuxAio::~LinuxAio() {
+    if (source_) {
+        g_source_destroy(source_);
+        g_source_unref(source_);
+    }
+    if (io_ctx_) io_destroy(static_cast<io_context_t>(io_ctx_));
+    if (efd_ >= 0) close(efd_);
+}
+
+LinuxAio::Awaiter LinuxAio::pread(int fd, void *buf, size_t len, int64_t offset) {
+    return Awaiter{*this, IO_CMD_PREAD, fd, buf, len, offset, 0, {}, {}};
+}
+LinuxAio::Awaiter LinuxAio::pwrite(int fd, const void *buf, size_t len, int64_t offset) {
+    return Awaiter{*this, IO_CMD_PWRITE, fd, const_cast<void *>(buf), len, offset, 0, {}, {}};
+}
+LinuxAio::Awaiter LinuxAio::fdsync(int fd) { return Awaiter{*this, IO_CMD_FDSYNC, fd, nullptr, 0, 0, 0, {}, {}}; }
+
+bool LinuxAio::Awaiter::await_suspend(std::coroutine_handle<> h) {
+    waiter = h;
+    auto *cb = reinterpret_cast<struct iocb *>(iocb_storage);
+    memset(cb, 0, sizeof(*cb));
+    switch (op) {
+    case IO_CMD_PREAD: io_prep_pread(cb, fd, buf, len, offset); break;
+    case IO_CMD_PWRITE: io_prep_pwrite(cb, fd, buf, len, offset); break;
+    default: io_prep_fdsync(cb, fd); break;
+    }
+    io_set_eventfd(cb, aio.efd_);
+    cb->data = this;
+    if (aio.in_flight_ >= LAIO_MAX_EVENTS || !aio.pending_.empty()) {
+        aio.pending_.push_back(this);
+        return true;
+    }
+    int r = io_submit(static_cast<io_context_t>(aio.io_ctx_), 1, &cb);
+    if (r == 1) {
+        aio.in_flight_++;
+        return true;
+    }
+    if (r == -EAGAIN) {
+        aio.pending_.push_back(this);
+        return true;
+    }
+    ret = r < 0 ? r : -EIO;
+    return false;  // resume at once with the error
+}
+
+void LinuxAio::submit_pending() {
+    while (!pending_.empty() && in_flight_ < LAIO_MAX_EVENTS) {
+        Awaiter *a = pending_.front();
+        auto *cb = reinterpret_cast<struct iocb *>(a->iocb_storage);
+        int r = io_submit(static_cast<io_context_t>(io_ctx_), 1, &cb);
+        if (r == -EAGAIN) return;
+        pending_.pop_front();
+        if (r == 1) {
+            in_flight_++;
+        } else {
+            a->ret = r < 0 ? r : -EIO;
+            ctx_.schedule(a->waiter);
+        }
+    }
+}
+
+void LinuxAio::complete() {
+    uint64_t cnt;
+    ssize_t rd = read(efd_, &cnt, sizeof(cnt));
+    (void)rd;
+    struct io_event events[LAIO_MAX_EVENTS];
+    struct timespec zero = {0, 0};
+    for (;;) {
+        int n = io_getevents(static_cast<io_context_t>(io_ctx_), 0, LAIO_MAX_EVENTS, events, &zero);
+        if (n == -EINTR) continue;
+        if (n <= 0) break;
+        in_flight_ -= n;
+        // Resume after the batch is collected: a resumed coroutine may submit
+        // more requests, which is fine, but must not re-enter this loop.
+        for (int i = 0; i < n; i++) {
+            auto *a = static_cast<Awaiter *>(events[i].data);
+            a->ret = static_cast<int64_t>(static_cast<long>(events[i].res));
+        }
+        for (int i = 0; i < n; i++) static_cast<Awaiter *>(events[i].data)->waiter.resume();
+        if (n < LAIO_MAX_EVENTS) break;
+    }
+    submit_pending();
+}
+
+gboolean LinuxAio::completion_cb(gint, GIOCondition, gpointer opaque) {
+    static_cast<LinuxAio *>(opaque)->complete();
+    return G_SOURCE_CONTINUE;
+}
+
+}  // namespace mb
+
+namespace mb {
+
+void CoRwLock::unlock() {
+    if (writer_) writer_ = false; else readers_--;
+    // Hand the lock to the waiters at the head that can now have it.
+    while (!waiters_.empty()) {
+        Waiter w = waiters_.front();
+        if (w.exclusive ? (writer_ || readers_ > 0) : writer_) break;
+        waiters_.pop_front();
+        if (w.exclusive) writer_ = true; else readers_++;
+        AioContext::main().schedule(w.h);
+        if (w.exclusive) break;
+    }
+}
+
+}  // namespace mb

@@ -1,0 +1,162 @@
+// The event loop: an AioContext wraps a GLib GMainContext, so an emulator
+// running a GLib main loop embeds miniblock as one more source, and the tools
+// run the same loop until their request completes (sync_wait).
+//
+// Completions reach the loop through one eventfd (a GSource): worker threads
+// and libaio post coroutine handles to it, the loop resumes them in its own
+// thread.  Nothing else in the block layer is thread-aware.
+#pragma once
+
+#include <glib.h>
+
+#include <atomic>
+#include <condition_variable>
+#include <coroutine>
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+#include "block/coroutine.h"
+#include "miniblock/status.h"
+
+namespace mb {
+
+class ThreadPool;
+class LinuxAio;
+
+class AioContext {
+public:
+    // Runs on `ctx` (the default main context when null).
+    explicit AioContext(GMainContext *ctx = nullptr);
+    ~AioContext();
+    AioContext(const AioContext &) = delete;
+    AioContext &operator=(const AioContext &) = delete;
+
+    // The context of the calling thread's block layer (one per process for now).
+    static AioContext &main();
+
+    GMainContext *gcontext() const { return ctx_; }
+
+    // Resumes `h` from the loop soon.  Thread-safe.
+    void schedule(std::coroutine_handle<> h);
+
+    // One loop iteration; blocks for events when `may_block`.
+    void poll(bool may_block);
+
+    ThreadPool &thread_pool();
+    // Linux native AIO, created on first use.
+    Result<LinuxAio *> linux_aio();
+
+private:
+    static gboolean dispatch_cb(gint fd, GIOCondition cond, gpointer opaque);
+    void run_scheduled();
+
+    GMainContext *ctx_;
+    int efd_ = -1;
+    GSource *source_ = nullptr;
+    std::mutex lock_;
+    std::vector<std::coroutine_handle<>> scheduled_;
+    std::unique_ptr<ThreadPool> pool_;
+    std::unique_ptr<LinuxAio> laio_;
+};
+
+// Runs the loop until `task` completes and returns its result: the
+// synchronous entry for tools and simple embedders.
+template <class T>
+T sync_wait(Task<T> task, AioContext &ctx = AioContext::main()) {
+    task.handle().resume();
+    while (!task.done()) ctx.poll(true);
+    if constexpr (!std::is_void_v<T>) return std::move(task.result());
+}
+
+// Starts `task` without waiting; it runs to completion on the loop and frees
+// itself.  For request fan-out (bench, queue depth).
+void spawn(Task<void> task);
+
+// A pool of worker threads running blocking system calls for aio=threads.
+class ThreadPool {
+public:
+    // One job: fn runs in a worker, then the coroutine is resumed in the loop.
+    struct Job {
+        int (*fn)(Job *) = nullptr;
+        int ret = 0;
+        std::coroutine_handle<> waiter;
+    };
+
+    explicit ThreadPool(AioContext &ctx, int max_threads = 64);
+    ~ThreadPool();
+
+    // co_await pool.run(job): runs job.fn in a worker, yields its return value.
+    struct Awaiter {
+        ThreadPool &pool;
+        Job &job;
+        bool await_ready() const noexcept { return false; }
+        void await_suspend(std::coroutine_handle<> h) {
+            job.waiter = h;
+            pool.submit(&job);
+        }
+        int await_resume() const noexcept { return job.ret; }
+    };
+    Awaiter run(Job &job) { return Awaiter{*this, job}; }
+
+private:
+    void submit(Job *job);
+    void worker();
+
+    AioContext &ctx_;
+    const int max_threads_;
+    std::mutex lock_;
+    std::condition_variable cond_;
+    std::deque<Job *> queue_;
+    std::vector<std::thread> threads_;
+    int idle_ = 0;
+    bool stopping_ = false;
+};
+
+// Linux native AIO: one io_context per AioContext, completions through an
+// eventfd watched by the loop.
+class LinuxAio {
+public:
+    static Result<std::unique_ptr<LinuxAio>> create(AioContext &ctx);
+    ~LinuxAio();
+
+    struct Request;
+    // co_await laio.submit(req): returns bytes transferred or negative errno.
+    struct Awaiter;
+    Awaiter pread(int fd, void *buf, size_t len, int64_t offset);
+    Awaiter pwrite(int fd, const void *buf, size_t len, int64_t offset);
+    Awaiter fdsync(int fd);
+
+    struct Awaiter {
+        LinuxAio &aio;
+        int op;
+        int fd;
+        void *buf;
+        size_t len;
+        int64_t offset;
+        int64_t ret = 0;
+        std::coroutine_handle<> waiter;
+        alignas(8) unsigned char iocb_storage[64];
+        bool await_ready() const noexcept { return false; }
+        bool await_suspend(std::coroutine_handle<> h);
+        int64_t await_resume() const noexcept { return ret; }
+    };
+
+private:
+    LinuxAio(AioContext &ctx) : ctx_(ctx) {}
+    static gboolean completion_cb(gint fd, GIOCondition cond, gpointer opaque);
+    void complete();
+    void submit_pending();
+
+    AioContext &ctx_;
+    void *io_ctx_ = nullptr;  // io_context_t
+    int efd_ = -1;
+    GSource *source_ = nullptr;
+    int in_flight_ = 0;
+    std::deque<Awaiter *> pending_;  // waiting for room in the io_context
+};
+
+}  // namespace mb

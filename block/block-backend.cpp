@@ -1,0 +1,83 @@
+#include "miniblock/block.h"
+
+#include <cerrno>
+
+#include "block/aio.h"
+#include "block/block_int.h"
+
+namespace mb {
+
+namespace {
+int next_drive_id = 0;
+}
+
+Result<std::unique_ptr<BlockBackend>> BlockBackend::open(std::string_view spec) {
+    auto opts = qapi::parse_drive_options(spec);
+    if (!opts.ok()) return opts.take_status();
+    return open(*opts);
+}
+
+Result<std::unique_ptr<BlockBackend>> BlockBackend::open(const qapi::OptionDict &opts,
+                                                         std::string name) {
+    if (name.empty()) name = "drive" + std::to_string(next_drive_id++);
+    InheritedOptions inh;
+    inh.node_name = name;
+    auto node = bdrv_open(opts, inh);
+    if (!node.ok()) return node.take_status();
+    auto perms = bdrv_table_perms(node->get());
+    if (!perms.ok()) return perms.take_status();
+
+    std::unique_ptr<BlockBackend> blk(new BlockBackend());
+    blk->name_ = std::move(name);
+    blk->root_ = bdrv_attach_child(nullptr, std::move(*node), "root", ChildRole::File,
+                                   "drive '" + blk->name_ + "'");
+    // The one transaction that takes every lock of the graph.
+    Status st = bdrv_child_try_set_perm(blk->root_, *perms);
+    if (!st.ok()) {
+        // Nothing was locked and nothing was written: just let go.
+        delete blk->root_;
+        blk->root_ = nullptr;
+        return st;
+    }
+    return blk;
+}
+
+BlockBackend::~BlockBackend() {
+    if (!root_) return;
+    if (!read_only()) (void)flush();
+    BdrvChild *c = root_;
+    root_ = nullptr;
+    BdrvRef node = c->bs;
+    delete c;  // the node loses its root edge...
+    Status st = bdrv_refresh_perms(node.get());  // ...and releases what it no longer needs
+    (void)st;
+}
+
+BlockDriverState *BlockBackend::bs() const { return root_ ? root_->bs.get() : nullptr; }
+bool BlockBackend::read_only() const { return !bs() || bs()->read_only; }
+
+Task<int> BlockBackend::co_pread(int64_t offset, int64_t bytes, void *buf) {
+    return bdrv_co_preadv(root_, offset, bytes, static_cast<uint8_t *>(buf), 0);
+}
+Task<int> BlockBackend::co_pwrite(int64_t offset, int64_t bytes, const void *buf, int flags) {
+    return bdrv_co_pwritev(root_, offset, bytes, static_cast<const uint8_t *>(buf), flags);
+}
+Task<int> BlockBackend::co_flush() { return bdrv_co_flush(bs()); }
+
+int BlockBackend::pread(int64_t offset, int64_t bytes, void *buf) {
+    return sync_wait(co_pread(offset, bytes, buf));
+}
+int BlockBackend::pwrite(int64_t offset, int64_t bytes, const void *buf, int flags) {
+    return sync_wait(co_pwrite(offset, bytes, buf, flags));
+}
+int BlockBackend::pwrite_zeroes(int64_t offset, int64_t bytes, int flags) {
+    return sync_wait(bdrv_co_pwrite_zeroes(root_, offset, bytes, flags));
+}
+int BlockBackend::pdiscard(int64_t offset, int64_t bytes) {
+    return sync_wait(bdrv_co_pdiscard(root_, offset, bytes));
+}
+int BlockBackend::flush() { return sync_wait(co_flush()); }
+int BlockBackend::truncate(int64_t size) { return sync_wait(bdrv_co_truncate(root_, size)); }
+int64_t BlockBackend::length() { return bdrv_getlength(bs()); }
+
+}  // namespace mb

@@ -1,0 +1,191 @@
+// Coroutines for the data plane: mb::Task<T>, a lazily started C++20
+// coroutine that resumes its awaiter by symmetric transfer.
+//
+// A request is a Task: format drivers co_await their children's Tasks, the
+// file driver suspends on an I/O completion (thread pool or libaio) and is
+// resumed from the event loop (block/aio.h).  Tasks are single-owner and
+// never cross threads: everything runs in the thread of the AioContext.
+// No exceptions cross a driver callback; an escaping one terminates.
+#pragma once
+
+#include <coroutine>
+#include <cstdlib>
+#include <deque>
+#include <exception>
+#include <optional>
+#include <utility>
+
+namespace mb {
+
+template <class T>
+class Task;
+
+namespace detail {
+
+struct PromiseBase {
+    std::coroutine_handle<> continuation = std::noop_coroutine();
+
+    std::suspend_always initial_suspend() noexcept { return {}; }
+    struct FinalAwaiter {
+        bool await_ready() noexcept { return false; }
+        template <class P>
+        std::coroutine_handle<> await_suspend(std::coroutine_handle<P> h) noexcept {
+            return h.promise().continuation;
+        }
+        void await_resume() noexcept {}
+    };
+    FinalAwaiter final_suspend() noexcept { return {}; }
+    void unhandled_exception() noexcept { std::terminate(); }
+};
+
+}  // namespace detail
+
+template <class T>
+class [[nodiscard]] Task {
+public:
+    struct promise_type : detail::PromiseBase {
+        std::optional<T> value;
+        Task get_return_object() {
+            return Task(std::coroutine_handle<promise_type>::from_promise(*this));
+        }
+        template <class U>
+        void return_value(U &&v) { value.emplace(std::forward<U>(v)); }
+    };
+
+    Task(Task &&o) noexcept : h_(std::exchange(o.h_, {})) {}
+    Task &operator=(Task &&o) noexcept {
+        if (this != &o) {
+            if (h_) h_.destroy();
+            h_ = std::exchange(o.h_, {});
+        }
+        return *this;
+    }
+    ~Task() {
+        if (h_) h_.destroy();
+    }
+
+    bool await_ready() const noexcept { return false; }
+    std::coroutine_handle<> await_suspend(std::coroutine_handle<> awaiter) noexcept {
+        h_.promise().continuation = awaiter;
+        return h_;
+    }
+    T await_resume() { return std::move(*h_.promise().value); }
+
+    // For sync_wait / detached starts: the raw handle and result.
+    std::coroutine_handle<promise_type> handle() const { return h_; }
+    bool done() const { return h_ && h_.done(); }
+    T &result() { return *h_.promise().value; }
+
+private:
+    explicit Task(std::coroutine_handle<promise_type> h) : h_(h) {}
+    std::coroutine_handle<promise_type> h_;
+};
+
+template <>
+class [[nodiscard]] Task<void> {
+public:
+    struct promise_type : detail::PromiseBase {
+        Task get_return_object() {
+            return Task(std::coroutine_handle<promise_type>::from_promise(*this));
+        }
+        void return_void() {}
+    };
+    Task(Task &&o) noexcept : h_(std::exchange(o.h_, {})) {}
+    Task &operator=(Task &&o) noexcept {
+        if (this != &o) {
+            if (h_) h_.destroy();
+            h_ = std::exchange(o.h_, {});
+        }
+        return *this;
+    }
+    ~Task() {
+        if (h_) h_.destroy();
+    }
+    bool await_ready() const noexcept { return false; }
+    std::coroutine_handle<> await_suspend(std::coroutine_handle<> awaiter) noexcept {
+        h_.promise().continuation = awaiter;
+        return h_;
+    }
+    void await_resume() {}
+    std::coroutine_handle<promise_type> handle() const { return h_; }
+    bool done() const { return h_ && h_.done(); }
+
+private:
+    explicit Task(std::coroutine_handle<promise_type> h) : h_(h) {}
+    std::coroutine_handle<promise_type> h_;
+};
+
+// A mutex for coroutines of one thread (e.g. serializing read-modify-write of
+// an unaligned O_DIRECT write, or qcow2 metadata updates).  FIFO, no
+// spinning: waiters are resumed by unlock().
+class CoMutex {
+public:
+    struct LockAwaiter {
+        CoMutex &m;
+        bool await_ready() noexcept {
+            if (!m.locked_) {
+                m.locked_ = true;
+                return true;
+            }
+            return false;
+        }
+        void await_suspend(std::coroutine_handle<> h) { m.waiters_.push_back(h); }
+        void await_resume() noexcept {}
+    };
+    LockAwaiter lock() { return LockAwaiter{*this}; }
+    void unlock();
+    bool locked() const { return locked_; }
+
+private:
+    bool locked_ = false;
+    std::deque<std::coroutine_handle<>> waiters_;
+};
+
+// RAII guard: `auto g = co_await CoLockGuard::take(m);` is awkward in C++20,
+// so use: `co_await m.lock(); CoLockGuard g(m);`
+class CoLockGuard {
+public:
+    explicit CoLockGuard(CoMutex &m) : m_(&m) {}
+    ~CoLockGuard() { if (m_) m_->unlock(); }
+    CoLockGuard(const CoLockGuard &) = delete;
+    CoLockGuard &operator=(const CoLockGuard &) = delete;
+
+private:
+    CoMutex *m_;
+};
+
+}  // namespace mb
+
+namespace mb {
+
+// A reader/writer lock for coroutines of one thread: many shared holders or
+// one exclusive.  Writers are not starved: once one waits, new readers queue.
+class CoRwLock {
+public:
+    struct Awaiter {
+        CoRwLock &l;
+        bool exclusive;
+        bool await_ready() noexcept { return l.try_take(exclusive); }
+        void await_suspend(std::coroutine_handle<> h) { l.waiters_.push_back({h, exclusive}); }
+        void await_resume() noexcept {}
+    };
+    Awaiter lock_shared() { return Awaiter{*this, false}; }
+    Awaiter lock_exclusive() { return Awaiter{*this, true}; }
+    void unlock();
+
+private:
+    bool try_take(bool exclusive) {
+        if (!waiters_.empty() || writer_ || (exclusive && readers_ > 0)) return false;
+        if (exclusive) writer_ = true; else readers_++;
+        return true;
+    }
+    struct Waiter {
+        std::coroutine_handle<> h;
+        bool exclusive;
+    };
+    int readers_ = 0;
+    bool writer_ = false;
+    std::deque<Waiter> waiters_;
+};
+
+}  // namespace mb

@@ -1,0 +1,23 @@
+#include "block/locking/syscalls.h"
+
+#include <unistd.h>
+
+namespace mb {
+
+namespace {
+
+int real_fcntl_lock(int fd, int cmd, struct flock *fl) { return ::fcntl(fd, cmd, fl); }
+int real_fstat(int fd, struct stat *st) { return ::fstat(fd, st); }
+int real_close(int fd) { return ::close(fd); }
+
+constexpr LockSyscalls kDefault = {real_fcntl_lock, real_fstat, real_close};
+
+LockSyscalls g_table = kDefault;
+
+}  // namespace
+
+LockSyscalls &lock_syscalls() { return g_table; }
+const LockSyscalls &default_lock_syscalls() { return kDefault; }
+void reset_lock_syscalls() { g_table = kDefault; }
+
+}  // namespace mb

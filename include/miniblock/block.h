@@ -1,0 +1,65 @@
+// miniblock's C++ API for embedders: a drive (BlockBackend) opened from a
+// -drive style option string or a json:{...} pseudo-filename.
+//
+//   auto d = mb::BlockBackend::open("file=disk.img,format=raw,lock=exclusive");
+//   if (!d.ok()) { fprintf(stderr, "%s\n", d.status().to_string().c_str()); ... }
+//   (*d)->pwrite(0, 512, buf);
+//
+// Synchronous calls run the block layer's event loop (GLib's default main
+// context) until the request completes; coroutine callers use the co_ forms.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+
+#include "miniblock/status.h"
+
+namespace mb {
+
+struct BlockDriverState;
+struct BdrvChild;
+template <class T> class Task;
+namespace qapi { class OptionDict; }
+
+class BlockBackend {
+public:
+    // Opens a graph from an option string ("file=a.img,format=raw,...",
+    // "json:{...}", or a bare filename).  Every lock is taken in one
+    // transaction at the end: a failed open holds none.
+    static Result<std::unique_ptr<BlockBackend>> open(std::string_view spec);
+    // The same from an option tree (tools set keys such as read-only first).
+    static Result<std::unique_ptr<BlockBackend>> open(const qapi::OptionDict &opts,
+                                                      std::string name = {});
+    // Flushes a writable drive, then drops every node and lock.
+    ~BlockBackend();
+    BlockBackend(const BlockBackend &) = delete;
+    BlockBackend &operator=(const BlockBackend &) = delete;
+
+    // Data plane: 0 or negative errno.
+    int pread(int64_t offset, int64_t bytes, void *buf);
+    int pwrite(int64_t offset, int64_t bytes, const void *buf, int flags = 0);
+    int pwrite_zeroes(int64_t offset, int64_t bytes, int flags = 0);
+    int pdiscard(int64_t offset, int64_t bytes);
+    int flush();
+    int truncate(int64_t size);
+    int64_t length();
+
+    Task<int> co_pread(int64_t offset, int64_t bytes, void *buf);
+    Task<int> co_pwrite(int64_t offset, int64_t bytes, const void *buf, int flags = 0);
+    Task<int> co_flush();
+
+    // The graph.
+    BlockDriverState *bs() const;
+    BdrvChild *root() const { return root_; }
+    const std::string &name() const { return name_; }
+    bool read_only() const;
+
+private:
+    BlockBackend() = default;
+    BdrvChild *root_ = nullptr;  // owned
+    std::string name_;
+};
+
+}  // namespace mb

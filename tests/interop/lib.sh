@@ -1,0 +1,95 @@
+# Shared helpers for interop tests: sourced by each tests/interop/*.sh.
+# Tests run real peers (qemu-img, qemu-io, qemu-nbd, nbdkit, ...) against
+# miniblock's tools; a missing peer is a failure, never a skip: the setup
+# script installs them.
+#
+# The tools come from the environment meson sets: $MINIBLOCK_IMG, $MINIBLOCK_IO
+# (and $MINIBLOCK_BUILD, the build directory).
+set -u
+
+T=$(mktemp -d /tmp/mb-interop.XXXXXX)
+PASSED=0
+FAILED=0
+BG_PIDS=()
+
+cleanup() {
+    for p in "${BG_PIDS[@]}"; do kill "$p" 2>/dev/null; done
+    wait 2>/dev/null
+    rm -rf "$T"
+}
+trap cleanup EXIT
+
+need() {
+    for tool in "$@"; do
+        command -v "$tool" >/dev/null || { echo "FATAL: $tool is missing (run scripts/setup.sh)"; exit 1; }
+    done
+}
+
+ok() { PASSED=$((PASSED + 1)); echo "ok - $1"; }
+not_ok() { FAILED=$((FAILED + 1)); echo "not ok - $1"; shift; for l in "$@"; do echo "#   $l"; done; }
+
+# expect_ok NAME CMD...: CMD exits 0.
+expect_ok() {
+    local name=$1; shift
+    local out
+    if out=$("$@" 2>&1); then ok "$name"; else not_ok "$name" "command: $*" "output: $out"; fi
+}
+
+# expect_fail NAME 'PATTERN' CMD...: CMD exits non-zero and its output matches
+# the grep -E PATTERN.
+expect_fail() {
+    local name=$1 pattern=$2; shift 2
+    local out
+    if out=$("$@" 2>&1); then
+        not_ok "$name" "command succeeded but should have failed: $*" "output: $out"
+    elif ! grep -qE -- "$pattern" <<<"$out"; then
+        not_ok "$name" "output does not match '$pattern'" "output: $out"
+    else
+        ok "$name"
+    fi
+}
+
+# expect_output NAME 'PATTERN' CMD...: CMD exits 0 and its output matches.
+expect_output() {
+    local name=$1 pattern=$2; shift 2
+    local out
+    if ! out=$("$@" 2>&1); then
+        not_ok "$name" "command failed: $*" "output: $out"
+    elif ! grep -qE -- "$pattern" <<<"$out"; then
+        not_ok "$name" "output does not match '$pattern'" "output: $out"
+    else
+        ok "$name"
+    fi
+}
+
+# hold NAME CMD...: starts CMD in the background (a process holding an image)
+# and waits until it has the image open: CMD must print READY_PATTERN
+# ($HOLD_READY, default "\[ok\]") on stdout.  Sets HOLD_PID.
+hold() {
+    local name=$1; shift
+    local fifo="$T/hold-$name"
+    mkfifo "$fifo.in"
+    "$@" <"$fifo.in" >"$fifo.out" 2>&1 &
+    HOLD_PID=$!
+    BG_PIDS+=("$HOLD_PID")
+    exec {HOLD_FD}>"$fifo.in"
+    eval "HOLD_FD_$name=$HOLD_FD"
+    eval "HOLD_PID_$name=$HOLD_PID"
+}
+
+# Waits (up to 10 s) until FILE contains PATTERN.
+wait_for() {
+    local file=$1 pattern=$2 i
+    for i in $(seq 100); do
+        grep -qE -- "$pattern" "$file" 2>/dev/null && return 0
+        sleep 0.1
+    done
+    echo "# timed out waiting for '$pattern' in $file:"; sed 's/^/#   /' "$file"
+    return 1
+}
+
+# The closing line meson and CI read.
+finish() {
+    echo "$PASSED passed, $FAILED failed"
+    [ "$FAILED" -eq 0 ]
+}

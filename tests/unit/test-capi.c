@@ -1,0 +1,150 @@
+/* The C API, from plain C, as an embedder uses it: open, I/O, errors, and
+ * the locks two drives of one process take against each other. */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "miniblock/miniblock.h"
+
+static char path[256];
+static char spec[512];
+
+static int setup(void **state) {
+    (void)state;
+    snprintf(path, sizeof(path), "/tmp/mb-capi-%d.img", (int)getpid());
+    int fd = open(path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd < 0 || ftruncate(fd, 1 << 20) < 0) return -1;
+    close(fd);
+    return 0;
+}
+
+static int teardown(void **state) {
+    (void)state;
+    unlink(path);
+    return 0;
+}
+
+static const char *drive(const char *extra) {
+    snprintf(spec, sizeof(spec), "file=%s,format=raw%s%s", path, *extra ? "," : "", extra);
+    return spec;
+}
+
+static void test_io_roundtrip(void **state) {
+    (void)state;
+    char *err = NULL;
+    mb_drive *d = mb_open(drive(""), &err);
+    assert_non_null(d);
+    assert_null(err);
+    assert_int_equal(mb_length(d), 1 << 20);
+
+    unsigned char buf[4096], back[4096];
+    for (size_t i = 0; i < sizeof(buf); i++) buf[i] = (unsigned char)(i * 7 + 3);
+    assert_int_equal(mb_pwrite(d, buf, sizeof(buf), 8192), 0);
+    assert_int_equal(mb_flush(d), 0);
+    memset(back, 0, sizeof(back));
+    assert_int_equal(mb_pread(d, back, sizeof(back), 8192), 0);
+    assert_memory_equal(buf, back, sizeof(buf));
+
+    assert_int_equal(mb_pwrite_zeroes(d, 4096, 8192), 0);
+    assert_int_equal(mb_pread(d, back, 4096, 8192), 0);
+    for (int i = 0; i < 4096; i++) assert_int_equal(back[i], 0);
+
+    /* Requests are checked before any driver sees them. */
+    assert_int_equal(mb_pread(d, back, -1, 0), -EINVAL);
+    assert_int_equal(mb_pread(d, back, 1, -5), -EINVAL);
+    mb_close(d);
+
+    /* The data is really in the file. */
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    assert_true(fd >= 0);
+    assert_int_equal(pread(fd, back, 4096, 12288), 4096);
+    close(fd);
+    assert_memory_equal(buf + 4096 - 4096, back, 0);
+}
+
+static void test_read_only_refuses_writes(void **state) {
+    (void)state;
+    char *err = NULL;
+    mb_drive *d = mb_open(drive("read-only=on"), &err);
+    assert_non_null(d);
+    unsigned char b[512] = {0};
+    assert_int_equal(mb_pwrite(d, b, 512, 0), -EPERM);
+    mb_close(d);
+}
+
+static void test_errors(void **state) {
+    (void)state;
+    char *err = NULL;
+    assert_null(mb_open("file=/nonexistent/x.img,format=raw", &err));
+    assert_string_equal(err, "Could not open '/nonexistent/x.img': No such file or directory");
+    mb_free_error(err);
+
+    assert_null(mb_open(drive("lokc=on"), &err));
+    assert_non_null(strstr(err, "Invalid parameter 'lokc'"));
+    mb_free_error(err);
+
+    assert_null(mb_open(drive("lock=exclusiv"), &err));
+    assert_string_equal(err, "Invalid value 'exclusiv' for parameter 'lock'\n"
+                             "Valid values: off, shared, auto, exclusive (aliases: none -> off, on -> auto)");
+    mb_free_error(err);
+
+    assert_null(mb_open(drive("file.aio=native"), &err));
+    assert_string_equal(err, "aio=native was specified, but it requires cache=none\n"
+                             "Linux native AIO is only asynchronous with O_DIRECT; add cache=none, "
+                             "or use aio=threads");
+    mb_free_error(err);
+
+    /* A NULL errp is allowed. */
+    assert_null(mb_open(drive("lokc=on"), NULL));
+}
+
+/* Two drives of one process on one file exclude each other exactly as two
+ * processes do, and a refused open changes nothing for the first. */
+static void test_two_drives_one_process(void **state) {
+    (void)state;
+    char *err = NULL;
+    mb_drive *a = mb_open(drive("lock=exclusive"), &err);
+    assert_non_null(a);
+
+    mb_drive *b = mb_open(drive("read-only=on"), &err);
+    assert_null(b);
+    assert_non_null(err);
+    assert_true(strncmp(err, "Failed to get shared \"consistent read\" lock\n"
+                             "Is another process using the image [", 78) == 0 ||
+                strncmp(err, "Failed to get \"consistent read\" lock\n", 37) == 0);
+    /* The holder is named as a node of this process. */
+    assert_non_null(strstr(err, "of this process"));
+    mb_free_error(err);
+
+    /* a still writes (its locks are intact), then lets go. */
+    unsigned char buf[512];
+    memset(buf, 0x5a, sizeof(buf));
+    assert_int_equal(mb_pwrite(a, buf, 512, 0), 0);
+    mb_drive *c = mb_open(drive("read-only=on"), &err);
+    assert_null(c);
+    mb_free_error(err);
+    mb_close(a);
+
+    b = mb_open(drive("read-only=on"), &err);
+    assert_non_null(b);
+    mb_close(b);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_io_roundtrip, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_read_only_refuses_writes, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_errors, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_two_drives_one_process, setup, teardown),
+    };
+    return cmocka_run_group_tests_name("capi", tests, NULL, NULL);
+}

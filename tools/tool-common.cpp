@@ -1,0 +1,84 @@
+#include "tools/tool-common.h"
+
+#include <cerrno>
+#include <cinttypes>
+#include <cstdio>
+
+#include "block/block_int.h"
+
+namespace mb::tools {
+
+Result<qapi::OptionDict> image_options(std::string_view image, const ImageFlags &flags) {
+    qapi::OptionDict opts;
+    if (flags.image_opts) {
+        auto r = qapi::parse_keyval_options(image);
+        if (!r.ok()) return r.take_status();
+        opts = std::move(*r);
+    } else {
+        // A plain filename, never parsed as options (it may contain commas),
+        // except json: pseudo-filenames, which qemu-img accepts too.
+        if (image.substr(0, 5) == "json:") {
+            auto r = qapi::parse_drive_options(image);
+            if (!r.ok()) return r.take_status();
+            opts = std::move(*r);
+        } else {
+            qapi::OptionDict file;
+            file.set_str("filename", std::string(image));
+            opts.set_dict("file", file);
+        }
+        if (!flags.format.empty()) opts.set_str("driver", flags.format);
+    }
+    if (flags.read_only) opts.set_str("read-only", "on");
+    if (!flags.cache.empty()) opts.set_str("cache", flags.cache);
+    if (!flags.aio.empty()) {
+        if (qapi::OptionDict *f = opts.dict("file")) f->set_str("aio", flags.aio);
+        else opts.set_str("aio", flags.aio);
+    }
+    if (!flags.lock.empty()) opts.set_str("lock", flags.lock);
+    if (flags.force_share) {
+        if (!flags.lock.empty() && flags.lock != "shared") {
+            return Status::Error(EINVAL, "-U (force-share) conflicts with --lock=" + flags.lock);
+        }
+        opts.set_str("lock", "shared");
+    }
+    return opts;
+}
+
+Result<std::unique_ptr<BlockBackend>> open_image(std::string_view image, const ImageFlags &flags) {
+    auto opts = image_options(image, flags);
+    if (!opts.ok()) return opts.take_status();
+    return BlockBackend::open(*opts);
+}
+
+std::optional<int64_t> parse_number(std::string_view s) {
+    auto r = qapi::parse_size(s);
+    if (!r) return std::nullopt;
+    return *r;
+}
+
+std::string human_size(int64_t bytes) {
+    static const char *const units[] = {"B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"};
+    double v = static_cast<double>(bytes);
+    int u = 0;
+    while (v >= 1024 && u < 6) {
+        v /= 1024;
+        u++;
+    }
+    char buf[64];
+    if (u == 0) snprintf(buf, sizeof(buf), "%" PRId64 " B", bytes);
+    else if (v == static_cast<int64_t>(v)) snprintf(buf, sizeof(buf), "%" PRId64 " %s", static_cast<int64_t>(v), units[u]);
+    else snprintf(buf, sizeof(buf), "%.3g %s", v, units[u]);
+    return buf;
+}
+
+void print_error(const char *prog, const Status &st) {
+    fprintf(stderr, "%s: %s\n", prog, st.to_string().c_str());
+}
+
+std::string protocol_filename(const BlockBackend &blk) {
+    BlockDriverState *bs = blk.bs();
+    while (bs && !bs->drv->is_protocol && bs->file()) bs = bs->file()->bs.get();
+    return bs ? bs->filename : std::string();
+}
+
+}  // namespace mb::tools

@@ -1,0 +1,45 @@
+// What miniblock-img and miniblock-io share: turning command-line flags into
+// drive options, numbers with suffixes, human sizes, error printing.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include "miniblock/block.h"
+#include "miniblock/options.h"
+#include "miniblock/status.h"
+
+namespace mb::tools {
+
+// The flags every tool shares for opening an image (-f, -r, -t, -i, -U,
+// --image-opts, -l/--lock).
+struct ImageFlags {
+    std::string format;         // -f
+    bool read_only = false;     // -r
+    std::string cache;          // -t
+    std::string aio;            // -i
+    bool force_share = false;   // -U: lock=shared
+    std::string lock;           // --lock
+    bool image_opts = false;    // --image-opts: the argument is an option string
+};
+
+// The option tree for `image` opened with `flags`.
+Result<qapi::OptionDict> image_options(std::string_view image, const ImageFlags &flags);
+// Opens it.
+Result<std::unique_ptr<BlockBackend>> open_image(std::string_view image, const ImageFlags &flags);
+
+// "123", "4k", "1M", "2G" (powers of 1024), like qemu-img's sizes.
+std::optional<int64_t> parse_number(std::string_view s);
+// "1 MiB", "512 B": qemu-img's human sizes.
+std::string human_size(int64_t bytes);
+
+// Prints "prog: message" then the detail lines to stderr.
+void print_error(const char *prog, const Status &st);
+
+// The file behind a graph's protocol node, for lock diagnostics.
+std::string protocol_filename(const BlockBackend &blk);
+
+}  // namespace mb::tools
