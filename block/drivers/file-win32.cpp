@@ -1,5 +1,6 @@
-// raw-win32: file I/O for the `file` protocol on Windows.  See
-// file-win32.h; the lock protocol is block/locking/win32.cpp.
+// raw-win32: the `file` protocol on Windows.  Win32File (file-win32.h) does
+// the I/O, Win32Locks (block/locking/win32.cpp) the locking, and the driver
+// table at the end of this file plugs both into the block graph.
 #include "block/drivers/file-win32.h"
 
 #include <malloc.h>
@@ -8,6 +9,12 @@
 #include <cerrno>
 #include <cstring>
 #include <memory>
+#include <optional>
+#include <string>
+
+#ifdef MB_WIN32_BLOCK_CORE
+#include "block/block_int.h"
+#endif
 
 namespace mb {
 
@@ -50,6 +57,7 @@ Result<Win32File> Win32File::open(std::string_view path, const Win32FileOptions 
     // images without locks on Windows, would lock us out by accident).
     DWORD share = FILE_SHARE_READ | FILE_SHARE_WRITE | FILE_SHARE_DELETE;
     DWORD disposition = OPEN_EXISTING;
+    if (opts.create == Win32FileOptions::Create::IfMissing) disposition = OPEN_ALWAYS;
     if (opts.create == Win32FileOptions::Create::Always) disposition = CREATE_ALWAYS;
     if (opts.create == Win32FileOptions::Create::New) disposition = CREATE_NEW;
     if (opts.read_only && disposition != OPEN_EXISTING) {
@@ -202,3 +210,190 @@ int64_t Win32File::length() {
 }
 
 }  // namespace mb
+
+// --- the `file` driver table ----------------------------------------------------
+//
+// Compiled only where the block core builds for Windows (MB_WIN32_BLOCK_CORE).
+// Today the core's event loop needs GLib, which mingw lacks here, so the
+// Windows build compiles this part in a check-only library against the real
+// block/block_int.h and links nothing with it (docs/drivers/raw-win32.md).
+#ifdef MB_WIN32_BLOCK_CORE
+
+namespace mb {
+
+namespace {
+
+struct FileState : NodeState {
+    std::optional<Win32File> file;
+    // Declared after `file`, so destroyed before it: the lock object borrows
+    // the file's handle.  Null when lock=off.
+    std::unique_ptr<Win32Locks> lock;
+    bool lock_prepared = false;
+    bool no_flush = false;
+};
+
+// Requests run on the calling thread and complete before the Task returns:
+// the core's thread pool (block/aio.h) is built on GLib and does not exist
+// on Windows yet.  That keeps one request at a time per node, which also
+// serialises cache=none read-modify-writes, as raw-posix's CoRwLock does.
+Task<int> file_co_preadv(BlockDriverState *bs, int64_t offset, int64_t bytes, uint8_t *buf, int) {
+    co_return bs->state<FileState>()->file->pread(offset, buf, size_t(bytes));
+}
+
+Task<int> file_co_pwritev(BlockDriverState *bs, int64_t offset, int64_t bytes, const uint8_t *buf,
+                          int flags) {
+    auto *s = bs->state<FileState>();
+    int r = s->file->pwrite(offset, buf, size_t(bytes));
+    if (r == 0 && (flags & BDRV_REQ_FUA) && !s->no_flush) r = s->file->flush();
+    co_return r;
+}
+
+Task<int> file_co_flush(BlockDriverState *bs) {
+    auto *s = bs->state<FileState>();
+    co_return s->no_flush ? 0 : s->file->flush();
+}
+
+Task<int> file_co_truncate(BlockDriverState *bs, int64_t size) {
+    co_return bs->state<FileState>()->file->truncate(size);
+}
+
+int64_t file_getlength(BlockDriverState *bs) { return bs->state<FileState>()->file->length(); }
+
+Status file_open(BlockDriverState *bs, qapi::OptionDict &opts) {
+    auto s = std::make_unique<FileState>();
+    std::string path = *opts.get_str("filename");
+    bs->filename = path;
+    // Each refusal names the option: these are POSIX choices with no
+    // Windows meaning, and ignoring them would hide a wrong configuration.
+    std::string aio = opts.get_str("aio").value_or("threads");
+    if (aio != "threads") {
+        return Status::Error(EINVAL, "aio=" + aio + " is not supported on Windows",
+                             "Use aio=threads (the default)");
+    }
+    std::string api = opts.get_str("locking-api").value_or("auto");
+    if (api != "auto") {
+        return Status::Error(EINVAL, "locking-api=" + api + " is not available on Windows",
+                             "Windows locks are LockFileEx byte ranges; use locking-api=auto");
+    }
+    std::string proto = opts.get_str("lock-protocol").value_or("qemu");
+    if (proto != "qemu") {
+        return Status::Error(EINVAL, "lock-protocol=" + proto + " is not supported on Windows",
+                             "Windows locks are mandatory: a lock over the whole file would "
+                             "stop our own writes; use lock-protocol=qemu");
+    }
+    s->no_flush = bs->open_flags & BDRV_O_NO_FLUSH;
+
+    Win32FileOptions o;
+    o.read_only = bs->read_only;
+    o.no_buffering = bs->open_flags & BDRV_O_NOCACHE;
+    Result<Win32File> f = Win32File::open(path, o);
+    if (!f.ok()) return f.take_status();
+    s->file.emplace(std::move(*f));
+    bs->request_alignment = s->file->alignment();
+    if (bs->lock_mode != qapi::LockMode::Off) {
+        s->lock = std::make_unique<Win32Locks>(s->file->handle(), path);
+    }
+    bs->opaque = std::move(s);
+    return Status::OK();
+}
+
+void file_close(BlockDriverState *bs) {
+    auto *s = bs->state<FileState>();
+    if (!s) return;
+    if (s->lock) s->lock->release();
+    s->lock.reset();
+    // Windows locks belong to the handle, not the process: closing it needs
+    // none of raw-posix's deferred-close care.
+    s->file.reset();
+}
+
+Status file_check_perm(BlockDriverState *bs, PermPair cum) {
+    auto *s = bs->state<FileState>();
+    s->lock_prepared = false;
+    if (!s->lock) return Status::OK();
+    // An inactive node (migration target) holds no locks at all.
+    if (bs->open_flags & BDRV_O_INACTIVE) cum = PermPair{0, BLK_PERM_ALL};
+    const ULONGLONG deadline = GetTickCount64() + ULONGLONG(bs->lock_wait_ms);
+    for (;;) {
+        Status st = s->lock->prepare(cum.perm, cum.shared);
+        if (st.ok()) break;
+        // Only a conflict is worth waiting for.
+        if (st.err() != EAGAIN || GetTickCount64() >= deadline) return st;
+        Sleep(100);
+    }
+    s->lock_prepared = true;
+    return Status::OK();
+}
+
+void file_set_perm(BlockDriverState *bs, PermPair) {
+    auto *s = bs->state<FileState>();
+    if (s->lock_prepared) s->lock->commit();
+    s->lock_prepared = false;
+}
+
+void file_abort_perm_update(BlockDriverState *bs) {
+    auto *s = bs->state<FileState>();
+    if (s->lock_prepared) s->lock->abort();
+    s->lock_prepared = false;
+}
+
+void file_get_info(BlockDriverState *bs, FormatInfo *info) {
+    auto *s = bs->state<FileState>();
+    info->fields.emplace_back("aio", "threads");
+    info->fields.emplace_back("locking", s->lock ? "LockFileEx, QEMU's bytes at 0x7fff000000000000"
+                                                 : "off");
+    if (s->file->alignment() > 1) {
+        info->fields.emplace_back("request alignment", std::to_string(s->file->alignment()));
+    }
+}
+
+// Creating truncates: it must not happen under anyone's feet, so it takes an
+// exclusive lock first, exactly as an exclusive open would.
+Status file_create(const std::string &filename, int64_t size, qapi::OptionDict &opts) {
+    MB_TRY(bdrv_create_options_done("raw", opts));
+    Win32FileOptions o;
+    o.create = Win32FileOptions::Create::IfMissing;
+    Result<Win32File> f = Win32File::open(filename, o);
+    if (!f.ok()) return f.take_status();
+    Win32Locks lock(f->handle(), filename);
+    MB_TRY(lock.prepare(BLK_PERM_ALL & ~BLK_PERM_WRITE_UNCHANGED, 0));
+    lock.commit();
+    int r = f->truncate(0);
+    if (r == 0) r = f->truncate(size);
+    lock.release();
+    if (r < 0) return PosixError("Could not resize '" + filename + "'", -r);
+    return Status::OK();
+}
+
+}  // namespace
+
+// The same name and symbol as raw-posix's table: a build links one of them.
+extern const BlockDriver bdrv_file;
+const BlockDriver bdrv_file = {
+    .format_name = "file",
+    .is_protocol = true,
+    .sharable_writes = true,
+    .protocols = nullptr,
+    .probe = nullptr,
+    .open = file_open,
+    .close = file_close,
+    .child_perm = nullptr,
+    .check_perm = file_check_perm,
+    .set_perm = file_set_perm,
+    .abort_perm_update = file_abort_perm_update,
+    .co_preadv = file_co_preadv,
+    .co_pwritev = file_co_pwritev,
+    .co_pwrite_zeroes = nullptr,  // the core writes zeroes
+    .co_pdiscard = nullptr,       // advisory: nothing to do
+    .co_flush = file_co_flush,
+    .co_truncate = file_co_truncate,
+    .co_block_status = nullptr,
+    .getlength = file_getlength,
+    .get_allocated_size = nullptr,
+    .get_info = file_get_info,
+    .create = file_create,
+};
+
+}  // namespace mb
+
+#endif  // MB_WIN32_BLOCK_CORE

@@ -1,9 +1,9 @@
 // raw-win32: the file protocol's I/O on Windows (docs/drivers/raw-win32.md).
 //
-// Win32File is the whole driver minus the block-graph glue: the `file`
-// driver table for Windows (block/block_int.h, not yet on this branch) wraps
-// it the way raw-posix wraps its fd.  Control plane (open) returns Status;
-// data plane returns negative errno, never throws.
+// Win32File is the whole driver minus the block-graph glue; the `file`
+// driver table at the end of file-win32.cpp wraps it the way raw-posix wraps
+// its fd.  Control plane (open) returns Status; data plane returns negative
+// errno, never throws.
 #pragma once
 
 #ifndef _WIN32
@@ -27,7 +27,12 @@ struct Win32FileOptions {
     // cache=none: FILE_FLAG_NO_BUFFERING.  Requests whose offset, length or
     // buffer are not aligned go through an aligned bounce buffer.
     bool no_buffering = false;
-    enum class Create { No, Always /* create or truncate */, New /* fail if it exists */ };
+    enum class Create {
+        No,         // the file must exist
+        IfMissing,  // open it, or create it empty (never truncates)
+        Always,     // create or truncate
+        New,        // fail if it exists
+    };
     Create create = Create::No;
 };
 
