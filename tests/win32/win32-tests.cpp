@@ -222,7 +222,7 @@ struct FaultScenario {
 // For every call N of the change, make call N fail (once, or from N on) and
 // check: success with the target state, or failure with the lock state
 // exactly as before (or, only when failures persist, an explicit "could not
-// be restored").  Returns the number of calls of the clean run.
+// be restored").
 void fault_scenario(const std::string &path, const FaultScenario &sc, bool persist, DWORD err) {
     auto reader_pp = lock_mode_perms(LockMode::Auto, true, true, NodeRole::Top);
     int clean_calls = -1;
@@ -354,6 +354,10 @@ std::vector<Cfg> all_cfgs() {
 void test_matrix(const std::wstring &wpath, const std::string &path) {
     auto a = spawn(wpath), b = spawn(wpath);
     auto cfgs = all_cfgs();
+    std::vector<std::string> cells;
+    auto cell_name = [](Cfg c) {
+        return std::string(qapi::to_string(c.mode)) + (c.ro ? ":ro" : ":rw");
+    };
     std::string table = "first opener \\ second:";
     for (auto &c : cfgs) {
         char col[16];
@@ -386,10 +390,15 @@ void test_matrix(const std::wstring &wpath, const std::string &path) {
                       (want.starts_with("ok") ? "both open" : "second refused"),
                   "first: " + la + "; second: " + lb + "; expected: " + want);
             table += lb.starts_with("ok") ? "       ok" : "  refused";
+            // For run-wine-tests.sh, which compares these cells with the
+            // POSIX matrix (tests/interop/lock-matrix.expected).
+            cells.push_back(cell_name(ca) + " | " + cell_name(cb) + " | " +
+                            (lb.starts_with("ok") ? "yes" : "no"));
             a->cmd("close");
             b->cmd("close");
         }
     }
+    for (auto &c : cells) note("cell " + c);
     note("matrix seen by two Windows processes (ok = second opener gets its locks):");
     size_t p = 0, q;
     while ((q = table.find('\n', p)) != std::string::npos) {
