@@ -77,7 +77,7 @@ Result<Win32File> Win32File::open(std::string_view path, const Win32FileOptions 
     BY_HANDLE_FILE_INFORMATION info;
     if (GetFileInformationByHandle(h.get(), &info) &&
         (info.dwFileAttributes & FILE_ATTRIBUTE_DIRECTORY)) {
-        return Status::Error(EISDIR, "Could not open '" + p + "': Is a directory");
+        return Status::Error(EISDIR, "'" + p + "' is a directory");  // as raw-posix says it
     }
     return Win32File(std::move(h), std::move(p), opts, opts.no_buffering ? NO_BUFFERING_ALIGN : 1);
 }

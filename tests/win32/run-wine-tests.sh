@@ -107,6 +107,6 @@ fi
 # Let the prefix's wineserver go now rather than linger after us.
 [ -z "$WINESERVER" ] || "$WINESERVER" -k >/dev/null 2>&1 || true
 [ "$failed" = 0 ] || rc=1
-echo "# win32 suite: $(( $(date +%s) - start )) s, build and fresh Wine prefix included"
+echo "# win32 suite: $(( $(date +%s) - start )) s, build and Wine start included"
 echo "$passed passed, $failed failed"
 exit "$rc"
