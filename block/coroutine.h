@@ -9,7 +9,9 @@
 #pragma once
 
 #include <coroutine>
+#include <cstddef>
 #include <cstdlib>
+#include <new>
 #include <deque>
 #include <exception>
 #include <optional>
@@ -22,7 +24,50 @@ class Task;
 
 namespace detail {
 
+// Coroutine frames come and go once per request per layer: recycle them
+// through per-thread free lists by size class instead of malloc each time.
+class FramePool {
+public:
+    static void *allocate(std::size_t n) {
+        std::size_t c = size_class(n);
+        if (c < CLASSES) {
+            auto &fl = lists()[c];
+            if (fl) {
+                Free *f = fl;
+                fl = f->next;
+                return f;
+            }
+            return ::operator new((c + 1) * GRAIN);
+        }
+        return ::operator new(n);
+    }
+    static void deallocate(void *p, std::size_t n) {
+        std::size_t c = size_class(n);
+        if (c < CLASSES) {
+            auto *f = static_cast<Free *>(p);
+            f->next = lists()[c];
+            lists()[c] = f;
+            return;
+        }
+        ::operator delete(p);
+    }
+
+private:
+    struct Free {
+        Free *next;
+    };
+    static constexpr std::size_t GRAIN = 64, CLASSES = 32;  // frames up to 2 KiB
+    static std::size_t size_class(std::size_t n) { return (n + GRAIN - 1) / GRAIN - 1; }
+    static Free **lists() {
+        thread_local Free *l[CLASSES] = {};
+        return l;
+    }
+};
+
 struct PromiseBase {
+    static void *operator new(std::size_t n) { return FramePool::allocate(n); }
+    static void operator delete(void *p, std::size_t n) { FramePool::deallocate(p, n); }
+
     std::coroutine_handle<> continuation = std::noop_coroutine();
 
     std::suspend_always initial_suspend() noexcept { return {}; }

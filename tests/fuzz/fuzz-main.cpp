@@ -124,9 +124,13 @@ int main(int argc, char **argv) {
         else if (!strncmp(argv[i], "-max_len=", 9)) max_len = strtoull(argv[i] + 9, nullptr, 0);
         else load(argv[i], corpus);
     }
-    // A target must not allocate without bound: cap the address space.
+    // A target must not allocate without bound.  Under ASan, its
+    // max_allocation_size_mb option does that (a cap on the address space
+    // would starve ASan's shadow memory); without it, cap the address space.
+#ifndef __SANITIZE_ADDRESS__
     struct rlimit rl = {8ull << 30, 8ull << 30};
     setrlimit(RLIMIT_AS, &rl);
+#endif
     for (int s : {SIGSEGV, SIGABRT, SIGBUS, SIGFPE, SIGILL}) signal(s, save_crash);
 
     if (corpus.empty()) corpus.emplace_back();
