@@ -257,7 +257,9 @@ Task<int> file_co_truncate(BlockDriverState *bs, int64_t size) {
     co_return bs->state<FileState>()->file->truncate(size);
 }
 
-int64_t file_getlength(BlockDriverState *bs) { return bs->state<FileState>()->file->length(); }
+int64_t file_getlength(BlockDriverState *bs) {
+    return bs->state<FileState>()->file->length();
+}
 
 Status file_open(BlockDriverState *bs, qapi::OptionDict &opts) {
     auto s = std::make_unique<FileState>();
@@ -340,8 +342,8 @@ void file_abort_perm_update(BlockDriverState *bs) {
 void file_get_info(BlockDriverState *bs, FormatInfo *info) {
     auto *s = bs->state<FileState>();
     info->fields.emplace_back("aio", "threads");
-    info->fields.emplace_back("locking", s->lock ? "LockFileEx, QEMU's bytes at 0x7fff000000000000"
-                                                 : "off");
+    info->fields.emplace_back("locking",
+                              s->lock ? "LockFileEx, QEMU's bytes at 0x7fff000000000000" : "off");
     if (s->file->alignment() > 1) {
         info->fields.emplace_back("request alignment", std::to_string(s->file->alignment()));
     }

@@ -241,13 +241,14 @@ Status Win32Locks::test_byte(uint64_t off, bool ours, bool *conflict, bool *lost
 }
 
 Status Win32Locks::prepare(uint32_t perm, uint32_t shared) {
-    if (prepared_) {
-        return Status::Error(EINVAL, "Lock transaction of '" + path_ + "' already prepared");
-    }
+    // A second prepare before commit/abort (a node visited twice in one
+    // transaction) builds on the first, as in the POSIX protocol: its
+    // failure leaves what the first took, commit() settles on the last
+    // state, abort() undoes both.
     const LockBits want = lock_bits_for(perm, shared);
     const ConflictTest test = conflict_test_for(want);
-    before_ = held_;
-    wanted_ = want;
+    if (!prepared_) before_ = held_;
+    const LockBits entry = held_;  // what a failure of this call restores
 
     MB_TRY(take_guard());
 
@@ -309,7 +310,7 @@ Status Win32Locks::prepare(uint32_t perm, uint32_t shared) {
 
     if (!st.ok()) {
         // Undo inside the guard, so nobody sees the half-taken state.
-        drop(LockBits{held_.use & ~before_.use, held_.forbid & ~before_.forbid});
+        drop(LockBits{held_.use & ~entry.use, held_.forbid & ~entry.forbid});
     }
     bool guard_dropped = must_unlock(WIN32_GUARD_BYTE);
     if (st.ok() && !guard_dropped) {
@@ -317,10 +318,11 @@ Status Win32Locks::prepare(uint32_t perm, uint32_t shared) {
         // transaction rather than report success with peers locked out.
         st = Status::Error(EIO, "Failed to unlock the guard " + byte_name(WIN32_GUARD_BYTE) +
                                     " of '" + path_ + "'");
-        drop(LockBits{held_.use & ~before_.use, held_.forbid & ~before_.forbid});
+        drop(LockBits{held_.use & ~entry.use, held_.forbid & ~entry.forbid});
         guard_dropped = must_unlock(WIN32_GUARD_BYTE);
     }
     if (st.ok()) {
+        wanted_ = want;
         prepared_ = true;
         return st;
     }
@@ -332,7 +334,7 @@ Status Win32Locks::prepare(uint32_t perm, uint32_t shared) {
                                  " (after: " + st.message() +
                                  "); other processes cannot lock the image until it is closed");
     }
-    if (!lost && !(held_ == before_)) {
+    if (!lost && !(held_ == entry)) {
         st = Status::Error(EIO, "Failed to restore the locks of '" + path_ + "'",
                            "Windows refused to unlock bytes taken for the failed change "
                            "(after: " +

@@ -123,7 +123,9 @@ class Win32Locks final : public LockProtocol {
 public:
     // `path` is only for messages.
     Win32Locks(HANDLE file, std::string path, Win32LockOptions opts = {});
-    ~Win32Locks() override = default;
+    // Releases, as the POSIX protocol's destructor does; so it must run
+    // before the handle is closed (the handle's owner outlives this object).
+    ~Win32Locks() override { release(); }
     Win32Locks(const Win32Locks &) = delete;
     Win32Locks &operator=(const Win32Locks &) = delete;
 
@@ -152,8 +154,8 @@ private:
     const Win32LockCalls *calls_;
     Win32Handle event_;  // for OVERLAPPED on handles opened for overlapped I/O
     LockBits held_;
-    LockBits before_;  // held_ before prepare, for abort
-    LockBits wanted_;  // the prepared state, for commit
+    LockBits before_;  // held_ before the transaction's first prepare, for abort
+    LockBits wanted_;  // the last prepared state, for commit
     bool prepared_ = false;
 };
 

@@ -85,8 +85,8 @@ std::string hint(const std::string &path) {
 int wmain(int, wchar_t **) {
     wchar_t tmp[MAX_PATH + 1];
     GetTempPathW(MAX_PATH + 1, tmp);
-    std::wstring dir = std::wstring(tmp) + L"miniblock-driver-" +
-                       std::to_wstring(GetCurrentProcessId());
+    std::wstring dir =
+        std::wstring(tmp) + L"miniblock-driver-" + std::to_wstring(GetCurrentProcessId());
     CreateDirectoryW(dir.c_str(), nullptr);
     std::string path = wide_to_utf8(dir + L"\\disk-\u00e9t\u00e9.img");
 
@@ -102,8 +102,7 @@ int wmain(int, wchar_t **) {
 
     std::vector<uint8_t> buf(65536), back(65536);
     for (size_t i = 0; i < buf.size(); i++) buf[i] = uint8_t(i * 7);
-    check(run(bdrv_file.co_pwritev(a->bs, 0, int64_t(buf.size()), buf.data(), BDRV_REQ_FUA)) ==
-              0,
+    check(run(bdrv_file.co_pwritev(a->bs, 0, int64_t(buf.size()), buf.data(), BDRV_REQ_FUA)) == 0,
           "co_pwritev at offset 0 (FUA) under its own locks");
     check(run(bdrv_file.co_preadv(a->bs, 0, int64_t(back.size()), back.data(), 0)) == 0 &&
               back == buf,
@@ -183,8 +182,8 @@ int wmain(int, wchar_t **) {
               std::string("refuse ") + x.key + "=" + x.value, st.to_string());
     }
     auto m = open_node(path + ".missing", true, qapi::LockMode::Auto, 0, &st);
-    check(m == nullptr && st.to_string() == "Could not open '" + path +
-                                                ".missing': No such file or directory",
+    check(m == nullptr &&
+              st.to_string() == "Could not open '" + path + ".missing': No such file or directory",
           "open a missing file: exact error", st.to_string());
 
     DeleteFileW((dir + L"\\disk-\u00e9t\u00e9.img").c_str());

@@ -154,9 +154,9 @@ void run_io_tests(const std::wstring &dir) {
         auto missing_again = Win32File::open(missing, {});
     }
     DWORD after = count_handles();
-    check(before != 0 && before == after,
-          "no handle leaks over 100 open/lock/io/close rounds (" + std::to_string(before) +
-              " handles before, " + std::to_string(after) + " after)");
+    check(before != 0 && before == after, "no handle leaks over 100 open/lock/io/close rounds (" +
+                                              std::to_string(before) + " handles before, " +
+                                              std::to_string(after) + " after)");
 
     DeleteFileW((dir + L"\\io-buffered.img").c_str());
     DeleteFileW((dir + L"\\io-nobuf.img").c_str());

@@ -476,10 +476,22 @@ void test_commit_upgrade(const std::wstring &wpath, const std::string &path) {
 
 void test_no_inherit(const std::wstring &wpath, const std::string &path) {
     std::optional<Win32File> f = open_or_die(path, false);
-    Win32Locks l(f->handle(), path);
-    check(l.prepare(BLK_PERM_CONSISTENT_READ | BLK_PERM_WRITE, 0).ok(),
-          "inherit: parent locks exclusively");
-    l.commit();
+    // The bytes of an exclusive opener, taken directly: the point is what
+    // closing the handle does to them, and a Win32Locks object would
+    // release them itself first.
+    LockBits excl = lock_bits_for(BLK_PERM_CONSISTENT_READ | BLK_PERM_WRITE, 0);
+    bool locked = true;
+    for (int i = 0; i < BLK_PERM_COUNT; i++) {
+        for (bool use : {true, false}) {
+            if (!((use ? excl.use : excl.forbid) & (1u << i))) continue;
+            uint64_t off = use ? win32_use_byte(i) : win32_forbid_byte(i);
+            OVERLAPPED ov{};
+            ov.Offset = DWORD(off);
+            ov.OffsetHigh = DWORD(off >> 32);
+            locked &= LockFileEx(f->handle(), LOCKFILE_FAIL_IMMEDIATELY, 0, 1, 0, &ov) != 0;
+        }
+    }
+    check(locked, "inherit: parent holds an exclusive opener's bytes");
     // Started with bInheritHandles=TRUE (for its pipes) while we hold the image.
     auto bystander = spawn(wpath);
     f.reset();  // closes our handle: our locks must go with it
@@ -487,6 +499,46 @@ void test_no_inherit(const std::wstring &wpath, const std::string &path) {
     std::string got = other->cmd("open rw") == "ok" ? other->cmd("lock exclusive") : "open failed";
     check(got == "ok", "inherit: no child inherited the image handle (its locks died with ours)",
           got);
+}
+
+// ---- a node visited twice in one transaction --------------------------------
+
+// A second prepare before commit/abort builds on the first, as in the POSIX
+// protocol: its failure leaves what the first took, commit settles on the
+// last state, abort undoes both.
+void test_two_prepares(const std::string &path) {
+    constexpr uint32_t R = BLK_PERM_CONSISTENT_READ, W = BLK_PERM_WRITE;
+    Win32File f1 = open_or_die(path, false), f2 = open_or_die(path, true),
+              f3 = open_or_die(path, true);
+    Win32Locks l1(f1.handle(), path);
+    check(l1.prepare(R, BLK_PERM_ALL).ok() && l1.prepare(R | W, R).ok(),
+          "two prepares: both succeed");
+    l1.abort();
+    check(l1.held() == LockBits{} && probe(f3.handle()).bits == LockBits{},
+          "two prepares: abort undoes both");
+    check(l1.prepare(R, BLK_PERM_ALL).ok() && l1.prepare(R | W, R).ok(), "two prepares again");
+    l1.commit();
+    check(
+        l1.held() == lock_bits_for(R | W, R) && probe(f3.handle()).bits == lock_bits_for(R | W, R),
+        "two prepares: commit settles on the last state");
+    l1.release();
+
+    // A reader forbids write: the second prepare fails and keeps the first's bytes.
+    Win32Locks l2(f2.handle(), path);
+    auto ro = lock_mode_perms(LockMode::Auto, true, true, NodeRole::Top);
+    check(l2.prepare(ro->perm, ro->shared).ok(), "two prepares: a reader holds the image");
+    l2.commit();
+    LockBits reader = lock_bits_for(ro->perm, ro->shared);
+    LockBits first = lock_bits_for(R, BLK_PERM_ALL);
+    check(l1.prepare(R, BLK_PERM_ALL).ok(), "two prepares: the first succeeds beside the reader");
+    Status st = l1.prepare(R | W, R);
+    check(!st.ok() && st.message() == "Failed to get \"write\" lock" && l1.held() == first &&
+              probe(f3.handle()).bits ==
+                  LockBits{first.use | reader.use, first.forbid | reader.forbid},
+          "two prepares: the second fails and leaves exactly what the first took", st.to_string());
+    l1.abort();
+    check(l1.held() == LockBits{} && probe(f3.handle()).bits == reader,
+          "two prepares: abort after the failure leaves only the reader's bytes");
 }
 
 // ---- racing exclusive openers ---------------------------------------------
@@ -600,6 +652,7 @@ int wmain(int argc, wchar_t **argv) {
     test_offset0(wpath);
     test_commit_upgrade(wpath, path);
     test_no_inherit(wpath, path);
+    test_two_prepares(path);
     test_race(wpath, rounds);
 
     DeleteFileW(wpath.c_str());
