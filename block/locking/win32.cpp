@@ -201,6 +201,14 @@ Status Win32Locks::conflict_error(bool shared_lock, int bit) const {
                          hint() + "\nWindows cannot say which process holds it");
 }
 
+// A refused take of our own byte: someone holds it exclusively (a process
+// testing outside the guard, or one that locks whole ranges).  The texts are
+// the conflict ones, as on POSIX; anything else is a system error.
+Status Win32Locks::take_error(uint64_t off, bool forbid_byte, int bit, DWORD err) const {
+    if (is_conflict(err)) return conflict_error(forbid_byte, bit);
+    return Win32Error("Failed to lock " + byte_name(off) + " of '" + path_ + "'", err);
+}
+
 // Tests byte `off` for a lock held by anyone but us.  Windows offers no
 // F_GETLK, so the test is an exclusive try-lock; our own shared lock on the
 // byte (if `ours`) would refuse it too, so we drop ours for the test and take
@@ -293,17 +301,14 @@ Status Win32Locks::prepare(uint32_t perm, uint32_t shared) {
             if (lock_byte(win32_use_byte(i), false, &err)) {
                 held_.use |= b;
             } else {
-                st = Win32Error(
-                    "Failed to lock " + byte_name(win32_use_byte(i)) + " of '" + path_ + "'", err);
+                st = take_error(win32_use_byte(i), false, i, err);
             }
         }
         if (st.ok() && (want.forbid & b) && !(held_.forbid & b)) {
             if (lock_byte(win32_forbid_byte(i), false, &err)) {
                 held_.forbid |= b;
             } else {
-                st = Win32Error(
-                    "Failed to lock " + byte_name(win32_forbid_byte(i)) + " of '" + path_ + "'",
-                    err);
+                st = take_error(win32_forbid_byte(i), true, i, err);
             }
         }
     }

@@ -145,6 +145,7 @@ private:
     Status test_byte(uint64_t off, bool ours, bool *conflict, bool *lost);
     Status conflict_error(bool shared_lock, int bit) const;
     std::string hint() const;
+    Status take_error(uint64_t off, bool forbid_byte, int bit, DWORD err) const;
     // Drops the bytes in `bits` from held_ (unlocking them).
     void drop(LockBits bits);
 

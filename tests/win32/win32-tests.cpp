@@ -501,6 +501,28 @@ void test_no_inherit(const std::wstring &wpath, const std::string &path) {
           got);
 }
 
+// ---- a byte of ours held exclusively by someone -----------------------------
+
+// Only a process that does not follow the protocol holds one of our bytes
+// exclusively; taking it then fails with the conflict text, as on POSIX.
+void test_take_refused(const std::string &path) {
+    Win32File f1 = open_or_die(path, true), f2 = open_or_die(path, true);
+    OVERLAPPED ov{};
+    ov.Offset = DWORD(win32_use_byte(0));
+    ov.OffsetHigh = DWORD(win32_use_byte(0) >> 32);
+    LockFileEx(f2.handle(), LOCKFILE_EXCLUSIVE_LOCK | LOCKFILE_FAIL_IMMEDIATELY, 0, 1, 0, &ov);
+    Win32Locks l(f1.handle(), path);
+    // lock=shared, read-only: uses R, forbids nothing, so tests only B+200.
+    Status st = l.prepare(BLK_PERM_CONSISTENT_READ, BLK_PERM_ALL);
+    check(!st.ok() && st.err() == EAGAIN &&
+              st.to_string() == "Failed to get \"consistent read\" lock\nIs another process "
+                                "using the image [" + path +
+                                    "]?\nWindows cannot say which process holds it",
+          "a byte of ours held exclusively: the conflict text", st.to_string());
+    check(l.held() == LockBits{} && !probe(f1.handle()).guard, "... and nothing held after");
+    UnlockFileEx(f2.handle(), 0, 1, 0, &ov);
+}
+
 // ---- a node visited twice in one transaction --------------------------------
 
 // A second prepare before commit/abort builds on the first, as in the POSIX
@@ -653,6 +675,7 @@ int wmain(int argc, wchar_t **argv) {
     test_commit_upgrade(wpath, path);
     test_no_inherit(wpath, path);
     test_two_prepares(path);
+    test_take_refused(path);
     test_race(wpath, rounds);
 
     DeleteFileW(wpath.c_str());
