@@ -20,6 +20,8 @@ namespace mb::nbd {
 
 namespace {
 
+constexpr int64_t SPIN_US = 30;
+
 int64_t now_ms() {
     return std::chrono::duration_cast<std::chrono::milliseconds>(
                std::chrono::steady_clock::now().time_since_epoch())
@@ -279,10 +281,22 @@ void Client::on_io(GIOCondition cond) {
 }
 
 void Client::read_input() {
+    int64_t spin_until = 0;
     for (;;) {
         ssize_t n = recv(fd_.get(), inbuf_.data(), inbuf_.size(), 0);
         if (n < 0 && errno == EINTR) continue;
-        if (n < 0 && errno == EAGAIN) break;
+        if (n < 0 && errno == EAGAIN) {
+            // With requests in flight the next reply is usually microseconds
+            // away: poll the socket briefly rather than going back through
+            // the main loop and a context switch (QEMU's adaptive polling
+            // does the same).
+            if (reqs_.empty()) break;
+            int64_t now = g_get_monotonic_time();
+            if (!spin_until) spin_until = now + SPIN_US;
+            if (now >= spin_until) break;
+            continue;
+        }
+        spin_until = 0;
         if (n <= 0) {
             std::string why = n == 0 ? "the server closed the connection" : std::string("receive failed: ") + g_strerror(errno);
             if (!parser_.idle()) why += " in the middle of a reply";
@@ -298,11 +312,43 @@ void Client::read_input() {
         }
         // Resumed after parsing: a request may start another one, or close
         // the node, which must not happen under the parser.
+        // Requests these start are corked: their headers go out in one
+        // send below rather than one system call (and server wake-up) each.
         auto batch = std::move(completed_);
         completed_.clear();
+        corked_ = true;
         for (auto h : batch) h.resume();
-        if (dead_ || size_t(n) < inbuf_.size()) break;
+        corked_ = false;
+        if (!dead_) uncork();
+        if (dead_) break;
     }
+}
+
+void Client::uncork() {
+    if (cork_.empty()) return;
+    if (!send_lock_.locked()) {
+        ssize_t n;
+        do n = send(fd_.get(), cork_.data(), cork_.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
+        while (n < 0 && errno == EINTR);
+        if (n < 0 && errno != EAGAIN) return fail(std::string("send failed: ") + g_strerror(errno));
+        if (n > 0) {
+            last_progress_us_ = g_get_monotonic_time();
+            cork_.erase(cork_.begin(), cork_.begin() + n);
+        }
+        if (cork_.empty()) return;
+    }
+    // The rest waits its turn behind whoever is sending (never into the
+    // middle of another request).
+    spawn(send_corked(std::move(cork_)));
+    cork_.clear();
+}
+
+Task<void> Client::send_corked(std::vector<uint8_t> bytes) {
+    auto keep = shared_from_this();
+    co_await send_lock_.lock();
+    ::iovec iov = {bytes.data(), bytes.size()};
+    (void)co_await send_all(&iov, 1);  // a failure fails every request
+    send_lock_.unlock();
 }
 
 Task<int> Client::send_all(struct iovec *iov, int iovcnt) {
@@ -355,8 +401,13 @@ Task<int> Client::request(uint16_t cmd, uint16_t flags, uint64_t offset, uint32_
     reqs_.emplace(cookie, &r);
     uint8_t hdr[REQUEST_SIZE];
     encode_request(hdr, flags, cmd, cookie, offset, length);
-    struct iovec iov[2] = {{hdr, sizeof(hdr)}, {const_cast<uint8_t *>(wbuf), wbuf ? length : 0}};
-    int ret = co_await send_all(iov, wbuf ? 2 : 1);
+    int ret = 0;
+    if (corked_ && !wbuf) {
+        cork_.insert(cork_.end(), hdr, hdr + sizeof(hdr));
+    } else {
+        struct iovec iov[2] = {{hdr, sizeof(hdr)}, {const_cast<uint8_t *>(wbuf), wbuf ? length : 0}};
+        ret = co_await send_all(iov, wbuf ? 2 : 1);
+    }
     send_lock_.unlock();
     if (ret < 0 && !r.done) {
         // fail() has completed every request; this one is no longer listed.
@@ -366,7 +417,9 @@ Task<int> Client::request(uint16_t cmd, uint16_t flags, uint64_t offset, uint32_
     co_await ReplyAwaiter{r};
     end_request();
     // A server-reported error (say EIO injected by nbdkit) is the request's
-    // own and leaves the connection usable.
+    // own and leaves the connection usable; its message, if any, is worth
+    // showing (a dead connection has said why already).
+    if (r.t.error && !r.t.message.empty() && !dead_) warn_report("NBD server " + server_ + ": " + r.t.message);
     co_return r.t.error;
 }
 

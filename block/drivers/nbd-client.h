@@ -86,6 +86,8 @@ private:
 
     Client(UniqueFd fd, const ExportInfo &info, std::string server, int timeout_s);
     Task<int> send_all(::iovec *iov, int iovcnt);
+    void uncork();
+    Task<void> send_corked(std::vector<uint8_t> bytes);
     void on_io(GIOCondition cond);
     void read_input();
     void fail(const std::string &why);
@@ -115,6 +117,8 @@ private:
     ReplyParser parser_;
     std::vector<uint8_t> inbuf_;
     std::vector<std::coroutine_handle<>> completed_;  // resumed after parsing
+    bool corked_ = false;        // while resuming completed requests
+    std::vector<uint8_t> cork_;  // their request headers, sent together
 };
 
 }  // namespace mb::nbd

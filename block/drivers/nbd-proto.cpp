@@ -217,7 +217,7 @@ Result<ExportInfo> handshake(Transport &t, const std::string &name) {
 
 // --- replies ----------------------------------------------------------------------
 
-void ReplyParser::fail(std::string why) {
+void ReplyParser::violate(std::string why) {
     failed_ = true;
     error_ = std::move(why);
 }
@@ -262,12 +262,12 @@ void ReplyParser::header_done() {
         if (magic == SIMPLE_REPLY_MAGIC) {
             need(State::SimpleHeader, 12);
         } else if (magic == STRUCTURED_REPLY_MAGIC) {
-            if (!structured_) return fail("a structured reply, which was not negotiated");
+            if (!structured_) return violate("a structured reply, which was not negotiated");
             need(State::ChunkHeader, 16);
         } else {
             char b[64];
             snprintf(b, sizeof(b), "a reply with bad magic 0x%08x", magic);
-            fail(b);
+            violate(b);
         }
         return;
     }
@@ -275,10 +275,9 @@ void ReplyParser::header_done() {
     uint32_t err = get32(small_);
     cookie_ = get64(small_ + 4);
     target_ = lookup_(cookie_);
-    if (!target_) return fail("a reply to unknown cookie " + std::to_string(cookie_));
+    if (!target_) return violate("a reply to unknown cookie " + std::to_string(cookie_));
     if (err) {
         target_->error = -nbd_errno_to_local(err);
-        target_->message = "the server reported error " + std::to_string(err);
         return reply_finished();
     }
     if (target_->cmd == CMD_READ) {
@@ -298,28 +297,28 @@ void ReplyParser::chunk_header_done() {
     cookie_ = get64(small_ + 4);
     chunk_len_ = get32(small_ + 12);
     target_ = lookup_(cookie_);
-    if (!target_) return fail("a reply chunk for unknown cookie " + std::to_string(cookie_));
+    if (!target_) return violate("a reply chunk for unknown cookie " + std::to_string(cookie_));
     bool is_read = target_->cmd == CMD_READ;
     switch (chunk_type_) {
     case REPLY_TYPE_NONE:
         if (chunk_len_ != 0 || !(chunk_flags_ & REPLY_FLAG_DONE))
-            return fail("an NBD_REPLY_TYPE_NONE chunk with a payload or without the done flag");
+            return violate("an NBD_REPLY_TYPE_NONE chunk with a payload or without the done flag");
         return chunk_finished();
     case REPLY_TYPE_OFFSET_DATA:
-        if (!is_read) return fail("a data chunk in the reply to a request that is not a read");
+        if (!is_read) return violate("a data chunk in the reply to a request that is not a read");
         if (chunk_len_ <= 8 || chunk_len_ - 8 > target_->length)
-            return fail("a data chunk of " + std::to_string(chunk_len_) + " bytes for a read of " +
+            return violate("a data chunk of " + std::to_string(chunk_len_) + " bytes for a read of " +
                         std::to_string(target_->length));
         return need(State::ChunkOffset, 8);
     case REPLY_TYPE_OFFSET_HOLE:
-        if (!is_read) return fail("a hole chunk in the reply to a request that is not a read");
-        if (chunk_len_ != 12) return fail("a hole chunk of " + std::to_string(chunk_len_) + " bytes");
+        if (!is_read) return violate("a hole chunk in the reply to a request that is not a read");
+        if (chunk_len_ != 12) return violate("a hole chunk of " + std::to_string(chunk_len_) + " bytes");
         return need(State::ChunkSmall, 12);
     default:
-        if (!(chunk_type_ & 0x8000)) return fail("a reply chunk of unknown type " + std::to_string(chunk_type_));
+        if (!(chunk_type_ & 0x8000)) return violate("a reply chunk of unknown type " + std::to_string(chunk_type_));
         // An error chunk: error, message length, message [, offset].
         if (chunk_len_ < 6 || chunk_len_ > 6 + MAX_STRING + 8)
-            return fail("an error chunk of " + std::to_string(chunk_len_) + " bytes");
+            return violate("an error chunk of " + std::to_string(chunk_len_) + " bytes");
         return need(State::ChunkSmall, chunk_len_);
     }
 }
@@ -327,7 +326,7 @@ void ReplyParser::chunk_header_done() {
 bool ReplyParser::claim_range(uint64_t off, uint64_t len, const char *what) {
     ReplyTarget *t = target_;
     if (len == 0 || off < t->offset || off - t->offset > t->length || len > t->length - (off - t->offset)) {
-        fail(std::string("a ") + what + " chunk at offset " + std::to_string(off) + " (" + std::to_string(len) +
+        violate(std::string("a ") + what + " chunk at offset " + std::to_string(off) + " (" + std::to_string(len) +
              " bytes) outside the read at " + std::to_string(t->offset) + " (" + std::to_string(t->length) + " bytes)");
         return false;
     }
@@ -335,11 +334,11 @@ bool ReplyParser::claim_range(uint64_t off, uint64_t len, const char *what) {
     // it to know the whole buffer was filled).
     auto next = t->ranges.lower_bound(off);
     if (next != t->ranges.end() && next->first < off + len) {
-        fail(std::string("overlapping chunks in the reply to one read"));
+        violate(std::string("overlapping chunks in the reply to one read"));
         return false;
     }
     if (next != t->ranges.begin() && std::prev(next)->second > off) {
-        fail(std::string("overlapping chunks in the reply to one read"));
+        violate(std::string("overlapping chunks in the reply to one read"));
         return false;
     }
     t->ranges.emplace(off, off + len);
@@ -368,25 +367,24 @@ void ReplyParser::chunk_small_done() {
     // Error chunk.
     uint32_t err = get32(small_);
     uint16_t mlen = get16(small_ + 4);
-    if (err == 0) return fail("an error chunk with error 0");
+    if (err == 0) return violate("an error chunk with error 0");
     if (size_t(6) + mlen > chunk_len_) {
-        return fail("an error chunk whose message (" + std::to_string(mlen) + " bytes) exceeds the chunk (" +
+        return violate("an error chunk whose message (" + std::to_string(mlen) + " bytes) exceeds the chunk (" +
                     std::to_string(chunk_len_) + " bytes)");
     }
     if (chunk_type_ == REPLY_TYPE_ERROR && chunk_len_ != 6u + mlen)
-        return fail("an error chunk of " + std::to_string(chunk_len_) + " bytes with a message of " + std::to_string(mlen));
+        return violate("an error chunk of " + std::to_string(chunk_len_) + " bytes with a message of " + std::to_string(mlen));
     if (chunk_type_ == REPLY_TYPE_ERROR_OFFSET) {
         if (chunk_len_ != 6u + mlen + 8)
-            return fail("an error-offset chunk of " + std::to_string(chunk_len_) + " bytes with a message of " +
+            return violate("an error-offset chunk of " + std::to_string(chunk_len_) + " bytes with a message of " +
                         std::to_string(mlen));
         uint64_t off = get64(small_ + 6 + mlen);
         if (off < t->offset || off - t->offset >= t->length)
-            return fail("an error offset " + std::to_string(off) + " outside the request");
+            return violate("an error offset " + std::to_string(off) + " outside the request");
     }
     if (!t->error) {
         t->error = -nbd_errno_to_local(err);
-        t->message = mlen ? "the server reported: " + printable(small_ + 6, mlen)
-                          : "the server reported error " + std::to_string(err);
+        if (mlen) t->message = "the server reported: " + printable(small_ + 6, mlen);
     }
     chunk_finished();
 }

@@ -162,7 +162,7 @@ struct ReplyTarget {
     uint8_t *buf = nullptr;  // reads: length bytes to fill
     // Results.
     int error = 0;        // first error, negative errno
-    std::string message;  // why (a server's message, or what was wrong)
+    std::string message;  // why, when there is more to say than the errno
     uint64_t covered = 0; // read bytes covered by data and hole chunks
     std::map<uint64_t, uint64_t> ranges;  // covered [start, end) of a read
 };
@@ -194,7 +194,7 @@ public:
 private:
     enum class State { Magic, SimpleHeader, SimplePayload, ChunkHeader, ChunkSmall, ChunkOffset, ChunkData };
 
-    void fail(std::string why);
+    void violate(std::string why);
     void need(State s, size_t n) {
         state_ = s;
         want_ = n;
