@@ -6,7 +6,7 @@ usage: nbd-fake-server.py SOCKET MODE
 Listens on the Unix socket SOCKET and serves connections one after the
 other (so a probing open followed by the real open both work), with a
 64 KiB export of the byte 0x5a.  MODE chooses the misbehaviour: in the
-handshake (bad-nbdmagic, oldstyle, no-fixed, unknown-export, no-go,
+handshake (mute, bad-nbdmagic, oldstyle, no-fixed, unknown-export, no-go,
 readonly, bad-block-size) or in the reply to the first read of a
 connection (bad-magic, bad-cookie, oversized-chunk, out-of-range,
 overlap, error-bogus-len, drop-header, drop-data, silent, error-chunk,
@@ -51,6 +51,9 @@ def chunk(c, flags, typ, cookie, payload):
 
 def handshake(c):
     """Returns whether structured replies were negotiated, or None."""
+    if mode == 'mute':  # never says hello
+        recv_exact(c, 1)
+        return None
     if mode == 'bad-nbdmagic':
         c.sendall(b'HTTP/1.1 200 OK\r\n\r\n')
         return None

@@ -98,6 +98,13 @@ serve bad-block-size
 expect_fail "bad block size" 'Protocol violation by the NBD server: minimum block size 3$' \
     timeout 20 "$MINIBLOCK_IO" -f raw -r -c 'read 0 1' "$U"
 
+serve mute
+start=$SECONDS
+expect_fail "mute server: the handshake times out" \
+    "NBD server at unix:$T/mute.sock: The NBD server did not answer the handshake in time\$" \
+    timeout 20 "$MINIBLOCK_IO" --image-opts -r -c 'read 0 4k' "driver=raw,file.driver=nbd,file.filename=$U,file.timeout=1"
+if [ $((SECONDS - start)) -le 5 ]; then ok "mute server: gave up in time"; else not_ok "mute server: gave up in time" "$((SECONDS - start)) s"; fi
+
 # A server that never answers: the timeout, not a hang.
 serve silent
 start=$SECONDS

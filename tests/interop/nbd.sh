@@ -157,6 +157,19 @@ expect_ok "nbdkit file: miniblock writes with FUA semantics (cache=writethrough)
 expect_ok "nbdkit file: the file holds the data" qemu-io -f raw -r -c 'read -P 0x71 0 1M' -c 'read -P 0 1M 1M' "$T/f.img"
 stop "$LAST_PID"
 
+# --- nbdkit log filter: what goes on the wire -------------------------------------
+start_nbdkit -U "$T/l.sock" --filter=log --filter=blocksize-policy memory 4M logfile="$T/wire.log" \
+    blocksize-maximum=65536
+U="nbd+unix:///?socket=$T/l.sock"
+expect_ok "log: writes, zeroes, flush" \
+    IO -f raw -t writethrough -c 'write -P 1 0 4k' -c 'write -P 2 1M 1M' -c 'write -z 64k 64k' -c flush "$U"
+stop "$LAST_PID"
+expect_output "log: cache=writethrough sends FUA" 'Write id=[0-9]+ offset=0x0 count=0x1000 fua=1' cat "$T/wire.log"
+n=$(grep -cE 'Write id=[0-9]+ offset=0x1[0-9a-f]{5} count=0x10000 ' "$T/wire.log")
+if [ "$n" -eq 16 ]; then ok "log: 1 MiB cut into 16 requests of the 64 KiB maximum"; else not_ok "log: 1 MiB in 16 requests" "$n"; fi
+expect_output "log: write -z is NBD_CMD_WRITE_ZEROES" 'Zero id=[0-9]+ offset=0x10000 count=0x10000 trim=0' cat "$T/wire.log"
+expect_output "log: flush is NBD_CMD_FLUSH" 'Flush id=' cat "$T/wire.log"
+
 # --- nbdkit error filter: injected EIO fails the request, not the connection --------
 touch "$T/inject"
 start_nbdkit -U "$T/e.sock" --filter=error memory 1M error=EIO error-pread-rate=1 error-file="$T/inject"
