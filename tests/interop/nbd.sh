@@ -36,7 +36,7 @@ stop() { kill "$1"; for _ in $(seq 100); do kill -0 "$1" 2>/dev/null || return 0
 
 # --- qemu-nbd, raw, read-write, Unix socket -------------------------------------
 qemu-img create -q -f raw "$T/a.raw" 16M
-start_qemu_nbd -f raw -k "$T/a.sock" "$T/a.raw"
+start_qemu_nbd -f raw --discard=unmap -k "$T/a.sock" "$T/a.raw"
 U="nbd+unix:///?socket=$T/a.sock"
 expect_ok "raw: miniblock writes over nbd+unix" \
     IO -f raw -c 'write -P 0xa1 0 64k' -c 'write -P 0xa2 1M 3M' -c 'write -z 8M 1M' -c flush "$U"
@@ -45,6 +45,8 @@ expect_ok "raw: qemu-io reads miniblock's data" \
 expect_ok "raw: qemu-io writes" qemu-io -f raw -c 'write -P 0xb1 12M 128k' "$U"
 expect_ok "raw: miniblock reads qemu-io's data (1 MiB requests, unaligned too)" \
     IO -f raw -c 'read -P 0xb1 12M 128k' -c 'read -P 0xa2 1048577 2M' -c 'read -P 0xa1 1 100' "$U"
+expect_ok "raw: discard (trim) punches out data" IO -f raw -c 'write -P 0xf1 14M 1M' -c 'discard 14M 1M' "$U"
+expect_ok "raw: qemu-io reads zeroes where miniblock discarded" qemu-io -f raw -c 'read -P 0 14M 1M' "$U"
 expect_output "raw: probing over nbd finds raw" 'file format: raw' IMG info "$U"
 J="json:{\"driver\":\"nbd\",\"filename\":\"$U\"}"
 expect_output "info: what the server advertised" 'structured replies: yes' IMG info "$J"
@@ -161,14 +163,16 @@ stop "$LAST_PID"
 start_nbdkit -U "$T/l.sock" --filter=log --filter=blocksize-policy memory 4M logfile="$T/wire.log" \
     blocksize-maximum=65536
 U="nbd+unix:///?socket=$T/l.sock"
-expect_ok "log: writes, zeroes, flush" \
-    IO -f raw -t writethrough -c 'write -P 1 0 4k' -c 'write -P 2 1M 1M' -c 'write -z 64k 64k' -c flush "$U"
+expect_ok "log: writes, zeroes, discard, flush" \
+    IO -f raw -t writethrough -c 'write -P 1 0 4k' -c 'write -P 2 1M 1M' -c 'write -z 64k 64k' \
+    -c 'discard 2M 1M' -c flush "$U"
 stop "$LAST_PID"
 expect_output "log: cache=writethrough sends FUA" 'Write id=[0-9]+ offset=0x0 count=0x1000 fua=1' cat "$T/wire.log"
 n=$(grep -cE 'Write id=[0-9]+ offset=0x1[0-9a-f]{5} count=0x10000 ' "$T/wire.log")
 if [ "$n" -eq 16 ]; then ok "log: 1 MiB cut into 16 requests of the 64 KiB maximum"; else not_ok "log: 1 MiB in 16 requests" "$n"; fi
 expect_output "log: write -z is NBD_CMD_WRITE_ZEROES" 'Zero id=[0-9]+ offset=0x10000 count=0x10000 trim=0' cat "$T/wire.log"
 expect_output "log: flush is NBD_CMD_FLUSH" 'Flush id=' cat "$T/wire.log"
+expect_output "log: discard is NBD_CMD_TRIM" 'Trim id=[0-9]+ offset=0x200000 count=0x100000' cat "$T/wire.log"
 
 # --- nbdkit error filter: injected EIO fails the request, not the connection --------
 touch "$T/inject"
