@@ -204,7 +204,11 @@ void Client::fail(const std::string &why) {
     if (dead_) return;
     dead_ = true;
     error_ = why;
-    if (!why.empty()) warn_report("NBD server " + server_ + ": " + why + "; connection closed");
+    // An idle connection that the server closes troubles no one until it is
+    // used: then request() says so, once.
+    if (!why.empty() && (!reqs_.empty() || !parser_.idle()))
+        warn_report("NBD server " + server_ + ": " + why + "; connection closed");
+    else if (!why.empty()) untold_ = true;
     if (timer_) {
         g_source_destroy(timer_);
         g_source_unref(timer_);
@@ -383,7 +387,10 @@ Task<int> Client::send_all(struct iovec *iov, int iovcnt) {
 
 Task<int> Client::request(uint16_t cmd, uint16_t flags, uint64_t offset, uint32_t length,
                           const uint8_t *wbuf, uint8_t *rbuf) {
-    if (dead_) co_return -EIO;
+    if (dead_) {
+        if (std::exchange(untold_, false)) warn_report("NBD server " + server_ + ": " + error_ + "; connection closed");
+        co_return -EIO;
+    }
     auto keep = shared_from_this();
     Req r;
     r.t.cmd = cmd;

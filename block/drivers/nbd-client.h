@@ -62,6 +62,8 @@ public:
 
     const ExportInfo &info() const { return info_; }
     bool dead() const { return dead_; }
+    // Alive with nothing in flight (so it can be handed to another node).
+    bool idle() const { return !dead_ && active_ == 0 && !send_lock_.locked(); }
     const std::string &error() const { return error_; }
 
 private:
@@ -102,6 +104,7 @@ private:
     int timeout_s_;
     bool dead_ = false;
     std::string error_;
+    bool untold_ = false;  // died idle; the next request reports error_
 
     GSource *source_ = nullptr;
     gpointer tag_ = nullptr;

@@ -24,6 +24,7 @@
 #include <memory>
 #include <vector>
 
+#include "block/aio.h"
 #include "block/block_int.h"
 #include "block/drivers/nbd-client.h"
 
@@ -44,6 +45,73 @@ struct NbdState : NodeState {
         if (client) client->shutdown();
     }
 };
+
+// Opening without a format probes it through a first nbd node, closed just
+// before the real one opens; a qemu-nbd without --persistent exits when its
+// only client goes.  So a closing node parks its idle connection here for a
+// moment, and the next open of the same server and export takes it over.
+struct Parked {
+    std::string key;
+    std::shared_ptr<nbd::Client> client;
+    GSource *expiry = nullptr;
+    int64_t until_us = 0;  // also checked on reuse: the loop may not have run
+
+    void drop() {
+        if (expiry) {
+            g_source_destroy(expiry);
+            g_source_unref(expiry);
+            expiry = nullptr;
+        }
+        if (client) client->shutdown();
+        client.reset();
+        key.clear();
+    }
+};
+
+constexpr guint PARK_MS = 1000;
+
+Parked &parked() {
+    static Parked *p = new Parked();  // leaked, like the AioContext it uses
+    return *p;
+}
+
+std::string park_key(const NbdState &s) {
+    return s.addr.describe() + '\n' + s.export_name + '\n' + std::to_string(s.timeout_s);
+}
+
+void park(std::shared_ptr<nbd::Client> c, std::string key) {
+    Parked &p = parked();
+    p.drop();
+    if (c->dead()) return;
+    p.key = std::move(key);
+    p.client = std::move(c);
+    p.until_us = g_get_monotonic_time() + PARK_MS * 1000;
+    p.expiry = g_timeout_source_new(PARK_MS);
+    g_source_set_callback(
+        p.expiry,
+        [](gpointer) -> gboolean {
+            Parked &p = parked();
+            // drop() destroys this source: keep it alive until we return.
+            GSource *self = g_source_ref(p.expiry);
+            p.drop();
+            g_source_unref(self);
+            return G_SOURCE_REMOVE;
+        },
+        nullptr, nullptr);
+    g_source_attach(p.expiry, AioContext::main().gcontext());
+}
+
+std::shared_ptr<nbd::Client> unpark(const std::string &key) {
+    Parked &p = parked();
+    if (!p.client || p.key != key || p.client->dead() || g_get_monotonic_time() > p.until_us) {
+        p.drop();
+        return nullptr;
+    }
+    auto c = std::move(p.client);
+    p.client.reset();
+    p.drop();
+    return c;
+}
 
 Status bad_uri(const std::string &uri, const std::string &why) {
     return Status::Error(EINVAL, "Invalid NBD URI '" + uri + "'").add_detail(why);
@@ -147,26 +215,32 @@ Status nbd_open(BlockDriverState *bs, qapi::OptionDict &opts) {
                                        : "nbd://" + s->addr.host + ":" + s->addr.port + "/" + s->export_name;
     }
 
-    auto fd = nbd::connect_to(s->addr, s->timeout_s);
-    if (!fd.ok()) return fd.take_status();
-    auto info = nbd::handshake_fd(fd->get(), s->export_name, s->timeout_s);
-    if (!info.ok()) {
-        Status st = info.take_status();
-        return st.prefix("NBD server at " + s->addr.describe());
+    s->client = unpark(park_key(*s));
+    if (!s->client) {
+        auto fd = nbd::connect_to(s->addr, s->timeout_s);
+        if (!fd.ok()) return fd.take_status();
+        auto info = nbd::handshake_fd(fd->get(), s->export_name, s->timeout_s);
+        if (!info.ok()) {
+            Status st = info.take_status();
+            return st.prefix("NBD server at " + s->addr.describe());
+        }
+        s->client = nbd::Client::create(std::move(*fd), *info, s->addr.describe(), s->timeout_s);
     }
-    if ((info->flags & nbd::TF_READ_ONLY) && !bs->read_only) {
+    const nbd::ExportInfo &info = s->client->info();
+    if ((info.flags & nbd::TF_READ_ONLY) && !bs->read_only) {
+        park(std::move(s->client), park_key(*s));
         return Status::Error(EROFS, "The export '" + s->export_name + "' of the NBD server is read-only",
                              "Open it read-only");
     }
-    s->client = nbd::Client::create(std::move(*fd), *info, s->addr.describe(), s->timeout_s);
-    bs->request_alignment = info->min_block;
+    bs->request_alignment = info.min_block;
     bs->opaque = std::move(s);
     return Status::OK();
 }
 
 void nbd_close(BlockDriverState *bs) {
     if (auto *s = bs->state<NbdState>(); s && s->client) {
-        s->client->shutdown();
+        if (s->client->idle()) park(std::move(s->client), park_key(*s));
+        else s->client->shutdown();
         s->client.reset();
     }
 }

@@ -88,6 +88,15 @@ expect_fail "timeout out of range" "Invalid value '0' for parameter 'file.timeou
     IO --image-opts -c 'read 0 1' "driver=raw,file.driver=nbd,file.filename=$U,file.timeout=0"
 stop "$LAST_PID"
 
+# --- qemu-nbd without --persistent: it serves one client, then exits --------------
+# Probing opens the export twice in a row; the probe's idle connection is
+# handed to the real open, so the server sees one client.
+qemu-nbd -f raw -k "$T/once.sock" "$T/a.raw" &
+BG_PIDS+=("$!")
+for _ in $(seq 100); do [ -S "$T/once.sock" ] && break; sleep 0.05; done
+U="nbd+unix:///?socket=$T/once.sock"
+expect_ok "one-client qemu-nbd: a probing open works" IO -c 'read -P 0xa1 4k 60k' "$U"
+
 # --- URIs that are wrong ---------------------------------------------------------
 expect_fail "nbd+unix without socket" \
     "^miniblock-io: can't open device nbd\+unix:///x: Invalid NBD URI 'nbd\+unix:///x'$" IO -f raw -c 'read 0 1' 'nbd+unix:///x'
