@@ -20,8 +20,6 @@ namespace mb::nbd {
 
 namespace {
 
-constexpr int64_t SPIN_US = 30;
-
 int64_t now_ms() {
     return std::chrono::duration_cast<std::chrono::milliseconds>(
                std::chrono::steady_clock::now().time_since_epoch())
@@ -285,22 +283,10 @@ void Client::on_io(GIOCondition cond) {
 }
 
 void Client::read_input() {
-    int64_t spin_until = 0;
     for (;;) {
         ssize_t n = recv(fd_.get(), inbuf_.data(), inbuf_.size(), 0);
         if (n < 0 && errno == EINTR) continue;
-        if (n < 0 && errno == EAGAIN) {
-            // With requests in flight the next reply is usually microseconds
-            // away: poll the socket briefly rather than going back through
-            // the main loop and a context switch (QEMU's adaptive polling
-            // does the same).
-            if (reqs_.empty()) break;
-            int64_t now = g_get_monotonic_time();
-            if (!spin_until) spin_until = now + SPIN_US;
-            if (now >= spin_until) break;
-            continue;
-        }
-        spin_until = 0;
+        if (n < 0 && errno == EAGAIN) break;
         if (n <= 0) {
             std::string why = n == 0 ? "the server closed the connection" : std::string("receive failed: ") + g_strerror(errno);
             if (!parser_.idle()) why += " in the middle of a reply";
