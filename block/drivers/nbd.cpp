@@ -7,9 +7,9 @@
 // run on the event loop through nbd-client.h, many in flight at once.
 //
 // Requests are cut to the server's maximum block size; reads that are not
-// aligned to its minimum block size go through a bounce buffer, writes that
-// are not are refused (-EINVAL): a read-modify-write over the network would
-// race with other clients of the export, which we cannot lock out.
+// aligned to its minimum block size go through a bounce buffer, and writes
+// that are not read, merge and write whole blocks, serialized against this
+// node's other writes.
 //
 // Locking: the NBD protocol carries no locks, so this node takes none; the
 // server holding the image is the one that must lock it.  lock=auto (or off)
@@ -41,6 +41,9 @@ struct NbdState : NodeState {
     std::string export_name;
     int timeout_s = DEFAULT_TIMEOUT;
     std::shared_ptr<nbd::Client> client;
+    // Aligned writes share it; a read-modify-write of an unaligned one
+    // holds it alone, so no write of ours lands inside its blocks meanwhile.
+    CoRwLock write_lock;
     ~NbdState() override {
         if (client) client->shutdown();
     }
@@ -305,12 +308,43 @@ uint16_t fua_flag(const nbd::ExportInfo &i, int flags) {
     return (flags & BDRV_REQ_FUA) && (i.flags & nbd::TF_SEND_FUA) ? nbd::CMD_FLAG_FUA : 0;
 }
 
+// An unaligned write: read the partial head and tail blocks, merge, write
+// the whole blocks.  Serialized against our other writes (write_lock); other
+// clients of the export are the server's business, as with any overlap.
+Task<int> write_unaligned(BlockDriverState *bs, nbd::Client *c, int64_t offset, int64_t bytes,
+                          const uint8_t *buf, uint16_t fua) {
+    const auto &i = c->info();
+    const int64_t m = i.min_block;
+    int64_t start = offset - offset % m;
+    int64_t end = (offset + bytes + m - 1) / m * m;
+    if (end > nbd_getlength(bs)) co_return -EINVAL;  // a size that is not whole blocks
+    std::vector<uint8_t> bounce(end - start);
+    if (start != offset) {
+        int r = co_await c->request(nbd::CMD_READ, 0, start, uint32_t(m), nullptr, bounce.data());
+        if (r < 0) co_return r;
+    }
+    if (end != offset + bytes && (end - m > start || start == offset)) {
+        int r = co_await c->request(nbd::CMD_READ, 0, end - m, uint32_t(m), nullptr, bounce.data() + (end - m - start));
+        if (r < 0) co_return r;
+    }
+    memcpy(bounce.data() + (offset - start), buf, bytes);
+    co_return co_await split_rw(c, nbd::CMD_WRITE, fua, start, end - start, bounce.data(), nullptr, i.max_block);
+}
+
 Task<int> nbd_co_pwritev(BlockDriverState *bs, int64_t offset, int64_t bytes, const uint8_t *buf, int flags) {
-    auto c = bs->state<NbdState>()->client;
+    auto *s = bs->state<NbdState>();
+    auto c = s->client;
     if (int r = check_range(bs, offset, bytes)) co_return r;
     const auto &i = c->info();
-    if (!aligned(i, offset, bytes)) co_return -EINVAL;
-    int r = co_await split_rw(c.get(), nbd::CMD_WRITE, fua_flag(i, flags), offset, bytes, buf, nullptr, i.max_block);
+    int r;
+    if (aligned(i, offset, bytes)) {
+        co_await s->write_lock.lock_shared();
+        r = co_await split_rw(c.get(), nbd::CMD_WRITE, fua_flag(i, flags), offset, bytes, buf, nullptr, i.max_block);
+    } else {
+        co_await s->write_lock.lock_exclusive();
+        r = co_await write_unaligned(bs, c.get(), offset, bytes, buf, fua_flag(i, flags));
+    }
+    s->write_lock.unlock();
     co_return co_await finish_fua(bs, flags, r);
 }
 
@@ -325,7 +359,10 @@ Task<int> nbd_co_pwrite_zeroes(BlockDriverState *bs, int64_t offset, int64_t byt
     if (!(i.flags & nbd::TF_SEND_WRITE_ZEROES) || !aligned(i, offset, bytes)) co_return -ENOTSUP;
     uint16_t f = fua_flag(i, flags) | ((flags & BDRV_REQ_MAY_UNMAP) ? 0 : nbd::CMD_FLAG_NO_HOLE);
     int64_t max = NO_PAYLOAD_MAX - NO_PAYLOAD_MAX % i.min_block;
+    auto *s = bs->state<NbdState>();
+    co_await s->write_lock.lock_shared();
     int r = co_await split_rw(c.get(), nbd::CMD_WRITE_ZEROES, f, offset, bytes, nullptr, nullptr, max);
+    s->write_lock.unlock();
     co_return co_await finish_fua(bs, flags, r);
 }
 
@@ -339,7 +376,11 @@ Task<int> nbd_co_pdiscard(BlockDriverState *bs, int64_t offset, int64_t bytes) {
     int64_t end = (offset + bytes) / i.min_block * i.min_block;
     if (end <= start) co_return 0;
     int64_t max = NO_PAYLOAD_MAX - NO_PAYLOAD_MAX % i.min_block;
-    co_return co_await split_rw(c.get(), nbd::CMD_TRIM, 0, start, end - start, nullptr, nullptr, max);
+    auto *s = bs->state<NbdState>();
+    co_await s->write_lock.lock_shared();
+    int r = co_await split_rw(c.get(), nbd::CMD_TRIM, 0, start, end - start, nullptr, nullptr, max);
+    s->write_lock.unlock();
+    co_return r;
 }
 
 Task<int> nbd_co_flush(BlockDriverState *bs) {

@@ -152,8 +152,13 @@ expect_ok "nbdkit: libnbd reads the export" nbdcopy --request-size=65536 "$U" "$
 expect_ok "nbdkit: libnbd saw miniblock's data" qemu-io -f raw -c 'read -P 0xe1 1M 1M' -c 'read -P 0 2M 6M' "$T/m.raw"
 expect_ok "nbdkit: unaligned reads are bounced to 4 KiB blocks" \
     IO -f raw -c 'read -P 0xe1 1048577 100' -c 'read -P 0xe1 1M 1M' -c 'read -P 0 1 4095' "$U"
-expect_fail "nbdkit: an unaligned write is refused" 'write failed: Invalid argument' \
-    IO -f raw -c 'write 512 512' "$U"
+expect_ok "nbdkit: unaligned writes read, merge and write whole blocks" \
+    IO -f raw -c 'write -P 0x31 512 512' -c 'write -P 0x32 8191 2' -c 'write -P 0x33 12k 100' -c 'write -P 0x34 16k 16k' -c 'write -z 20000 10000' "$U"
+expect_ok "nbdkit: libnbd sees exactly the bytes written" nbdcopy --request-size=65536 "$U" "$T/m2.raw"
+expect_ok "nbdkit: ... and nothing around them" qemu-io -f raw \
+    -c 'read -P 0 0 512' -c 'read -P 0x31 512 512' -c 'read -P 0 1024 7167' -c 'read -P 0x32 8191 2' \
+    -c 'read -P 0 8193 4095' -c 'read -P 0x33 12k 100' -c 'read -P 0 12388 3996' -c 'read -P 0x34 16k 3616' \
+    -c 'read -P 0 20000 10000' -c 'read -P 0x34 30000 2768' -c 'read -P 0 32k 64k' "$T/m2.raw"
 qemu-io -f raw -c 'write -P 0xe2 400k 8k' "$T/m.raw" >/dev/null
 expect_ok "nbdkit: libnbd writes the export" nbdcopy --request-size=65536 "$T/m.raw" "$U"
 expect_ok "nbdkit: miniblock reads libnbd's data" IO -f raw -c 'read -P 0xe2 400k 8k' -c 'read -P 0xe1 1M 1M' "$U"
