@@ -54,6 +54,7 @@ void usage(FILE *out) {
             "  read [-P PAT] [-v] [-q] OFF LEN    read; -P checks every byte equals PAT,\n"
             "                         -v dumps the data\n"
             "  write [-P PAT] [-z] [-q] OFF LEN   write PAT (default 0xcd) or zeroes (-z)\n"
+            "  discard OFF LEN        discard (unmap) a range: a hint\n"
             "  flush                  flush to stable storage\n"
             "  length                 print the image size\n"
             "  locks                  list who holds lock bytes on the image's file\n"
@@ -256,6 +257,27 @@ bool cmd_locks(Session &s) {
     return true;
 }
 
+// discard OFF LEN: a hint to unmap (trim on nbd, punch hole on files).
+bool cmd_discard(Session &s, const std::vector<std::string> &w) {
+    auto off = w.size() == 3 ? parse_number(w[1]) : std::nullopt;
+    auto len = w.size() == 3 ? parse_number(w[2]) : std::nullopt;
+    if (!off || !len) {
+        printf("discard: expected OFFSET and LENGTH\n");
+        return false;
+    }
+    if (!s.blk) {
+        printf("discard: no image is open\n");
+        return false;
+    }
+    int r = s.blk->pdiscard(*off, *len);
+    if (r < 0) {
+        printf("discard failed: %s\n", strerror(-r));
+        return false;
+    }
+    printf("discard %" PRId64 "/%" PRId64 " bytes at offset %" PRId64 "\n", *len, *len, *off);
+    return true;
+}
+
 // Runs one command line; false when it failed.  Sets *quit.
 bool run_command(Session &s, const std::string &line, bool *quit) {
     auto w = split_words(line);
@@ -264,6 +286,7 @@ bool run_command(Session &s, const std::string &line, bool *quit) {
     if (c == "read") return cmd_rw(s, w, false);
     if (c == "write") return cmd_rw(s, w, true);
     if (c == "open") return cmd_open(s, w);
+    if (c == "discard") return cmd_discard(s, w);
     if (c == "close") {
         s.blk.reset();
         return true;
