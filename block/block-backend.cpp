@@ -53,6 +53,22 @@ BlockBackend::~BlockBackend() {
     (void)st;
 }
 
+Status BlockBackend::activate() {
+    if (!bs()) return Status::Error(ENOMEDIUM, "Drive '" + name_ + "' has no image");
+    if (!inactive()) return Status::OK();
+    Status st = bdrv_activate(bs());
+    return st.ok() ? st : st.prefix("Cannot activate drive '" + name_ + "'");
+}
+
+Status BlockBackend::inactivate() {
+    if (!bs()) return Status::Error(ENOMEDIUM, "Drive '" + name_ + "' has no image");
+    if (inactive()) return Status::OK();
+    Status st = bdrv_inactivate(bs());
+    return st.ok() ? st : st.prefix("Cannot inactivate drive '" + name_ + "'");
+}
+
+bool BlockBackend::inactive() const { return bs() && bdrv_is_inactive(bs()); }
+
 BlockDriverState *BlockBackend::bs() const { return root_ ? root_->bs.get() : nullptr; }
 bool BlockBackend::read_only() const { return !bs() || bs()->read_only; }
 

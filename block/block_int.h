@@ -261,6 +261,14 @@ Status bdrv_refresh_perms(BlockDriverState *bs);
 // Sets an edge's (perm, shared) in one transaction; on failure the edge and
 // every lock are as before.
 Status bdrv_child_try_set_perm(BdrvChild *c, PermPair p);
+// Migration hand-over.  Activate clears BDRV_O_INACTIVE on bs and every node
+// below it and takes all their locks in one transaction; on failure the
+// flags and the lock bytes are exactly as before and the error names the
+// holders (the source still running).  Inactivate flushes, then sets the
+// flag everywhere below bs and drops every lock in one transaction.
+Status bdrv_activate(BlockDriverState *bs);
+Status bdrv_inactivate(BlockDriverState *bs);
+bool bdrv_is_inactive(const BlockDriverState *bs);
 // The (perm, shared) a parent asks of a node in the lock table's terms.
 Result<PermPair> bdrv_table_perms(const BlockDriverState *bs);
 

@@ -45,11 +45,13 @@ void usage(FILE *out) {
             "  -U, --force-share      open with lock=shared (like QEMU's force-share)\n"
             "  -l, --lock=MODE        lock mode: off, shared, auto (default), exclusive\n"
             "      --image-opts       FILE is an option string (file.filename=a.img,driver=raw,...)\n"
+            "      --inactive         open inactive, as a migration target: no locks, no writes\n"
+            "                         until the command activate\n"
             "  -h, --help             show this help\n"
             "\n"
             "Commands:\n"
-            "  open [-r] [-f FMT] [-t CACHE] [-i AIO] [-U] [-l LOCK] [-o] FILE   open an image\n"
-            "                         (-o: FILE is an option string)\n"
+            "  open [-r] [-f FMT] [-t CACHE] [-i AIO] [-U] [-l LOCK] [-o] [-I] FILE   open an\n"
+            "                         image (-o: FILE is an option string; -I: inactive)\n"
             "  close                  close the image (flushes, releases the locks)\n"
             "  read [-P PAT] [-v] [-q] OFF LEN    read; -P checks every byte equals PAT,\n"
             "                         -v dumps the data\n"
@@ -57,6 +59,8 @@ void usage(FILE *out) {
             "  flush                  flush to stable storage\n"
             "  length                 print the image size\n"
             "  locks                  list who holds lock bytes on the image's file\n"
+            "  activate               take the locks of an inactive image (migration target)\n"
+            "  inactivate             flush and drop every lock (migration source)\n"
             "  sleep MS               wait MS milliseconds\n"
             "  help                   list the commands\n"
             "  quit                   exit\n"
@@ -212,7 +216,7 @@ bool do_open(Session &s, const std::string &image, const ImageFlags &flags) {
 bool cmd_open(Session &s, const std::vector<std::string> &w) {
     CmdOpts o;
     std::string err;
-    if (!parse_cmd(w, "ftil", "rUo", &o, &err)) {
+    if (!parse_cmd(w, "ftil", "rUoI", &o, &err)) {
         printf("open: %s\n", err.c_str());
         return false;
     }
@@ -230,6 +234,7 @@ bool cmd_open(Session &s, const std::vector<std::string> &w) {
         case 'r': f.read_only = true; break;
         case 'U': f.force_share = true; break;
         case 'o': f.image_opts = true; break;
+        case 'I': f.inactive = true; break;
         }
     }
     if (s.blk) {
@@ -291,6 +296,18 @@ bool run_command(Session &s, const std::string &line, bool *quit) {
         return true;
     }
     if (c == "locks") return cmd_locks(s);
+    if (c == "activate" || c == "inactivate") {
+        if (!s.blk) {
+            printf("%s: no image is open\n", c.c_str());
+            return false;
+        }
+        Status st = c == "activate" ? s.blk->activate() : s.blk->inactivate();
+        if (!st.ok()) {
+            printf("%s: %s\n", c.c_str(), st.to_string().c_str());
+            return false;
+        }
+        return true;
+    }
     if (c == "sleep") {
         auto ms = w.size() == 2 ? parse_number(w[1]) : std::nullopt;
         if (!ms) {
@@ -320,6 +337,7 @@ int main(int argc, char **argv) {
         {"read-only", no_argument, nullptr, 'r'},      {"cache", required_argument, nullptr, 't'},
         {"aio", required_argument, nullptr, 'i'},      {"force-share", no_argument, nullptr, 'U'},
         {"lock", required_argument, nullptr, 'l'},     {"image-opts", no_argument, nullptr, 'O'},
+        {"inactive", no_argument, nullptr, 'I'},
         {"help", no_argument, nullptr, 'h'},           {nullptr, 0, nullptr, 0},
     };
     ImageFlags flags;
@@ -335,6 +353,7 @@ int main(int argc, char **argv) {
         case 'U': flags.force_share = true; break;
         case 'l': flags.lock = optarg; break;
         case 'O': flags.image_opts = true; break;
+        case 'I': flags.inactive = true; break;
         case 'h': usage(stdout); return 0;
         default: fprintf(stderr, "Try 'miniblock-io --help' for more information.\n"); return 1;
         }

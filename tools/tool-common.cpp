@@ -35,6 +35,7 @@ Result<qapi::OptionDict> image_options(std::string_view image, const ImageFlags 
         else opts.set_str("aio", flags.aio);
     }
     if (!flags.lock.empty()) opts.set_str("lock", flags.lock);
+    if (flags.inactive) opts.set_str("inactive", "on");
     if (flags.force_share) {
         if (!flags.lock.empty() && flags.lock != "shared") {
             return Status::Error(EINVAL, "-U (force-share) conflicts with --lock=" + flags.lock);

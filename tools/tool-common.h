@@ -24,6 +24,7 @@ struct ImageFlags {
     bool force_share = false;   // -U: lock=shared
     std::string lock;           // --lock
     bool image_opts = false;    // --image-opts: the argument is an option string
+    bool inactive = false;      // open inactive (migration target): inactive=on
 };
 
 // The option tree for `image` opened with `flags`.

@@ -50,6 +50,14 @@ public:
     Task<int> co_pwrite(int64_t offset, int64_t bytes, const void *buf, int flags = 0);
     Task<int> co_flush();
 
+    // Migration hand-over (open with inactive=on for a target): activate
+    // takes every lock of the graph in one transaction, or fails naming who
+    // holds them with nothing changed; inactivate flushes and drops every
+    // lock (writes are refused with -EPERM until activated again).
+    Status activate();
+    Status inactivate();
+    bool inactive() const;
+
     // The graph.
     BlockDriverState *bs() const;
     BdrvChild *root() const { return root_; }
