@@ -94,6 +94,13 @@ std::string resolve_program(const std::string &name) {
     return name;
 }
 
+// "$DIR" in a command is the scenario's working directory (for programs
+// that want absolute paths, such as qemu-nbd's --socket).
+std::string subst_dir(std::string s, const std::string &dir) {
+    for (size_t at; (at = s.find("$DIR")) != std::string::npos;) s.replace(at, 4, dir);
+    return s;
+}
+
 struct Proc {
     pid_t pid = -1;
     int in = -1;   // its stdin (-1 once closed)
@@ -120,6 +127,7 @@ std::optional<Proc> spawn(const std::vector<std::string> &argv, const std::strin
         return std::nullopt;
     }
     std::vector<std::string> args = argv;
+    for (auto &a : args) a = subst_dir(a, dir);
     args[0] = resolve_program(args[0]);
     std::vector<char *> cargv;
     for (auto &a : args) cargv.push_back(a.data());
@@ -786,7 +794,7 @@ void run_scenario(Scenario &sc, Reporter &rep, bool keep) {
                 }
             }
         } else if (a.proc.running() && a.proc.in >= 0) {
-            std::string line = st.command + "\n";
+            std::string line = subst_dir(st.command, dir) + "\n";
             // Dead readers must not kill us with SIGPIPE.
             if (write(a.proc.in, line.data(), line.size()) != (ssize_t)line.size()) {
                 o.note = std::string("cannot send the command: ") + strerror(errno);
