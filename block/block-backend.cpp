@@ -67,6 +67,17 @@ Status BlockBackend::inactivate() {
     return st.ok() ? st : st.prefix("Cannot inactivate drive '" + name_ + "'");
 }
 
+Status BlockBackend::commit(const std::string &base, bool check_only,
+                            void (*progress)(int64_t, int64_t, void *), void *opaque) {
+    if (!root_) return Status::Error(ENOMEDIUM, "Drive '" + name_ + "' has no image");
+    CommitParams p;
+    p.base = base;
+    p.check_only = check_only;
+    p.progress = progress;
+    p.progress_opaque = opaque;
+    return bdrv_commit(root_, p);
+}
+
 bool BlockBackend::inactive() const { return bs() && bdrv_is_inactive(bs()); }
 
 BlockDriverState *BlockBackend::bs() const { return root_ ? root_->bs.get() : nullptr; }

@@ -337,7 +337,8 @@ Status bdrv_refresh_perms(BlockDriverState *bs) {
         for (auto &c : n->children) {
             PermPair out;
             Status st;
-            if (n->drv->child_perm) n->drv->child_perm(n, c.get(), cum, &out);
+            if (c->pinned) out = edge_perm(c.get());
+            else if (n->drv->child_perm) n->drv->child_perm(n, c.get(), cum, &out);
             else st = default_child_perm(n, c.get(), cum, &out);
             if (!st.ok()) {
                 clear_pending(order);

@@ -59,6 +59,9 @@ void usage(FILE *out) {
             "  flush                  flush to stable storage\n"
             "  length                 print the image size\n"
             "  locks                  list who holds lock bytes on the image's file\n"
+            "  commit [-b BASE] [-n]  commit the image into its backing file (or BASE) under a\n"
+            "                         temporary exclusive lock on it; -n: only check whether\n"
+            "                         that lock could be taken now\n"
             "  activate               take the locks of an inactive image (migration target)\n"
             "  inactivate             flush and drop every lock (migration source)\n"
             "  sleep MS               wait MS milliseconds\n"
@@ -296,6 +299,31 @@ bool run_command(Session &s, const std::string &line, bool *quit) {
         return true;
     }
     if (c == "locks") return cmd_locks(s);
+    if (c == "commit") {
+        CmdOpts o;
+        std::string err;
+        if (!parse_cmd(w, "b", "n", &o, &err) || !o.args.empty()) {
+            printf("commit: %s\n", err.empty() ? "unexpected argument" : err.c_str());
+            return false;
+        }
+        if (!s.blk) {
+            printf("commit: no image is open\n");
+            return false;
+        }
+        std::string base;
+        bool check = false;
+        for (auto &[f, v] : o.flags) {
+            if (f == 'b') base = v;
+            if (f == 'n') check = true;
+        }
+        Status st = s.blk->commit(base, check);
+        if (!st.ok()) {
+            printf("commit: %s\n", st.to_string().c_str());
+            return false;
+        }
+        printf(check ? "Commit could take the lock now.\n" : "Image committed.\n");
+        return true;
+    }
     if (c == "activate" || c == "inactivate") {
         if (!s.blk) {
             printf("%s: no image is open\n", c.c_str());

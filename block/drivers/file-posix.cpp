@@ -354,6 +354,32 @@ void file_abort_perm_update(BlockDriverState *bs) {
     s->lock_prepared = false;
 }
 
+// Commit writes into a backing file that was opened read-only: a new fd with
+// the other access mode takes over, and the locks move to it first (the
+// bytes are never free, and the old and new fds never see each other as a
+// conflict).  The old fd goes through posix_lock_close_fd.
+Status file_reopen_rw(BlockDriverState *bs, bool writable) {
+    auto *s = bs->state<FileState>();
+    int flags = (writable ? O_RDWR : O_RDONLY) | O_CLOEXEC | (s->o_direct ? O_DIRECT : 0);
+    UniqueFd fd(open(s->path.c_str(), flags));
+    if (!fd) {
+        return PosixError("Could not reopen '" + s->path + "' " +
+                              (writable ? "read-write" : "read-only"), errno);
+    }
+    struct stat a, b;
+    if (fstat(fd.get(), &b) < 0 || fstat(s->fd.get(), &a) < 0)
+        return PosixError("Could not stat '" + s->path + "'", errno);
+    if (a.st_dev != b.st_dev || a.st_ino != b.st_ino) {
+        return Status::Error(ESTALE, "Could not reopen '" + s->path +
+                                         "': the name now points to another file");
+    }
+    if (s->lock) MB_TRY(qemu_byte_lock_move_fd(*s->lock, fd.get()));
+    int old = s->fd.release();
+    s->fd = std::move(fd);
+    posix_lock_close_fd(old);
+    return Status::OK();
+}
+
 void file_get_info(BlockDriverState *bs, FormatInfo *info) {
     auto *s = bs->state<FileState>();
     info->fields.emplace_back("aio", s->use_laio ? "native" : "threads");
@@ -408,6 +434,7 @@ const BlockDriver bdrv_file = {
     .get_allocated_size = file_get_allocated_size,
     .get_info = file_get_info,
     .create = file_create,
+    .reopen_rw = file_reopen_rw,
 };
 
 }  // namespace mb
