@@ -25,6 +25,8 @@
 using namespace mb;
 using namespace mb::tools;
 
+int img_cmd_commit(int argc, char **argv);  // tools/img-commit.cpp
+
 namespace {
 
 const char *const prog = "miniblock-img";
@@ -47,6 +49,9 @@ void usage(FILE *out) {
             "      send COUNT requests (default 75000) of SIZE bytes (default 4 KiB), DEPTH in\n"
             "      parallel (default 64), starting at OFFSET, STEP apart (default SIZE),\n"
             "      reads unless -w, and print the time and requests per second\n"
+            "  commit [-f FMT] [-t CACHE] [-b BASE] [-d] [-p] [-q] [--check] [--image-opts] FILE\n"
+            "      copy an overlay's data into its backing file under a temporary exclusive\n"
+            "      lock on it; --check only says whether that lock could be taken now\n"
             "\n"
             "Common options:\n"
             "  -f FMT          image format; probed when absent\n"
@@ -381,7 +386,8 @@ int main(int argc, char **argv) {
     }
     setvbuf(stdout, nullptr, _IOLBF, 0);
     std::map<std::string, std::function<int(int, char **)>> cmds = {
-        {"create", cmd_create}, {"info", cmd_info}, {"locks", cmd_locks}, {"bench", cmd_bench}};
+        {"create", cmd_create}, {"info", cmd_info}, {"locks", cmd_locks}, {"bench", cmd_bench},
+        {"commit", img_cmd_commit}};
     auto it = cmds.find(cmd);
     if (it == cmds.end()) return bad_usage("Command not found: " + cmd);
     // getopt sees the subcommand as argv[0].

@@ -45,13 +45,17 @@ void usage(FILE *out) {
             "  -U, --force-share      open with lock=shared (like QEMU's force-share)\n"
             "  -l, --lock=MODE        lock mode: off, shared, auto (default), exclusive\n"
             "      --image-opts       FILE is an option string (file.filename=a.img,driver=raw,...)\n"
+            "  -s, --snapshot         writes go to a temporary qcow2 overlay, deleted on close;\n"
+            "                         the image is its read-only backing file (--lock applies\n"
+            "                         to the image; its own backing files get at most auto)\n"
             "      --inactive         open inactive, as a migration target: no locks, no writes\n"
             "                         until the command activate\n"
             "  -h, --help             show this help\n"
             "\n"
             "Commands:\n"
-            "  open [-r] [-f FMT] [-t CACHE] [-i AIO] [-U] [-l LOCK] [-o] [-I] FILE   open an\n"
-            "                         image (-o: FILE is an option string; -I: inactive)\n"
+            "  open [-r] [-f FMT] [-t CACHE] [-i AIO] [-U] [-l LOCK] [-o] [-I] [-s] FILE   open\n"
+            "                         an image (-o: FILE is an option string; -I: inactive;\n"
+            "                         -s: snapshot mode)\n"
             "  close                  close the image (flushes, releases the locks)\n"
             "  read [-P PAT] [-v] [-q] OFF LEN    read; -P checks every byte equals PAT,\n"
             "                         -v dumps the data\n"
@@ -219,7 +223,7 @@ bool do_open(Session &s, const std::string &image, const ImageFlags &flags) {
 bool cmd_open(Session &s, const std::vector<std::string> &w) {
     CmdOpts o;
     std::string err;
-    if (!parse_cmd(w, "ftil", "rUoI", &o, &err)) {
+    if (!parse_cmd(w, "ftil", "rUoIs", &o, &err)) {
         printf("open: %s\n", err.c_str());
         return false;
     }
@@ -238,6 +242,7 @@ bool cmd_open(Session &s, const std::vector<std::string> &w) {
         case 'U': f.force_share = true; break;
         case 'o': f.image_opts = true; break;
         case 'I': f.inactive = true; break;
+        case 's': f.snapshot = true; break;
         }
     }
     if (s.blk) {
@@ -366,12 +371,13 @@ int main(int argc, char **argv) {
         {"aio", required_argument, nullptr, 'i'},      {"force-share", no_argument, nullptr, 'U'},
         {"lock", required_argument, nullptr, 'l'},     {"image-opts", no_argument, nullptr, 'O'},
         {"inactive", no_argument, nullptr, 'I'},
+        {"snapshot", no_argument, nullptr, 's'},
         {"help", no_argument, nullptr, 'h'},           {nullptr, 0, nullptr, 0},
     };
     ImageFlags flags;
     std::vector<std::string> cmds;
     int c;
-    while ((c = getopt_long(argc, argv, "c:f:rt:i:Ul:h", longopts, nullptr)) != -1) {
+    while ((c = getopt_long(argc, argv, "c:f:rt:i:Ul:sh", longopts, nullptr)) != -1) {
         switch (c) {
         case 'c': cmds.push_back(optarg); break;
         case 'f': flags.format = optarg; break;
@@ -382,6 +388,7 @@ int main(int argc, char **argv) {
         case 'l': flags.lock = optarg; break;
         case 'O': flags.image_opts = true; break;
         case 'I': flags.inactive = true; break;
+        case 's': flags.snapshot = true; break;
         case 'h': usage(stdout); return 0;
         default: fprintf(stderr, "Try 'miniblock-io --help' for more information.\n"); return 1;
         }

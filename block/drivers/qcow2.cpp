@@ -45,7 +45,30 @@ std::string dirname_of(const std::string &path) {
     return path.substr(0, slash + 1);
 }
 
+// Copies every entry of `from` into `to`, replacing what is there.
+void merge_options(qapi::OptionDict &to, const qapi::OptionDict &from) {
+    for (const std::string &k : from.keys()) {
+        switch (*from.type(k)) {
+        case qapi::OptionType::Dict: to.set_dict(k, *from.dict(k)); break;
+        case qapi::OptionType::Int: to.set_int(k, *from.get_int(k)); break;
+        case qapi::OptionType::Bool: to.set_bool(k, *from.get_bool(k)); break;
+        case qapi::OptionType::Null: to.set_null(k); break;
+        default: to.set_str(k, *from.get_text(k)); break;
+        }
+    }
+}
+
 Status open_backing(BlockDriverState *bs, State *s, qapi::OptionDict &opts) {
+    // Per-node overrides such as backing.lock=exclusive name no file: the
+    // header still says which file, and the overrides apply to it.
+    qapi::OptionDict overrides;
+    if (const qapi::OptionDict *d = opts.dict("backing")) {
+        if (!d->has("file") && !d->has("filename") && !d->has("driver") &&
+            !s->img.backing_file.empty()) {
+            overrides = *d;
+            opts.erase("backing");
+        }
+    }
     if (opts.has("backing")) {
         if (opts.is_null("backing")) return Status::OK();
     } else if (!s->img.backing_file.empty()) {
@@ -58,6 +81,7 @@ Status open_backing(BlockDriverState *bs, State *s, qapi::OptionDict &opts) {
         b.set_dict("file", f);
         // Never probe a recorded format into another one.
         if (!s->img.backing_format.empty()) b.set_str("driver", s->img.backing_format);
+        merge_options(b, overrides);
         opts.set_dict("backing", b);
     } else {
         return Status::OK();
