@@ -5,7 +5,8 @@
 // (DESIGN section 4).  Commit, in this order:
 //
 //   1. One permission transaction raises the edge into the base to
-//      "use consistent read, write, resize; forbid all" and, for an
+//      "use consistent read, write (+ resize if the base must grow); forbid
+//      all" and, for an
 //      intermediate commit (-b naming a deeper base), lowers the edges into
 //      the nodes in between to "forbid consistent read" (their content
 //      changes under any reader while the base catches up, as in QEMU).
@@ -179,12 +180,19 @@ Status bdrv_commit(BdrvChild *root, const CommitParams &p) {
     if (base->open_flags & BDRV_O_INACTIVE)
         return Status::Error(EPERM, "Cannot commit into inactive " + bdrv_describe(base));
 
-    // 1. The lock: one transaction.
+    int64_t len = bdrv_getlength(top);
+    if (len < 0) return PosixError("Could not get the length of '" + top->filename + "'", (int)-len);
+    int64_t base_len = bdrv_getlength(base);
+    if (base_len < 0) return PosixError("Could not get the length of '" + base->filename + "'", (int)-base_len);
+
+    // 1. The lock: one transaction.  Resize only when the base must grow.
     std::vector<std::pair<BdrvChild *, PermPair>> raise, restore;
+    const uint32_t base_use = BLK_PERM_CONSISTENT_READ | BLK_PERM_WRITE |
+                              (base_len < len ? BLK_PERM_RESIZE : 0u);
     for (BdrvChild *c : *chain) {
         restore.emplace_back(c, c->perm);
         if (c == base_edge) {
-            raise.emplace_back(c, PermPair{BLK_PERM_CONSISTENT_READ | BLK_PERM_WRITE | BLK_PERM_RESIZE, 0});
+            raise.emplace_back(c, PermPair{base_use, 0});
         } else {
             raise.emplace_back(c, PermPair{c->perm.perm, c->perm.shared & ~BLK_PERM_CONSISTENT_READ});
         }
@@ -231,10 +239,8 @@ Status bdrv_commit(BdrvChild *root, const CommitParams &p) {
     std::vector<BlockDriverState *> above;
     above.push_back(top);
     for (size_t i = 0; i + 1 < chain->size(); i++) above.push_back((*chain)[i]->bs.get());
-    int64_t len = bdrv_getlength(top);
-    int64_t base_len = bdrv_getlength(base);
-    int r = len < 0 ? (int)len : base_len < 0 ? (int)base_len : 0;
-    if (r == 0 && base_len < len) r = sync_wait(bdrv_co_truncate(base_edge, len));
+    int r = 0;
+    if (base_len < len) r = sync_wait(bdrv_co_truncate(base_edge, len));
     if (r == 0) r = sync_wait(copy_allocated(root, above, base_edge, len, p));
     if (r == 0) r = sync_wait(bdrv_co_flush(base));
 
