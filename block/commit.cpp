@@ -4,29 +4,32 @@
 // The base is normally a read-only backing file that keeps writers out
 // (DESIGN section 4).  Commit, in this order:
 //
-//   1. One permission transaction raises the edge into the base to
-//      "use consistent read, write (+ resize if the base must grow); forbid
-//      all" and, for an
-//      intermediate commit (-b naming a deeper base), lowers the edges into
+//   1. The base's protocol nodes are reopened read-write (a new fd; the
+//      locks move to it first, so they are never free) and the base and
+//      its file nodes become writable; the base's own backing file (the
+//      grandparent) is not touched and keeps its read lock.
+//   2. One permission transaction raises the edge into the base to "use
+//      consistent read, write (+ resize if the base must grow); forbid all"
+//      and, for an intermediate commit (-b naming a deeper base), lowers the
+//      edges into
 //      the nodes in between to "forbid consistent read" (their content
 //      changes under any reader while the base catches up, as in QEMU).
 //      The edges are pinned for the duration, so no refresh elsewhere in
 //      the graph recomputes them.  If anyone else uses the base (another
 //      overlay, a reader, a QEMU process, another node of this process) the
 //      transaction fails naming them and every lock byte is as before.
-//   2. The base's protocol nodes are reopened read-write (a new fd; the
-//      locks move to it first, so they are never free) and the base and its
-//      file nodes become writable; the base's own backing file (the
-//      grandparent) is not touched and keeps its read lock.
+//      If it fails, the files are reopened read-only again.
 //   3. Every range allocated in a layer above the base is read through the
 //      top and written into the base; the base grows if the top is larger.
 //   4. The base is flushed (fdatasync).
-//   5. Drop back: file nodes reopened read-only, flags restored, edges
-//      unpinned and set to their previous values in one transaction (which
-//      only releases bytes, so it cannot fail for locking reasons).
+//   5. Drop back: edges unpinned and set to their previous values in one
+//      transaction (which only releases bytes, so it cannot fail for locking
+//      reasons), then the file nodes reopened read-only, flags restored.
+//      Locks move between fds only in their weaker form (before the raise,
+//      after the drop), which a whole-file F_WRLCK requires.
 //
-// A failure at 2 to 4 (an I/O error, a reopen refused) still runs 5: the
-// locks are exactly as before, and the overlay was only read, so it is
+// A failure at 3 or 4 (an I/O error) still runs 5: the locks are exactly as
+// before, and the overlay was only read, so it is
 // intact and still defines the guest's view.  The overlay is never emptied
 // after commit (qemu-img's default); it stays a valid, now redundant, layer.
 #include <sys/stat.h>
@@ -185,7 +188,7 @@ Status bdrv_commit(BdrvChild *root, const CommitParams &p) {
     int64_t base_len = bdrv_getlength(base);
     if (base_len < 0) return PosixError("Could not get the length of '" + base->filename + "'", (int)-base_len);
 
-    // 1. The lock: one transaction.  Resize only when the base must grow.
+    // The permissions the lock takes.  Resize only when the base must grow.
     std::vector<std::pair<BdrvChild *, PermPair>> raise, restore;
     const uint32_t base_use = BLK_PERM_CONSISTENT_READ | BLK_PERM_WRITE |
                               (base_len < len ? BLK_PERM_RESIZE : 0u);
@@ -199,30 +202,27 @@ Status bdrv_commit(BdrvChild *root, const CommitParams &p) {
     }
     std::vector<bool> was_pinned;
     for (BdrvChild *c : *chain) was_pinned.push_back(c->pinned);
-    Status st = set_edges(top, raise, true);
-    if (!st.ok()) {
-        return st.prefix("Cannot commit '" + top->filename + "' into '" + base->filename +
-                         "': the base cannot be locked for writing");
-    }
-    auto drop_back = [&]() {
+    auto drop_perms = [&]() {
         Status r = set_edges(top, restore, false);
         for (size_t i = 0; i < chain->size(); i++) (*chain)[i]->pinned = was_pinned[i];
         (void)r;  // fewer permissions: only releases
     };
     if (p.check_only) {
-        drop_back();
+        MB_TRY(set_edges(top, raise, true).prefix("Cannot commit '" + top->filename + "' into '" +
+                                                  base->filename +
+                                                  "': the base cannot be locked for writing"));
+        drop_perms();
         return Status::OK();
     }
 
-    // 2. The base becomes writable.
+    // 1. The base becomes writable: reopened before the locks are raised
+    // and after they drop back, so that a lock is only ever moved between
+    // fds in its weaker form (a whole-file F_WRLCK cannot move at all).
     std::vector<BlockDriverState *> nodes = base_nodes(base);
     std::vector<NodeFlags> flags;
     for (auto *n : nodes) flags.push_back({n, n->read_only, n->open_flags});
-    st = reopen_files(nodes, true);
-    if (!st.ok()) {
-        drop_back();
-        return st.prefix("Cannot commit into '" + base->filename + "'");
-    }
+    Status st = reopen_files(nodes, true);
+    if (!st.ok()) return st.prefix("Cannot commit into '" + base->filename + "'");
     for (auto *n : nodes) {
         n->read_only = false;
         n->open_flags |= BDRV_O_RDWR;
@@ -235,6 +235,14 @@ Status bdrv_commit(BdrvChild *root, const CommitParams &p) {
         }
     };
 
+    // 2. The lock: one transaction.
+    st = set_edges(top, raise, true);
+    if (!st.ok()) {
+        restore_flags();
+        return st.prefix("Cannot commit '" + top->filename + "' into '" + base->filename +
+                         "': the base cannot be locked for writing");
+    }
+
     // 3. and 4. Copy, then flush.
     std::vector<BlockDriverState *> above;
     above.push_back(top);
@@ -245,8 +253,8 @@ Status bdrv_commit(BdrvChild *root, const CommitParams &p) {
     if (r == 0) r = sync_wait(bdrv_co_flush(base));
 
     // 5. Drop back, whatever happened.
+    drop_perms();
     restore_flags();
-    drop_back();
     if (r < 0) {
         return PosixError("Commit of '" + top->filename + "' into '" + base->filename +
                               "' failed; the overlay is unchanged",

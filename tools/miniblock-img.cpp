@@ -262,6 +262,8 @@ int cmd_locks(int argc, char **argv) {
                 json_builder_begin_array(b);
                 for (auto &n : lock_bit_name_list(h.forbid)) json_builder_add_string_value(b, n.c_str());
                 json_builder_end_array(b);
+                json_builder_set_member_name(b, "write-lock");
+                json_builder_add_boolean_value(b, h.write_lock);
                 json_builder_end_object(b);
             }
             json_builder_end_array(b);
@@ -275,6 +277,7 @@ int cmd_locks(int argc, char **argv) {
             if (!h.comm.empty()) who += " (" + h.comm + ")";
             printf("  %s: %s\n", who.c_str(), describe_holder_bits(h).c_str());
             if (!h.cmdline.empty()) printf("    command line: %s\n", h.cmdline.c_str());
+            if (h.write_lock) printf("    holds a write lock (not QEMU's protocol, e.g. a whole-file lock)\n");
         }
     }
     if (b) {

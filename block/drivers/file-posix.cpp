@@ -27,6 +27,7 @@
 #include "block/block_int.h"
 #include "block/locking/lock_protocol.h"
 #include "block/locking/qemu-bytes.h"
+#include "block/locking/whole-file.h"
 #include "block/unique-fd.h"
 
 namespace mb {
@@ -53,6 +54,7 @@ struct FileState : NodeState {
     bool o_direct = false;
     bool no_flush = false;
     std::unique_ptr<LockProtocol> lock;  // null when lock=off
+    bool whole_file = false;             // lock-protocol=whole-file
     bool lock_prepared = false;
     CoRwLock write_lock;  // only used with O_DIRECT (see above)
 };
@@ -303,7 +305,9 @@ Status file_open(BlockDriverState *bs, qapi::OptionDict &opts) {
 
     if (bs->lock_mode != qapi::LockMode::Off) {
         auto api = qapi::parse_LockingApi(opts.get_str("locking-api").value_or("auto"));
-        auto lock = qemu_byte_lock_new(s->fd.get(), s->path, bs->node_name, *api);
+        s->whole_file = opts.get_str("lock-protocol").value_or("qemu") == "whole-file";
+        auto lock = s->whole_file ? whole_file_lock_new(s->fd.get(), s->path, bs->node_name, *api)
+                                  : qemu_byte_lock_new(s->fd.get(), s->path, bs->node_name, *api);
         if (!lock.ok()) return lock.take_status();
         s->lock = std::move(*lock);
     }
@@ -373,7 +377,10 @@ Status file_reopen_rw(BlockDriverState *bs, bool writable) {
         return Status::Error(ESTALE, "Could not reopen '" + s->path +
                                          "': the name now points to another file");
     }
-    if (s->lock) MB_TRY(qemu_byte_lock_move_fd(*s->lock, fd.get()));
+    if (s->lock) {
+        MB_TRY(s->whole_file ? whole_file_lock_move_fd(*s->lock, fd.get())
+                             : qemu_byte_lock_move_fd(*s->lock, fd.get()));
+    }
     int old = s->fd.release();
     s->fd = std::move(fd);
     posix_lock_close_fd(old);

@@ -45,11 +45,15 @@ std::string dirname_of(const std::string &path) {
     return path.substr(0, slash + 1);
 }
 
-// Copies every entry of `from` into `to`, replacing what is there.
+// Copies every entry of `from` into `to`, replacing what is there; nested
+// options (backing.file.lock-protocol=...) merge into the nested tree.
 void merge_options(qapi::OptionDict &to, const qapi::OptionDict &from) {
     for (const std::string &k : from.keys()) {
         switch (*from.type(k)) {
-        case qapi::OptionType::Dict: to.set_dict(k, *from.dict(k)); break;
+        case qapi::OptionType::Dict:
+            if (qapi::OptionDict *d = to.dict(k)) merge_options(*d, *from.dict(k));
+            else to.set_dict(k, *from.dict(k));
+            break;
         case qapi::OptionType::Int: to.set_int(k, *from.get_int(k)); break;
         case qapi::OptionType::Bool: to.set_bool(k, *from.get_bool(k)); break;
         case qapi::OptionType::Null: to.set_null(k); break;
@@ -63,8 +67,10 @@ Status open_backing(BlockDriverState *bs, State *s, qapi::OptionDict &opts) {
     // header still says which file, and the overrides apply to it.
     qapi::OptionDict overrides;
     if (const qapi::OptionDict *d = opts.dict("backing")) {
-        if (!d->has("file") && !d->has("filename") && !d->has("driver") &&
-            !s->img.backing_file.empty()) {
+        const qapi::OptionDict *f = d->dict("file");
+        const bool names_file = d->has("filename") || d->has("driver") ||
+                                (d->has("file") && (!f || f->has("filename") || f->has("driver")));
+        if (!names_file && !s->img.backing_file.empty()) {
             overrides = *d;
             opts.erase("backing");
         }
