@@ -354,6 +354,40 @@ void test_commit_into_qcow2_exclusive(void **) {
     assert_pattern(*mid, 64 << 10, 4096, 0x11);
 }
 
+// Dotted per-node overrides reach their node only.
+void test_per_node_overrides(void **) {
+    Dir d;
+    make_raw(d / "base.img", 1 << 20, 0x11);
+    make_qcow2(d / "mid.qcow2", 1 << 20, "base.img", "raw");
+    make_qcow2(d / "top.qcow2", 1 << 20, "mid.qcow2", "qcow2");
+    const std::string top = "driver=qcow2,file.filename=" + (d / "top.qcow2");
+    {
+        auto t = must_open(top + ",backing.backing.lock=off", "t");
+        ASSERT_MAP(probe(d / "top.qcow2"), R | W | RS, W | WU | RS);
+        ASSERT_MAP(probe(d / "mid.qcow2"), R, W | WU | RS);
+        ASSERT_MAP(probe(d / "base.img"), 0, 0);
+    }
+    {
+        // The overlay's exclusive mode never travels down as-is.
+        auto t = must_open(top + ",lock=exclusive", "t");
+        ASSERT_MAP(probe(d / "top.qcow2"), R | W | RS, ALL);
+        ASSERT_MAP(probe(d / "mid.qcow2"), R, W | WU | RS);
+        ASSERT_MAP(probe(d / "base.img"), R, W | WU | RS);
+    }
+    {
+        auto t = must_open(top + ",lock=shared,read-only=on,backing.backing.lock=exclusive", "t");
+        ASSERT_MAP(probe(d / "top.qcow2"), R, 0);
+        ASSERT_MAP(probe(d / "mid.qcow2"), R, 0);
+        ASSERT_MAP(probe(d / "base.img"), R, ALL);
+    }
+    {
+        auto t = must_open(top + ",lock=off", "t");
+        ASSERT_MAP(probe(d / "top.qcow2"), 0, 0);
+        ASSERT_MAP(probe(d / "mid.qcow2"), 0, 0);
+        ASSERT_MAP(probe(d / "base.img"), 0, 0);
+    }
+}
+
 void test_shared_writable_qcow2_refused(void **) {
     Dir d;
     make_raw(d / "base.img", 1 << 20, 0);
@@ -381,6 +415,7 @@ int main() {
         cmocka_unit_test(test_commit_io_error),
         cmocka_unit_test(test_intermediate_commit),
         cmocka_unit_test(test_commit_into_qcow2_exclusive),
+        cmocka_unit_test(test_per_node_overrides),
         cmocka_unit_test(test_shared_writable_qcow2_refused),
     };
     return cmocka_run_group_tests(tests, nullptr, nullptr);
