@@ -366,6 +366,7 @@ Task<int> check(BlockDriverState *bs, bool repair_leaks, CheckResult *res) {
     uint64_t span = std::max<uint64_t>(cnt.ref.size(), 0);
     for (size_t j = 0; j < s->reftable.size(); j++)
         if (s->reftable[j] & REFT_OFFSET_MASK) span = std::max<uint64_t>(span, std::min<uint64_t>((j + 1) * per_block, MAX_CHECK_CLUSTERS));
+    uint64_t end_cluster = 0;
     for (uint64_t c = 0; c < span; c++) {
         uint64_t rc;
         int r = co_await get_refcount(bs, c, &rc);
@@ -374,6 +375,7 @@ Task<int> check(BlockDriverState *bs, bool repair_leaks, CheckResult *res) {
             continue;
         }
         uint64_t refs = c < cnt.ref.size() ? cnt.ref[c] : 0;
+        if (refs || (rc && !repair_leaks)) end_cluster = c + 1;
         if (rc == refs) continue;
         if (rc < refs) {
             res->messages.push_back("ERROR cluster " + std::to_string(c) + " refcount=" + std::to_string(rc) +
@@ -399,6 +401,7 @@ Task<int> check(BlockDriverState *bs, bool repair_leaks, CheckResult *res) {
             res->corruptions++;
         }
     }
+    res->image_end_offset = end_cluster * cs;
     if (res->leaks_fixed) {
         int r = co_await bdrv_co_flush(bs->file()->bs.get());
         if (r < 0) co_return r;
