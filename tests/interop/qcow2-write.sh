@@ -82,6 +82,17 @@ scenario "v3 2M over qcow2" "cluster_size=2M" qcow2 $((16 << 20)) 30 3000000
 scenario "v3 512 no backing" "cluster_size=512" none $((4 << 20)) 80 50000
 scenario "v2 64k no backing" "compat=0.10" none $((8 << 20)) 60 200000
 
+# Concurrent allocating writes (64 in flight, straddling clusters, over a
+# backing file) against qemu-img bench doing the same on a raw copy.
+qemu-img create -q -f raw cb.raw 32M
+qemu-io -f raw -c 'write -P 0x11 0 32M' cb.raw >/dev/null
+"$MINIBLOCK_IMG" create -f qcow2 -o cluster_size=4k -b cb.raw -F raw cc.qcow2 >/dev/null
+cp cb.raw cref.raw
+"$MINIBLOCK_IMG" bench -w -c 3000 -d 64 -s 5000 -S 7000 cc.qcow2 >/dev/null
+qemu-img bench -f raw -w -c 3000 -d 64 -s 5000 -S 7000 --pattern=0xa5 cref.raw >/dev/null
+expect_output "concurrent writes: qemu-img check clean" "No errors were found" qemu-img check cc.qcow2
+expect_ok "concurrent writes: equal to the raw copy" qemu-img compare -f qcow2 -F raw cc.qcow2 cref.raw
+
 # The refcount table really grew in the 512-byte scenario above.
 "$MINIBLOCK_IMG" create -f qcow2 -o cluster_size=512 grow.qcow2 32M >/dev/null
 "$MINIBLOCK_IO" -c 'write -P 1 0 12M' grow.qcow2 >/dev/null
