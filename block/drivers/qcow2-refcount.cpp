@@ -261,18 +261,17 @@ constexpr uint64_t MAX_CHECK_CLUSTERS = uint64_t(1) << 28;
 struct Counter {
     std::vector<uint32_t> ref;
     CheckResult *res;
-    uint64_t limit;
     void add(uint64_t off, uint64_t len, int64_t cs, const char *what) {
         if (!len) return;
         uint64_t c0 = off / cs, c1 = (off + len - 1) / cs;
         for (uint64_t c = c0; c <= c1; c++) {
-            if (c >= limit) {
+            if (c >= ref.size()) {
+                // Nothing valid lives past the end of the file.
                 res->messages.push_back(std::string("ERROR ") + what + " at " + hex(c * cs) +
-                                        " lies beyond the checkable range");
+                                        " lies past the end of the file");
                 res->corruptions++;
                 return;
             }
-            if (c >= ref.size()) ref.resize(c + 1, 0);
             ref[c]++;
         }
     }
@@ -291,7 +290,7 @@ Task<int> check(BlockDriverState *bs, bool repair_leaks, CheckResult *res) {
     if (file_len < 0) co_return (int)file_len;
     uint64_t nclusters = (file_len + cs - 1) / cs;
     if (nclusters > MAX_CHECK_CLUSTERS) co_return -EFBIG;
-    Counter cnt{std::vector<uint32_t>(nclusters, 0), res, MAX_CHECK_CLUSTERS};
+    Counter cnt{std::vector<uint32_t>(nclusters, 0), res};
     res->total_clusters = (h.size + cs - 1) / cs;
     res->image_end_offset = nclusters * cs;
 
@@ -363,9 +362,11 @@ Task<int> check(BlockDriverState *bs, bool repair_leaks, CheckResult *res) {
 
     // Compare with the refcounts.
     const uint64_t per_block = uint64_t(1) << s->rb_bits;
-    uint64_t span = std::max<uint64_t>(cnt.ref.size(), 0);
-    for (size_t j = 0; j < s->reftable.size(); j++)
-        if (s->reftable[j] & REFT_OFFSET_MASK) span = std::max<uint64_t>(span, std::min<uint64_t>((j + 1) * per_block, MAX_CHECK_CLUSTERS));
+    // Refcounts of clusters past the end of the file are not looked at
+    // (as qemu-img check), unless something references them.
+    (void)per_block;
+    uint64_t span = nclusters;
+    uint64_t end_cluster = 0;
     for (uint64_t c = 0; c < span; c++) {
         uint64_t rc;
         int r = co_await get_refcount(bs, c, &rc);
@@ -374,6 +375,7 @@ Task<int> check(BlockDriverState *bs, bool repair_leaks, CheckResult *res) {
             continue;
         }
         uint64_t refs = c < cnt.ref.size() ? cnt.ref[c] : 0;
+        if (refs || (rc && !repair_leaks)) end_cluster = c + 1;
         if (rc == refs) continue;
         if (rc < refs) {
             res->messages.push_back("ERROR cluster " + std::to_string(c) + " refcount=" + std::to_string(rc) +
@@ -399,6 +401,7 @@ Task<int> check(BlockDriverState *bs, bool repair_leaks, CheckResult *res) {
             res->corruptions++;
         }
     }
+    res->image_end_offset = end_cluster * cs;
     if (res->leaks_fixed) {
         int r = co_await bdrv_co_flush(bs->file()->bs.get());
         if (r < 0) co_return r;
