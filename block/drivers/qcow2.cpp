@@ -383,6 +383,7 @@ const BlockDriver bdrv_qcow2 = {
     .get_allocated_size = nullptr,
     .get_info = qcow2_get_info,
     .create = qcow2_create,
+    .reopen_rw = nullptr,
 };
 
 }  // namespace mb
