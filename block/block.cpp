@@ -403,6 +403,18 @@ Status bdrv_activate(BlockDriverState *bs) {
         for (size_t i = 0; i < nodes.size(); i++) nodes[i]->open_flags = saved[i];
         return st;
     }
+    // Now that nobody else may write, forget what was read while the source
+    // still could: children first, so a format re-reads through fresh ones.
+    for (auto it = nodes.rbegin(); it != nodes.rend(); ++it) {
+        BlockDriverState *n = *it;
+        if (!n->drv->invalidate_cache) continue;
+        st = n->drv->invalidate_cache(n);
+        if (st.ok()) continue;
+        // Back to inactive: flags as before, locks released again.
+        for (size_t i = 0; i < nodes.size(); i++) nodes[i]->open_flags = saved[i];
+        (void)bdrv_refresh_perms(bs);
+        return st.prefix("Could not reload " + bdrv_describe(n));
+    }
     return Status::OK();
 }
 

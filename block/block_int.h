@@ -125,6 +125,12 @@ struct BlockDriver {
     // they are free; on failure nothing changed.  Used by commit to write
     // into a backing file.  nullptr: the node cannot switch.
     Status (*reopen_rw)(BlockDriverState *bs, bool writable);
+
+    // Formats: drops and re-reads everything cached from the image
+    // (header, tables), as at open.  Called by activate once the locks are
+    // held: a migration target opened inactive while the source was still
+    // writing.  nullptr: nothing is cached.
+    Status (*invalidate_cache)(BlockDriverState *bs);
 };
 
 // Creates an image with `driver` ("raw", "qcow2", ...).

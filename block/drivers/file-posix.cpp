@@ -442,6 +442,7 @@ const BlockDriver bdrv_file = {
     .get_info = file_get_info,
     .create = file_create,
     .reopen_rw = file_reopen_rw,
+    .invalidate_cache = nullptr,
 };
 
 }  // namespace mb

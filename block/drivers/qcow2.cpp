@@ -103,30 +103,11 @@ Status open_backing(BlockDriverState *bs, State *s, qapi::OptionDict &opts) {
     return Status::OK();
 }
 
-Status qcow2_open(BlockDriverState *bs, qapi::OptionDict &opts) {
-    auto child = bdrv_open_child(bs, opts, "file", ChildRole::File);
-    if (!child.ok()) return child.take_status();
-    BlockDriverState *fbs = (*child)->bs.get();
-    int64_t file_len = bdrv_getlength(fbs);
-    if (file_len < 0) return PosixError("Could not get the length of '" + fbs->filename + "'", (int)-file_len);
-
-    // Loops: the same file twice in the chain being opened.
-    ChainGuard guard;
-    struct stat st;
-    if (!fbs->filename.empty() && stat(fbs->filename.c_str(), &st) == 0) {
-        for (auto &e : g_opening) {
-            if (e.first == st.st_dev && e.second == st.st_ino) {
-                return Status::Error(ELOOP, "Backing chain loop: '" + fbs->filename +
-                                                "' is its own backing file");
-            }
-        }
-        if (g_opening.size() >= MAX_CHAIN_DEPTH) {
-            return Status::Error(ELOOP, "Backing chain deeper than " + std::to_string(MAX_CHAIN_DEPTH) + " images");
-        }
-        g_opening.push_back({st.st_dev, st.st_ino});
-        guard.pushed = true;
-    }
-
+// Reads the header, the L1 and the refcount table into a new State: at open,
+// and again when a migration target activates (the source may have written
+// since this node was opened inactive).
+Status load_state(BlockDriverState *bs, const qapi::OptionDict &opts, int64_t file_len,
+                  std::unique_ptr<State> *out) {
     auto s = std::make_unique<State>();
     // The fixed header first (to learn the cluster size), then the cluster.
     std::vector<uint8_t> buf(std::min<int64_t>(file_len, 112));
@@ -199,9 +180,50 @@ Status qcow2_open(BlockDriverState *bs, qapi::OptionDict &opts) {
             if (o) s->rb_offsets.insert(o);
         }
     }
+    *out = std::move(s);
+    return Status::OK();
+}
+
+Status qcow2_open(BlockDriverState *bs, qapi::OptionDict &opts) {
+    auto child = bdrv_open_child(bs, opts, "file", ChildRole::File);
+    if (!child.ok()) return child.take_status();
+    BlockDriverState *fbs = (*child)->bs.get();
+    int64_t file_len = bdrv_getlength(fbs);
+    if (file_len < 0) return PosixError("Could not get the length of '" + fbs->filename + "'", (int)-file_len);
+
+    // Loops: the same file twice in the chain being opened.
+    ChainGuard guard;
+    struct stat st;
+    if (!fbs->filename.empty() && stat(fbs->filename.c_str(), &st) == 0) {
+        for (auto &e : g_opening) {
+            if (e.first == st.st_dev && e.second == st.st_ino) {
+                return Status::Error(ELOOP, "Backing chain loop: '" + fbs->filename +
+                                                "' is its own backing file");
+            }
+        }
+        if (g_opening.size() >= MAX_CHAIN_DEPTH) {
+            return Status::Error(ELOOP, "Backing chain deeper than " + std::to_string(MAX_CHAIN_DEPTH) + " images");
+        }
+        g_opening.push_back({st.st_dev, st.st_ino});
+        guard.pushed = true;
+    }
+
+    std::unique_ptr<State> s;
+    MB_TRY(load_state(bs, opts, file_len, &s));
     bs->opaque = std::move(s);
     State *sp = bs->state<State>();
     return open_backing(bs, sp, opts);
+}
+
+Status qcow2_invalidate_cache(BlockDriverState *bs) {
+    int64_t file_len = bdrv_getlength(bs->file()->bs.get());
+    if (file_len < 0) return PosixError("Could not get the length of '" + bs->filename + "'", (int)-file_len);
+    std::unique_ptr<State> s;
+    MB_TRY(load_state(bs, bs->options, file_len, &s));
+    State *old = bs->state<State>();
+    s->backing_display = old->backing_display;
+    bs->opaque = std::move(s);
+    return Status::OK();
 }
 
 int64_t qcow2_getlength(BlockDriverState *bs) { return int64_t(bs->state<State>()->h().size); }
@@ -384,6 +406,7 @@ const BlockDriver bdrv_qcow2 = {
     .get_info = qcow2_get_info,
     .create = qcow2_create,
     .reopen_rw = nullptr,
+    .invalidate_cache = qcow2_invalidate_cache,
 };
 
 }  // namespace mb

@@ -134,6 +134,7 @@ const BlockDriver bdrv_raw = {
     .get_info = raw_get_info,
     .create = raw_create,
     .reopen_rw = nullptr,
+    .invalidate_cache = nullptr,
 };
 
 }  // namespace mb

@@ -388,6 +388,33 @@ void test_per_node_overrides(void **) {
     }
 }
 
+// Migration hand-over of a qcow2 image: the target opened inactive before
+// the source allocated clusters; activate must re-read the tables.
+void test_handover_rereads_qcow2(void **) {
+    Dir d;
+    make_raw(d / "base.img", 1 << 20, 0x11);
+    make_qcow2(d / "top.qcow2", 1 << 20, "base.img", "raw");
+    const std::string spec = "file=" + (d / "top.qcow2") + ",format=qcow2";
+    auto src = must_open(spec, "src");
+    auto dst = must_open(spec + ",inactive=on", "dst");
+    assert_pattern(*dst, 0, 4096, 0x11);
+    write_pattern(*src, 0, 64 << 10, 0x5a);
+    write_pattern(*src, 512 << 10, 4096, 0x5c);
+    must(src->inactivate());
+    must(dst->activate());
+    assert_pattern(*dst, 0, 64 << 10, 0x5a);
+    assert_pattern(*dst, 512 << 10, 4096, 0x5c);
+    write_pattern(*dst, 256 << 10, 64 << 10, 0x5b);
+    dst.reset();
+    src.reset();
+    std::string cmd = "qemu-img check -q '" + (d / "top.qcow2") + "'";
+    assert_int_equal(system(cmd.c_str()), 0);
+    auto check = must_open(spec + ",read-only=on", "check");
+    assert_pattern(*check, 0, 64 << 10, 0x5a);
+    assert_pattern(*check, 256 << 10, 64 << 10, 0x5b);
+    assert_pattern(*check, 512 << 10, 4096, 0x5c);
+}
+
 void test_shared_writable_qcow2_refused(void **) {
     Dir d;
     make_raw(d / "base.img", 1 << 20, 0);
@@ -416,6 +443,7 @@ int main() {
         cmocka_unit_test(test_intermediate_commit),
         cmocka_unit_test(test_commit_into_qcow2_exclusive),
         cmocka_unit_test(test_per_node_overrides),
+        cmocka_unit_test(test_handover_rereads_qcow2),
         cmocka_unit_test(test_shared_writable_qcow2_refused),
     };
     return cmocka_run_group_tests(tests, nullptr, nullptr);
