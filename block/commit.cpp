@@ -138,7 +138,7 @@ Task<int> layer_status(BlockDriverState *bs, int64_t off, int64_t bytes, int64_t
     co_return r;
 }
 
-constexpr int64_t COPY_CHUNK = 1 << 20;
+constexpr int64_t COPY_CHUNK = 8 << 20;
 
 Task<int> copy_allocated(BdrvChild *root, const std::vector<BlockDriverState *> &above,
                          BdrvChild *base_edge, int64_t len, const CommitParams &p) {
