@@ -415,6 +415,34 @@ void test_handover_rereads_qcow2(void **) {
     assert_pattern(*check, 512 << 10, 4096, 0x5c);
 }
 
+// Two drives of this process over one base (OFD and the POSIX fallback):
+// closing one never drops the other's locks on the base, and a commit is
+// refused naming the other drive's node.
+void test_two_drives_over_one_base(void **) {
+    for (const char *api : {"ofd", "posix"}) {
+        Dir d;
+        make_raw(d / "base.img", 1 << 20, 0x11);
+        make_qcow2(d / "cow1.qcow2", 1 << 20, "base.img", "raw");
+        make_qcow2(d / "cow2.qcow2", 1 << 20, "base.img", "raw");
+        const std::string extra = std::string(",backing.file.locking-api=") + api;
+        auto t1 = must_open("driver=qcow2,file.filename=" + (d / "cow1.qcow2") + extra, "t1");
+        auto t2 = must_open("driver=qcow2,file.filename=" + (d / "cow2.qcow2") + extra, "t2");
+        ASSERT_MAP(probe(d / "base.img"), R, W | WU | RS);
+        Status st = t2->commit();
+        assert_false(st.ok());
+        assert_true(st.detail().find("Held by node 't1.backing.file' of this process") != std::string::npos);
+        ASSERT_MAP(probe(d / "base.img"), R, W | WU | RS);
+        t1.reset();
+        ASSERT_MAP(probe(d / "base.img"), R, W | WU | RS);
+        write_pattern(*t2, 0, 4096, 0x77);
+        must(t2->commit());
+        ASSERT_MAP(probe(d / "base.img"), R, W | WU | RS);
+        assert_file_pattern(d / "base.img", 0, 4096, 0x77);
+        t2.reset();
+        ASSERT_MAP(probe(d / "base.img"), 0, 0);
+    }
+}
+
 void test_shared_writable_qcow2_refused(void **) {
     Dir d;
     make_raw(d / "base.img", 1 << 20, 0);
@@ -443,6 +471,7 @@ int main() {
         cmocka_unit_test(test_intermediate_commit),
         cmocka_unit_test(test_commit_into_qcow2_exclusive),
         cmocka_unit_test(test_per_node_overrides),
+        cmocka_unit_test(test_two_drives_over_one_base),
         cmocka_unit_test(test_handover_rereads_qcow2),
         cmocka_unit_test(test_shared_writable_qcow2_refused),
     };
