@@ -14,16 +14,20 @@
 #include <cstring>
 #include <functional>
 #include <map>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "block/aio.h"
 #include "block/block_int.h"
 #include "block/locking/holders.h"
+#include "tools/img-commands.h"
 #include "tools/tool-common.h"
 
 using namespace mb;
 using namespace mb::tools;
+
+int img_cmd_commit(int argc, char **argv);  // tools/img-commit.cpp
 
 namespace {
 
@@ -35,10 +39,12 @@ void usage(FILE *out) {
             "Create, inspect and measure disk images through miniblock's block layer.\n"
             "\n"
             "Commands:\n"
-            "  create [-f FMT] [-o OPTIONS] FILE SIZE\n"
-            "      create an image of SIZE bytes (k, M, G, T suffixes); FMT defaults to raw\n"
-            "  info [-f FMT] [-U] [--image-opts] [--output=human|json] FILE\n"
-            "      describe an image (opened read-only, with the default lock unless -U)\n"
+            "  create [-f FMT] [-b BACKING [-F BACKING_FMT]] [-o OPTIONS] FILE [SIZE]\n"
+            "      create an image of SIZE bytes (k, M, G, T suffixes); FMT defaults to raw;\n"
+            "      -b: a qcow2 overlay of BACKING (SIZE defaults to the backing file's)\n"
+            "  info [-f FMT] [-U] [--image-opts] [--backing-chain] [--output=human|json] FILE\n"
+            "      describe an image (opened read-only, with the default lock unless -U);\n"
+            "      --backing-chain: every image of its backing chain\n"
             "  locks [--output=human|json] FILE...\n"
             "      list every process (and node of this process) holding lock bytes on each\n"
             "      file, with what it uses and forbids; takes no lock itself\n"
@@ -47,6 +53,12 @@ void usage(FILE *out) {
             "      send COUNT requests (default 75000) of SIZE bytes (default 4 KiB), DEPTH in\n"
             "      parallel (default 64), starting at OFFSET, STEP apart (default SIZE),\n"
             "      reads unless -w, and print the time and requests per second\n"
+            "  commit [-f FMT] [-t CACHE] [-b BASE] [-d] [-p] [-q] [--check] [--image-opts] FILE\n"
+            "      copy an overlay's data into its backing file under a temporary exclusive\n"
+            "      lock on it; --check only says whether that lock could be taken now\n"
+            );
+    mb::tools::print_img_qcow2_help(out);
+    fprintf(out,
             "\n"
             "Common options:\n"
             "  -f FMT          image format; probed when absent\n"
@@ -68,7 +80,7 @@ int bad_usage(const std::string &msg) {
 }
 
 // Options shared by the subcommands.
-enum { OPT_OUTPUT = 256, OPT_IMAGE_OPTS };
+enum { OPT_OUTPUT = 256, OPT_IMAGE_OPTS, OPT_BACKING_CHAIN };
 
 bool parse_output(const char *arg, bool *json) {
     if (!strcmp(arg, "json")) *json = true;
@@ -93,29 +105,53 @@ void print_json(JsonBuilder *b) {
 // --- create ----------------------------------------------------------------------
 
 int cmd_create(int argc, char **argv) {
-    std::string fmt = "raw", o;
+    std::string fmt = "raw", o, backing, backing_fmt;
     int c;
     static const struct option longopts[] = {{"help", no_argument, nullptr, 'h'}, {nullptr, 0, nullptr, 0}};
-    while ((c = getopt_long(argc, argv, "f:o:h", longopts, nullptr)) != -1) {
+    while ((c = getopt_long(argc, argv, "f:o:b:F:h", longopts, nullptr)) != -1) {
         switch (c) {
         case 'f': fmt = optarg; break;
         case 'o': o = o.empty() ? optarg : o + "," + optarg; break;
+        case 'b': backing = optarg; break;
+        case 'F': backing_fmt = optarg; break;
         case 'h': usage(stdout); return 0;
         default: return bad_usage("invalid option for create");
         }
     }
-    if (argc - optind != 2) return bad_usage("create needs FILE and SIZE");
+    int nargs = argc - optind;
+    if (nargs != 2 && !(nargs == 1 && !backing.empty())) return bad_usage("create needs FILE and SIZE");
     std::string file = argv[optind];
-    auto size = parse_number(argv[optind + 1]);
-    if (!size || *size < 0) {
-        return fail(Status::Error(EINVAL, std::string("Invalid image size '") + argv[optind + 1] + "'",
-                                  "Expected bytes with an optional k, M, G, T, P or E suffix"));
+    std::optional<int64_t> size;
+    if (nargs == 2) {
+        size = parse_number(argv[optind + 1]);
+        if (!size || *size < 0) {
+            return fail(Status::Error(EINVAL, std::string("Invalid image size '") + argv[optind + 1] + "'",
+                                      "Expected bytes with an optional k, M, G, T, P or E suffix"));
+        }
     }
     qapi::OptionDict opts;
     if (!o.empty()) {
         auto r = qapi::parse_keyval_options(o);
         if (!r.ok()) return fail(r.status());
         opts = std::move(*r);
+    }
+    if (!backing.empty()) {
+        opts.set_str("backing_file", backing);
+        if (!backing_fmt.empty()) opts.set_str("backing_fmt", backing_fmt);
+        // The backing file must open (relative names are relative to FILE's
+        // directory); its size is the default size.
+        std::string path = backing;
+        size_t slash = file.rfind('/');
+        if (backing[0] != '/' && slash != std::string::npos) path = file.substr(0, slash + 1) + backing;
+        ImageFlags bf;
+        bf.format = backing_fmt;
+        bf.read_only = true;
+        bf.force_share = true;
+        auto b = open_image(path, bf);
+        if (!b.ok()) return fail(Status(b.status()).prefix("Could not open backing file '" + path + "'"));
+        if (!size) size = (*b)->length();
+    } else if (!backing_fmt.empty()) {
+        return bad_usage("-F needs -b");
     }
     printf("Formatting '%s', fmt=%s size=%" PRId64 "\n", file.c_str(), fmt.c_str(), *size);
     Status st = bdrv_create(fmt, file, *size, opts);
@@ -128,9 +164,10 @@ int cmd_create(int argc, char **argv) {
 int cmd_info(int argc, char **argv) {
     ImageFlags flags;
     flags.read_only = true;
-    bool json = false;
+    bool json = false, chain = false;
     static const struct option longopts[] = {
         {"output", required_argument, nullptr, OPT_OUTPUT},
+        {"backing-chain", no_argument, nullptr, OPT_BACKING_CHAIN},
         {"image-opts", no_argument, nullptr, OPT_IMAGE_OPTS},
         {"force-share", no_argument, nullptr, 'U'},
         {"format", required_argument, nullptr, 'f'},
@@ -142,6 +179,7 @@ int cmd_info(int argc, char **argv) {
         case 'f': flags.format = optarg; break;
         case 'U': flags.force_share = true; break;
         case OPT_IMAGE_OPTS: flags.image_opts = true; break;
+        case OPT_BACKING_CHAIN: chain = true; break;
         case OPT_OUTPUT:
             if (!parse_output(optarg, &json)) return bad_usage(std::string("--output must be human or json, not '") + optarg + "'");
             break;
@@ -153,8 +191,15 @@ int cmd_info(int argc, char **argv) {
     std::string image = argv[optind];
     auto blk = open_image(image, flags);
     if (!blk.ok()) return fail(Status(blk.status()).prefix("Could not open '" + image + "'"));
-    BlockDriverState *bs = (*blk)->bs();
-    int64_t vsize = (*blk)->length();
+    // With --backing-chain, every image down the chain (JSON: an array).
+    JsonBuilder *arr = nullptr;
+    if (json && chain) {
+        arr = json_builder_new();
+        json_builder_begin_array(arr);
+    }
+    for (BlockDriverState *bs = (*blk)->bs(); bs; bs = chain && bs->backing() ? bs->backing()->bs.get() : nullptr) {
+    if (!json && bs != (*blk)->bs()) printf("\n");
+    int64_t vsize = bdrv_getlength(bs);
     BlockDriverState *proto = bs;
     while (!proto->drv->is_protocol && proto->file()) proto = proto->file()->bs.get();
     int64_t actual = proto->drv->get_allocated_size ? proto->drv->get_allocated_size(proto) : -1;
@@ -162,7 +207,7 @@ int cmd_info(int argc, char **argv) {
     if (bs->drv->get_info) bs->drv->get_info(bs, &fi);
 
     if (json) {
-        JsonBuilder *b = json_builder_new();
+        JsonBuilder *b = arr ? arr : json_builder_new();
         json_builder_begin_object(b);
         json_builder_set_member_name(b, "virtual-size");
         json_builder_add_int_value(b, vsize);
@@ -186,9 +231,11 @@ int cmd_info(int argc, char **argv) {
         json_builder_set_member_name(b, "dirty-flag");
         json_builder_add_boolean_value(b, FALSE);
         json_builder_end_object(b);
-        print_json(b);
-        g_object_unref(b);
-        return 0;
+        if (!arr) {
+            print_json(b);
+            g_object_unref(b);
+        }
+        continue;
     }
     printf("image: %s\n", bs->filename.c_str());
     printf("file format: %s\n", bs->drv->format_name);
@@ -197,6 +244,12 @@ int cmd_info(int argc, char **argv) {
     if (!fi.fields.empty()) {
         printf("Format specific information:\n");
         for (auto &[k, v] : fi.fields) printf("    %s: %s\n", k.c_str(), v.c_str());
+    }
+    }
+    if (arr) {
+        json_builder_end_array(arr);
+        print_json(arr);
+        g_object_unref(arr);
     }
     return 0;
 }
@@ -257,6 +310,8 @@ int cmd_locks(int argc, char **argv) {
                 json_builder_begin_array(b);
                 for (auto &n : lock_bit_name_list(h.forbid)) json_builder_add_string_value(b, n.c_str());
                 json_builder_end_array(b);
+                json_builder_set_member_name(b, "write-lock");
+                json_builder_add_boolean_value(b, h.write_lock);
                 json_builder_end_object(b);
             }
             json_builder_end_array(b);
@@ -270,6 +325,7 @@ int cmd_locks(int argc, char **argv) {
             if (!h.comm.empty()) who += " (" + h.comm + ")";
             printf("  %s: %s\n", who.c_str(), describe_holder_bits(h).c_str());
             if (!h.cmdline.empty()) printf("    command line: %s\n", h.cmdline.c_str());
+            if (h.write_lock) printf("    holds a write lock (not QEMU's protocol, e.g. a whole-file lock)\n");
         }
     }
     if (b) {
@@ -381,7 +437,9 @@ int main(int argc, char **argv) {
     }
     setvbuf(stdout, nullptr, _IOLBF, 0);
     std::map<std::string, std::function<int(int, char **)>> cmds = {
-        {"create", cmd_create}, {"info", cmd_info}, {"locks", cmd_locks}, {"bench", cmd_bench}};
+        {"create", cmd_create}, {"info", cmd_info}, {"locks", cmd_locks}, {"bench", cmd_bench},
+        {"check", mb::tools::cmd_check}, {"map", mb::tools::cmd_map}, {"convert", mb::tools::cmd_convert},
+        {"commit", img_cmd_commit}};
     auto it = cmds.find(cmd);
     if (it == cmds.end()) return bad_usage("Command not found: " + cmd);
     // getopt sees the subcommand as argv[0].

@@ -1,0 +1,374 @@
+// qcow2 guest -> host mapping through L1/L2, the table cache, and writes.
+//
+// Allocating writes hold s->lock for their whole duration (copy-on-write
+// reads, data, L2 and L1 updates); writes to clusters already allocated
+// (OFLAG_COPIED) and reads only hold it for the lookup.
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+
+#include "block/drivers/qcow2.h"
+#include "block/warn.h"
+
+namespace mb::qcow2 {
+
+// --- the cache ------------------------------------------------------------------
+
+TableCache::Table TableCache::find(uint64_t offset) {
+    auto it = map_.find(offset);
+    if (it == map_.end()) return nullptr;
+    lru_.splice(lru_.begin(), lru_, it->second);
+    return it->second->second;
+}
+
+void TableCache::insert(uint64_t offset, Table t) {
+    erase(offset);
+    lru_.emplace_front(offset, std::move(t));
+    map_[offset] = lru_.begin();
+    while (lru_.size() > capacity_) {
+        map_.erase(lru_.back().first);
+        lru_.pop_back();
+    }
+}
+
+void TableCache::erase(uint64_t offset) {
+    auto it = map_.find(offset);
+    if (it == map_.end()) return;
+    lru_.erase(it->second);
+    map_.erase(it);
+}
+
+Task<int> load_table(BlockDriverState *bs, TableCache &cache, uint64_t offset, TableCache::Table *out) {
+    State *s = bs->state<State>();
+    if ((*out = cache.find(offset))) co_return 0;
+    int64_t file_len = bdrv_getlength(bs->file()->bs.get());
+    if (file_len < 0) co_return (int)file_len;
+    if (offset % s->cluster_size || offset < uint64_t(s->cluster_size) ||
+        offset > uint64_t(file_len) - s->cluster_size) {
+        warn_report("qcow2: metadata table offset " + hex(offset) + " in '" + bs->file()->bs->filename +
+                    "' is unaligned, inside the header or past the end of the file");
+        co_return -EIO;
+    }
+    auto t = std::make_shared<std::vector<uint8_t>>(s->cluster_size);
+    int r = co_await bdrv_co_preadv(bs->file(), offset, s->cluster_size, t->data());
+    if (r < 0) co_return r;
+    cache.insert(offset, t);
+    *out = t;
+    co_return 0;
+}
+
+bool overlaps_metadata(State *s, uint64_t off, uint64_t len) {
+    const uint64_t cs = s->cluster_size;
+    auto in = [&](uint64_t a, uint64_t alen) { return alen && a < off + len && off < a + alen; };
+    if (in(0, cs)) return true;
+    if (in(s->h().l1_table_offset, uint64_t(s->h().l1_size) * 8)) return true;
+    if (in(s->h().refcount_table_offset, uint64_t(s->h().refcount_table_clusters) * cs)) return true;
+    for (auto *set : {&s->l2_offsets, &s->rb_offsets}) {
+        auto it = set->lower_bound(off >= cs ? off - cs + 1 : 0);
+        if (it != set->end() && *it < off + len) return true;
+    }
+    return false;
+}
+
+namespace {
+
+// Classifies an L2 entry; -EIO for entries that cannot be valid.
+int classify(BlockDriverState *bs, uint64_t e, int64_t guest, ClusterType *t) {
+    State *s = bs->state<State>();
+    if (e & OFLAG_COMPRESSED) {
+        *t = ClusterType::Compressed;
+        if ((e & s->coffset_mask) < uint64_t(s->cluster_size)) {
+            warn_report("qcow2: compressed cluster for guest offset " + hex(guest) + " in '" +
+                        bs->file()->bs->filename + "' points into the image header");
+            return -EIO;
+        }
+        return 0;
+    }
+    uint64_t off = e & L2E_OFFSET_MASK;
+    if (s->h().version >= 3 && (e & OFLAG_ZERO)) *t = off ? ClusterType::ZeroAlloc : ClusterType::ZeroPlain;
+    else *t = off ? ClusterType::Normal : ClusterType::Unallocated;
+    if (off && (off % s->cluster_size)) {
+        warn_report("qcow2: cluster offset " + hex(off) + " for guest offset " + hex(guest) + " in '" +
+                    bs->file()->bs->filename + "' is unaligned" +
+                    (off < uint64_t(s->cluster_size) ? " (inside the image header)" : ""));
+        return -EIO;
+    }
+    return 0;
+}
+
+Task<int> write_file(BlockDriverState *bs, uint64_t off, uint64_t len, const uint8_t *buf) {
+    co_return co_await bdrv_co_pwritev(bs->file(), off, len, buf);
+}
+
+Task<int> flush_file(BlockDriverState *bs) { co_return co_await bdrv_co_flush(bs->file()->bs.get()); }
+
+// Drops the autoclear bits we do not maintain (bitmaps): QEMU then knows
+// the bitmaps are stale.  Done once, before the first change.
+Task<int> prepare_first_write(BlockDriverState *bs) {
+    State *s = bs->state<State>();
+    if (s->header_updated) co_return 0;
+    s->header_updated = true;
+    if (s->h().version >= 3 && s->h().autoclear) {
+        uint8_t z[8] = {};
+        int r = co_await write_file(bs, 88, 8, z);
+        if (r < 0) co_return r;
+        s->h().autoclear = 0;
+    }
+    co_return 0;
+}
+
+// The L2 table for l1_idx, allocated if absent.  Caller holds s->lock.
+Task<int> ensure_l2(BlockDriverState *bs, uint64_t l1_idx, TableCache::Table *t, uint64_t *l2_off) {
+    State *s = bs->state<State>();
+    if (l1_idx >= s->l1.size()) co_return -EIO;
+    uint64_t e = s->l1[l1_idx];
+    uint64_t off = e & L1E_OFFSET_MASK;
+    if (off) {
+        if (!(e & OFLAG_COPIED)) {
+            // Shared with a snapshot: writable opens refuse snapshots, so
+            // this table is inconsistent.
+            warn_report("qcow2: L2 table " + hex(off) + " in '" + bs->file()->bs->filename +
+                        "' lacks the COPIED flag");
+            co_return -EIO;
+        }
+        *l2_off = off;
+        co_return co_await load_table(bs, s->l2_cache, off, t);
+    }
+    int64_t noff = co_await alloc_clusters(bs, 1);
+    if (noff < 0) co_return (int)noff;
+    auto nt = std::make_shared<std::vector<uint8_t>>(s->cluster_size, 0);
+    int r = co_await write_file(bs, noff, s->cluster_size, nt->data());
+    if (r < 0) co_return r;
+    // The refcount and the table reach the disk before the L1 entry.
+    if ((r = co_await flush_file(bs)) < 0) co_return r;
+    uint8_t be[8];
+    put_be64(be, uint64_t(noff) | OFLAG_COPIED);
+    r = co_await write_file(bs, s->h().l1_table_offset + l1_idx * 8, 8, be);
+    if (r < 0) co_return r;
+    s->l1[l1_idx] = uint64_t(noff) | OFLAG_COPIED;
+    s->l2_offsets.insert(noff);
+    s->l2_cache.insert(noff, nt);
+    *t = nt;
+    *l2_off = noff;
+    co_return 0;
+}
+
+// Frees what an L2 entry that is being replaced referenced.
+Task<int> release_entry(BlockDriverState *bs, uint64_t old) {
+    State *s = bs->state<State>();
+    if (old & OFLAG_COMPRESSED) {
+        uint64_t coff = old & s->coffset_mask;
+        uint64_t nsec = ((old >> s->csize_shift) & s->csize_mask) + 1;
+        uint64_t end = (coff & ~511ull) + nsec * 512;
+        co_return co_await free_range(bs, coff, end - coff);
+    }
+    uint64_t off = old & L2E_OFFSET_MASK;
+    if (!off) co_return 0;
+    co_return co_await update_refcount(bs, off >> s->cluster_bits, -1);
+}
+
+Task<int> write_l2_entries(BlockDriverState *bs, uint64_t l2_off, const std::vector<uint8_t> &t,
+                           uint64_t first, uint64_t count) {
+    co_return co_await write_file(bs, l2_off + first * 8, count * 8, t.data() + first * 8);
+}
+
+bool in_place(State *s, uint64_t e) {
+    return (e & OFLAG_COPIED) && !(e & OFLAG_COMPRESSED) && (e & L2E_OFFSET_MASK) &&
+           !(s->h().version >= 3 && (e & OFLAG_ZERO));
+}
+
+// One allocating write of up to `bytes` at `offset` within one L2 table:
+// new clusters for every cluster of the run that cannot be written in place.
+// Returns bytes consumed or negative errno.  Caller holds s->lock.
+Task<int64_t> allocating_write(BlockDriverState *bs, int64_t offset, int64_t bytes, const uint8_t *buf) {
+    State *s = bs->state<State>();
+    const int64_t cs = s->cluster_size;
+    const uint64_t l2_entries = uint64_t(1) << s->l2_bits;
+    int r = co_await prepare_first_write(bs);
+    if (r < 0) co_return r;
+    uint64_t l1_idx = uint64_t(offset) >> (s->cluster_bits + s->l2_bits);
+    uint64_t l2_idx = (uint64_t(offset) >> s->cluster_bits) & (l2_entries - 1);
+    TableCache::Table t;
+    uint64_t l2_off = 0;
+    if ((r = co_await ensure_l2(bs, l1_idx, &t, &l2_off)) < 0) co_return r;
+
+    int64_t in_off = offset & (cs - 1);
+    int64_t max_clusters = std::max<int64_t>(1, (8 << 20) / cs);
+    int64_t want = (in_off + bytes + cs - 1) / cs;
+    int64_t n = 0;
+    while (n < want && n < max_clusters && l2_idx + n < l2_entries && !in_place(s, be64(t->data() + (l2_idx + n) * 8)))
+        n++;
+    if (n == 0) co_return 0;  // the caller writes in place
+    int64_t len = std::min<int64_t>(bytes, n * cs - in_off);
+    int64_t host = co_await alloc_clusters(bs, n);
+    if (host < 0) co_return host;
+    // Refcounts reach the disk before anything points at the clusters.
+    if ((r = co_await flush_file(bs)) < 0) co_return r;
+
+    int64_t guest0 = offset - in_off;
+    if (in_off == 0 && len == n * cs) {
+        r = co_await write_file(bs, host, len, buf);
+    } else {
+        // Copy-on-write: the old content around the new data (backing
+        // file, zeroes, compressed or shared cluster).
+        std::vector<uint8_t> b(n * cs);
+        if (in_off && (r = co_await read_range(bs, guest0, in_off, b.data(), true)) < 0) co_return r;
+        memcpy(b.data() + in_off, buf, len);
+        int64_t end = in_off + len;
+        if (end < n * cs && (r = co_await read_range(bs, guest0 + end, n * cs - end, b.data() + end, true)) < 0)
+            co_return r;
+        r = co_await write_file(bs, host, n * cs, b.data());
+    }
+    if (r < 0) co_return r;
+
+    std::vector<uint64_t> old(n);
+    for (int64_t i = 0; i < n; i++) {
+        uint8_t *p = t->data() + (l2_idx + i) * 8;
+        old[i] = be64(p);
+        put_be64(p, uint64_t(host + i * cs) | OFLAG_COPIED);
+    }
+    if ((r = co_await write_l2_entries(bs, l2_off, *t, l2_idx, n)) < 0) co_return r;
+    for (int64_t i = 0; i < n; i++)
+        if ((r = co_await release_entry(bs, old[i])) < 0) co_return r;
+    co_return len;
+}
+
+}  // namespace
+
+Task<int> get_mapping(BlockDriverState *bs, int64_t offset, int64_t bytes, Mapping *m) {
+    State *s = bs->state<State>();
+    const int64_t cs = s->cluster_size;
+    const uint64_t l2_entries = uint64_t(1) << s->l2_bits;
+    int64_t in_off = offset & (cs - 1);
+    uint64_t l1_idx = uint64_t(offset) >> (s->cluster_bits + s->l2_bits);
+    uint64_t l2_idx = (uint64_t(offset) >> s->cluster_bits) & (l2_entries - 1);
+    // Never past this L2 table's coverage.
+    int64_t max_bytes = std::min<int64_t>(bytes, int64_t(l2_entries - l2_idx) * cs - in_off);
+    *m = Mapping{};
+    m->bytes = max_bytes;
+    if (l1_idx >= s->l1.size()) co_return 0;
+    uint64_t l2_off = s->l1[l1_idx] & L1E_OFFSET_MASK;
+    if (!l2_off) co_return 0;
+    TableCache::Table t;
+    int r = co_await load_table(bs, s->l2_cache, l2_off, &t);
+    if (r < 0) co_return r;
+    const uint8_t *p = t->data();
+    uint64_t e0 = be64(p + l2_idx * 8);
+    ClusterType t0;
+    if ((r = classify(bs, e0, offset, &t0)) < 0) co_return r;
+    m->type = t0;
+    m->copied = e0 & OFLAG_COPIED;
+    uint64_t host0 = e0 & L2E_OFFSET_MASK;
+    if (t0 == ClusterType::Compressed) {
+        m->host = e0 & ~(OFLAG_COMPRESSED | OFLAG_COPIED);
+        m->bytes = std::min<int64_t>(max_bytes, cs - in_off);
+        co_return 0;
+    }
+    m->host = host0 + in_off;
+    int64_t covered = cs - in_off;
+    for (uint64_t i = l2_idx + 1; covered < max_bytes && i < l2_entries; i++) {
+        uint64_t e = be64(p + i * 8);
+        ClusterType ti;
+        if (classify(bs, e, offset, &ti) < 0 || ti != t0) break;
+        if (t0 == ClusterType::Normal &&
+            ((e & L2E_OFFSET_MASK) != host0 + (i - l2_idx) * cs || bool(e & OFLAG_COPIED) != m->copied))
+            break;
+        covered += cs;
+    }
+    m->bytes = std::min(max_bytes, covered);
+    co_return 0;
+}
+
+Task<int> co_pwritev(BlockDriverState *bs, int64_t offset, int64_t bytes, const uint8_t *buf, int) {
+    State *s = bs->state<State>();
+    if (uint64_t(offset) > s->h().size || uint64_t(bytes) > s->h().size - offset) co_return -EINVAL;
+    while (bytes > 0) {
+        co_await s->lock.lock();
+        Mapping m;
+        int r = co_await get_mapping(bs, offset, bytes, &m);
+        if (r < 0) {
+            s->lock.unlock();
+            co_return r;
+        }
+        if (m.type == ClusterType::Normal && m.copied) {
+            s->lock.unlock();
+            if (overlaps_metadata(s, m.host, m.bytes)) {
+                warn_report("qcow2: refusing a data write at " + hex(m.host) + " in '" +
+                            bs->file()->bs->filename + "': it overlaps metadata");
+                co_return -EIO;
+            }
+            r = co_await write_file(bs, m.host, m.bytes, buf);
+            if (r < 0) co_return r;
+            offset += m.bytes;
+            bytes -= m.bytes;
+            buf += m.bytes;
+            continue;
+        }
+        int64_t n = co_await allocating_write(bs, offset, m.bytes, buf);
+        s->lock.unlock();
+        if (n < 0) co_return (int)n;
+        if (n == 0) co_return -EIO;
+        offset += n;
+        bytes -= n;
+        buf += n;
+    }
+    co_return 0;
+}
+
+Task<int> co_pwrite_zeroes(BlockDriverState *bs, int64_t offset, int64_t bytes, int flags) {
+    State *s = bs->state<State>();
+    const int64_t cs = s->cluster_size;
+    if (s->h().version < 3) co_return -ENOTSUP;  // no zero flag: written as data
+    if (uint64_t(offset) > s->h().size || uint64_t(bytes) > s->h().size - offset) co_return -EINVAL;
+    // Partial clusters at either end are written as data.
+    int64_t head = std::min<int64_t>(bytes, (cs - (offset & (cs - 1))) & (cs - 1));
+    int64_t end = offset + bytes;
+    int64_t tail = std::min<int64_t>(bytes - head, end & (cs - 1));
+    // The last cluster of an image whose size is not cluster aligned is whole.
+    if (tail && uint64_t(end) == s->h().size) tail = 0;
+    std::vector<uint8_t> zero(std::max(head, tail), 0);
+    if (head) {
+        int r = co_await co_pwritev(bs, offset, head, zero.data(), flags);
+        if (r < 0) co_return r;
+    }
+    int64_t off = offset + head, left = bytes - head - tail;
+    const uint64_t l2_entries = uint64_t(1) << s->l2_bits;
+    while (left > 0) {
+        co_await s->lock.lock();
+        CoLockGuard g(s->lock);
+        int r = co_await prepare_first_write(bs);
+        if (r < 0) co_return r;
+        uint64_t l1_idx = uint64_t(off) >> (s->cluster_bits + s->l2_bits);
+        uint64_t l2_idx = (uint64_t(off) >> s->cluster_bits) & (l2_entries - 1);
+        int64_t n = std::min<int64_t>((left + cs - 1) / cs, l2_entries - l2_idx);
+        TableCache::Table t;
+        uint64_t l2_off;
+        if ((r = co_await ensure_l2(bs, l1_idx, &t, &l2_off)) < 0) co_return r;
+        std::vector<uint64_t> old(n, 0);
+        for (int64_t i = 0; i < n; i++) {
+            uint8_t *p = t->data() + (l2_idx + i) * 8;
+            uint64_t e = be64(p);
+            if (in_place(s, e) || ((e & OFLAG_ZERO) && (e & OFLAG_COPIED) && !(e & OFLAG_COMPRESSED))) {
+                // Keep the allocation: ZERO_ALLOC.
+                put_be64(p, (e & L2E_OFFSET_MASK) | OFLAG_COPIED | OFLAG_ZERO);
+            } else {
+                old[i] = e;
+                put_be64(p, OFLAG_ZERO);
+            }
+        }
+        // The entries change before the old clusters lose their reference.
+        if ((r = co_await write_l2_entries(bs, l2_off, *t, l2_idx, n)) < 0) co_return r;
+        for (int64_t i = 0; i < n; i++)
+            if (old[i] && (r = co_await release_entry(bs, old[i])) < 0) co_return r;
+        int64_t done = std::min<int64_t>(left, n * cs);
+        off += done;
+        left -= done;
+    }
+    if (tail) {
+        int r = co_await co_pwritev(bs, end - tail, tail, zero.data(), flags);
+        if (r < 0) co_return r;
+    }
+    co_return 0;
+}
+
+}  // namespace mb::qcow2

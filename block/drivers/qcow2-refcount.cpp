@@ -1,0 +1,412 @@
+// qcow2 refcounts: reading and updating entries of any refcount order,
+// cluster allocation at the end of the image, and refcount table growth.
+//
+// Allocation never reuses freed clusters: every cluster at or after
+// s->free_index has refcount 0 (computed once from the last non-empty
+// refcount block), so new clusters and new refcount structures never
+// collide with anything the image already references.
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+
+#include "block/drivers/qcow2.h"
+
+namespace mb::qcow2 {
+
+namespace {
+
+uint64_t rc_get(const State *s, const uint8_t *blk, uint64_t i) {
+    switch (s->refcount_bits) {
+    case 1: case 2: case 4: {
+        int b = s->refcount_bits;
+        uint64_t bit = i * b;
+        return (blk[bit / 8] >> (bit % 8)) & ((1u << b) - 1);
+    }
+    case 8: return blk[i];
+    case 16: return be16(blk + i * 2);
+    case 32: return be32(blk + i * 4);
+    default: return be64(blk + i * 8);
+    }
+}
+
+void rc_set(const State *s, uint8_t *blk, uint64_t i, uint64_t v) {
+    switch (s->refcount_bits) {
+    case 1: case 2: case 4: {
+        int b = s->refcount_bits;
+        uint64_t bit = i * b;
+        uint8_t mask = uint8_t(((1u << b) - 1) << (bit % 8));
+        blk[bit / 8] = uint8_t((blk[bit / 8] & ~mask) | ((v << (bit % 8)) & mask));
+        break;
+    }
+    case 8: blk[i] = uint8_t(v); break;
+    case 16: put_be16(blk + i * 2, uint16_t(v)); break;
+    case 32: put_be32(blk + i * 4, uint32_t(v)); break;
+    default: put_be64(blk + i * 8, v); break;
+    }
+}
+
+uint64_t rc_max(const State *s) { return s->refcount_bits == 64 ? UINT64_MAX : (1ull << s->refcount_bits) - 1; }
+
+// The bytes of a block holding entries [first, first + count), 8-aligned.
+void rc_byte_range(const State *s, uint64_t first, uint64_t count, uint64_t *off, uint64_t *len) {
+    uint64_t b0 = first * s->refcount_bits / 8;
+    uint64_t b1 = ((first + count) * s->refcount_bits + 7) / 8;
+    b0 &= ~7ull;
+    b1 = std::min<uint64_t>((b1 + 7) & ~7ull, s->cluster_size);
+    *off = b0;
+    *len = b1 - b0;
+}
+
+Task<int> write_file(BlockDriverState *bs, uint64_t off, uint64_t len, const uint8_t *buf) {
+    co_return co_await bdrv_co_pwritev(bs->file(), off, len, buf);
+}
+
+Task<int> compute_free_index(BlockDriverState *bs) {
+    State *s = bs->state<State>();
+    int64_t file_len = bdrv_getlength(bs->file()->bs.get());
+    if (file_len < 0) co_return (int)file_len;
+    int64_t idx = (file_len + s->cluster_size - 1) / s->cluster_size;
+    const uint64_t per_block = uint64_t(1) << s->rb_bits;
+    for (size_t j = s->reftable.size(); j-- > 0;) {
+        uint64_t off = s->reftable[j] & REFT_OFFSET_MASK;
+        if (!off) continue;
+        TableCache::Table t;
+        int r = co_await load_table(bs, s->rb_cache, off, &t);
+        if (r < 0) co_return r;
+        for (uint64_t i = per_block; i-- > 0;) {
+            if (rc_get(s, t->data(), i)) {
+                idx = std::max<int64_t>(idx, int64_t(j * per_block + i + 1));
+                s->free_index = idx;
+                co_return 0;
+            }
+        }
+    }
+    s->free_index = idx;
+    co_return 0;
+}
+
+Task<int> update_range(BlockDriverState *bs, int64_t first, int64_t count, int delta);
+
+// A larger refcount table covering at least `min_entries` blocks, placed at
+// the end with the refcount blocks that describe it.
+Task<int> grow_reftable(BlockDriverState *bs, uint64_t min_entries) {
+    State *s = bs->state<State>();
+    const uint64_t cs = s->cluster_size;
+    const int rb = s->rb_bits;
+    const uint64_t old_n = s->reftable.size();
+    const uint64_t old_clusters = s->h().refcount_table_clusters;
+    const uint64_t T = s->free_index;
+    uint64_t want = std::max<uint64_t>(min_entries, old_n + 1);
+    uint64_t n = 0;
+    std::vector<uint64_t> needed;
+    for (int iter = 0;; iter++) {
+        if (iter > 64) co_return -EIO;
+        n = std::max<uint64_t>((want * 8 + cs - 1) / cs, old_clusters + old_clusters / 2 + 1);
+        if (n * cs > MAX_REFTABLE_BYTES) co_return -EFBIG;
+        uint64_t area_end = T + n + needed.size();
+        std::vector<uint64_t> nd;
+        for (uint64_t j = T >> rb; j <= (area_end - 1) >> rb; j++)
+            if (j >= old_n || !(s->reftable[j] & REFT_OFFSET_MASK)) nd.push_back(j);
+        uint64_t w = std::max<uint64_t>(want, nd.empty() ? 0 : nd.back() + 1);
+        if (nd == needed && w <= n * cs / 8) break;
+        needed = nd;
+        want = w;
+    }
+    const uint64_t area_end = T + n + needed.size();
+    std::vector<uint64_t> table(n * cs / 8, 0);
+    std::copy(s->reftable.begin(), s->reftable.end(), table.begin());
+    std::vector<std::vector<uint8_t>> blocks(needed.size(), std::vector<uint8_t>(cs, 0));
+    for (size_t i = 0; i < needed.size(); i++) table[needed[i]] = (T + n + i) * cs;
+    // Refcounts of the new area: in the new blocks, or in existing ones.
+    int r;
+    for (uint64_t c = T; c < area_end;) {
+        uint64_t j = c >> rb;
+        uint64_t run_end = std::min<uint64_t>(area_end, (j + 1) << rb);
+        auto it = std::find(needed.begin(), needed.end(), j);
+        if (it != needed.end()) {
+            for (uint64_t x = c; x < run_end; x++)
+                rc_set(s, blocks[it - needed.begin()].data(), x & ((1ull << rb) - 1), 1);
+        } else if ((r = co_await update_range(bs, c, run_end - c, 1)) < 0) {
+            co_return r;
+        }
+        c = run_end;
+    }
+    for (size_t i = 0; i < needed.size(); i++)
+        if ((r = co_await write_file(bs, (T + n + i) * cs, cs, blocks[i].data())) < 0) co_return r;
+    std::vector<uint8_t> tb(n * cs);
+    for (size_t i = 0; i < table.size(); i++) put_be64(&tb[i * 8], table[i]);
+    if ((r = co_await write_file(bs, T * cs, tb.size(), tb.data())) < 0) co_return r;
+    if ((r = co_await bdrv_co_flush(bs->file()->bs.get())) < 0) co_return r;
+    // Switch the header to the new table in one write.
+    uint8_t hb[12];
+    put_be64(hb, T * cs);
+    put_be32(hb + 8, uint32_t(n));
+    if ((r = co_await write_file(bs, 48, 12, hb)) < 0) co_return r;
+    if ((r = co_await bdrv_co_flush(bs->file()->bs.get())) < 0) co_return r;
+    uint64_t old_off = s->h().refcount_table_offset;
+    s->h().refcount_table_offset = T * cs;
+    s->h().refcount_table_clusters = uint32_t(n);
+    s->reftable = std::move(table);
+    for (size_t i = 0; i < needed.size(); i++) {
+        s->rb_offsets.insert((T + n + i) * cs);
+        s->rb_cache.insert((T + n + i) * cs, std::make_shared<std::vector<uint8_t>>(std::move(blocks[i])));
+    }
+    s->free_index = area_end;
+    co_return co_await update_range(bs, old_off / cs, old_clusters, -1);
+}
+
+// Makes sure block j of the refcount table exists.
+Task<int> ensure_block(BlockDriverState *bs, uint64_t j) {
+    State *s = bs->state<State>();
+    const uint64_t cs = s->cluster_size;
+    int r;
+    if (j >= s->reftable.size()) {
+        if ((r = co_await grow_reftable(bs, j + 1)) < 0) co_return r;
+    }
+    if (s->reftable[j] & REFT_OFFSET_MASK) co_return 0;
+    uint64_t p = s->free_index++;
+    auto blk = std::make_shared<std::vector<uint8_t>>(cs, 0);
+    bool self = (p >> s->rb_bits) == j;
+    if (self) rc_set(s, blk->data(), p & ((1ull << s->rb_bits) - 1), 1);
+    if ((r = co_await write_file(bs, p * cs, cs, blk->data())) < 0) co_return r;
+    // A block described elsewhere gets its refcount before it is hooked in.
+    if (!self && (r = co_await update_range(bs, p, 1, 1)) < 0) co_return r;
+    if ((r = co_await bdrv_co_flush(bs->file()->bs.get())) < 0) co_return r;
+    uint8_t be[8];
+    put_be64(be, p * cs);
+    if ((r = co_await write_file(bs, s->h().refcount_table_offset + j * 8, 8, be)) < 0) co_return r;
+    s->reftable[j] = p * cs;
+    s->rb_offsets.insert(p * cs);
+    s->rb_cache.insert(p * cs, blk);
+    co_return 0;
+}
+
+Task<int> update_range(BlockDriverState *bs, int64_t first, int64_t count, int delta) {
+    State *s = bs->state<State>();
+    const uint64_t per_block = uint64_t(1) << s->rb_bits;
+    while (count > 0) {
+        uint64_t j = uint64_t(first) >> s->rb_bits;
+        uint64_t i0 = uint64_t(first) & (per_block - 1);
+        int64_t n = std::min<int64_t>(count, per_block - i0);
+        int r;
+        if (j >= s->reftable.size() || !(s->reftable[j] & REFT_OFFSET_MASK)) {
+            if (delta < 0) co_return -EIO;
+            if ((r = co_await ensure_block(bs, j)) < 0) co_return r;
+        }
+        uint64_t off = s->reftable[j] & REFT_OFFSET_MASK;
+        TableCache::Table t;
+        if ((r = co_await load_table(bs, s->rb_cache, off, &t)) < 0) co_return r;
+        for (int64_t x = 0; x < n; x++) {
+            uint64_t v = rc_get(s, t->data(), i0 + x);
+            if ((delta < 0 && v < uint64_t(-delta)) || (delta > 0 && v > rc_max(s) - delta)) co_return -EIO;
+            rc_set(s, t->data(), i0 + x, v + delta);
+        }
+        uint64_t boff, blen;
+        rc_byte_range(s, i0, n, &boff, &blen);
+        if ((r = co_await write_file(bs, off + boff, blen, t->data() + boff)) < 0) co_return r;
+        first += n;
+        count -= n;
+    }
+    co_return 0;
+}
+
+}  // namespace
+
+Task<int> get_refcount(BlockDriverState *bs, int64_t cluster, uint64_t *out) {
+    State *s = bs->state<State>();
+    uint64_t j = uint64_t(cluster) >> s->rb_bits;
+    *out = 0;
+    if (j >= s->reftable.size()) co_return 0;
+    uint64_t off = s->reftable[j] & REFT_OFFSET_MASK;
+    if (!off) co_return 0;
+    TableCache::Table t;
+    int r = co_await load_table(bs, s->rb_cache, off, &t);
+    if (r < 0) co_return r;
+    *out = rc_get(s, t->data(), uint64_t(cluster) & ((uint64_t(1) << s->rb_bits) - 1));
+    co_return 0;
+}
+
+Task<int> update_refcount(BlockDriverState *bs, int64_t cluster, int delta) {
+    co_return co_await update_range(bs, cluster, 1, delta);
+}
+
+Task<int64_t> alloc_clusters(BlockDriverState *bs, int64_t n) {
+    State *s = bs->state<State>();
+    if (s->free_index < 0) {
+        int r = co_await compute_free_index(bs);
+        if (r < 0) co_return r;
+    }
+    int64_t start = s->free_index;
+    // Offsets must fit the 56-bit table entries.
+    if (start + n > (int64_t(1) << (56 - s->cluster_bits))) co_return -EFBIG;
+    s->free_index += n;
+    int r = co_await update_range(bs, start, n, 1);
+    if (r < 0) co_return r;
+    co_return start * s->cluster_size;
+}
+
+Task<int> free_range(BlockDriverState *bs, uint64_t off, uint64_t len) {
+    State *s = bs->state<State>();
+    if (!len) co_return 0;
+    uint64_t c0 = off >> s->cluster_bits, c1 = (off + len - 1) >> s->cluster_bits;
+    co_return co_await update_range(bs, c0, c1 - c0 + 1, -1);
+}
+
+// --- check ----------------------------------------------------------------------
+
+namespace {
+
+constexpr uint64_t MAX_CHECK_CLUSTERS = uint64_t(1) << 28;
+
+struct Counter {
+    std::vector<uint32_t> ref;
+    CheckResult *res;
+    void add(uint64_t off, uint64_t len, int64_t cs, const char *what) {
+        if (!len) return;
+        uint64_t c0 = off / cs, c1 = (off + len - 1) / cs;
+        for (uint64_t c = c0; c <= c1; c++) {
+            if (c >= ref.size()) {
+                // Nothing valid lives past the end of the file.
+                res->messages.push_back(std::string("ERROR ") + what + " at " + hex(c * cs) +
+                                        " lies past the end of the file");
+                res->corruptions++;
+                return;
+            }
+            ref[c]++;
+        }
+    }
+};
+
+}  // namespace
+
+Task<int> check(BlockDriverState *bs, bool repair_leaks, CheckResult *res) {
+    State *s = bs->state<State>();
+    co_await s->lock.lock();
+    CoLockGuard g(s->lock);
+    const int64_t cs = s->cluster_size;
+    const Header &h = s->h();
+    if (h.nb_snapshots) co_return -ENOTSUP;
+    int64_t file_len = bdrv_getlength(bs->file()->bs.get());
+    if (file_len < 0) co_return (int)file_len;
+    uint64_t nclusters = (file_len + cs - 1) / cs;
+    if (nclusters > MAX_CHECK_CLUSTERS) co_return -EFBIG;
+    Counter cnt{std::vector<uint32_t>(nclusters, 0), res};
+    res->total_clusters = (h.size + cs - 1) / cs;
+    res->image_end_offset = nclusters * cs;
+
+    cnt.add(0, cs, cs, "header");
+    cnt.add(h.l1_table_offset, uint64_t(h.l1_size) * 8, cs, "L1 table");
+    cnt.add(h.refcount_table_offset, uint64_t(h.refcount_table_clusters) * cs, cs, "refcount table");
+    for (uint64_t e : s->reftable) {
+        uint64_t off = e & REFT_OFFSET_MASK;
+        if (!off) continue;
+        if (off % cs) {
+            res->messages.push_back("ERROR refcount block offset " + hex(off) + " is unaligned");
+            res->corruptions++;
+            continue;
+        }
+        cnt.add(off, cs, cs, "refcount block");
+    }
+    // Guest clusters; OFLAG_COPIED is compared once refcounts are known.
+    struct CopiedCheck {
+        uint64_t cluster;
+        bool copied;
+        std::string what;
+    };
+    std::vector<CopiedCheck> copied;
+    uint64_t last_host = 0;
+    const uint64_t l2_entries = uint64_t(1) << s->l2_bits;
+    for (size_t i = 0; i < s->l1.size(); i++) {
+        uint64_t l2_off = s->l1[i] & L1E_OFFSET_MASK;
+        if (!l2_off) continue;
+        if (l2_off % cs) {
+            res->messages.push_back("ERROR L2 table offset " + hex(l2_off) + " is unaligned");
+            res->corruptions++;
+            continue;
+        }
+        cnt.add(l2_off, cs, cs, "L2 table");
+        copied.push_back({l2_off / uint64_t(cs), bool(s->l1[i] & OFLAG_COPIED), "l1_entry " + std::to_string(i)});
+        TableCache::Table t;
+        int r = co_await load_table(bs, s->l2_cache, l2_off, &t);
+        if (r < 0) {
+            res->messages.push_back("ERROR could not read L2 table at " + hex(l2_off));
+            res->corruptions++;
+            continue;
+        }
+        for (uint64_t k = 0; k < l2_entries; k++) {
+            uint64_t e = be64(t->data() + k * 8);
+            if (e & OFLAG_COMPRESSED) {
+                uint64_t coff = e & s->coffset_mask;
+                uint64_t nsec = ((e >> s->csize_shift) & s->csize_mask) + 1;
+                uint64_t end = (coff & ~511ull) + nsec * 512;
+                cnt.add(coff, end - coff, cs, "compressed cluster");
+                res->allocated_clusters++;
+                res->compressed_clusters++;
+                continue;
+            }
+            uint64_t off = e & L2E_OFFSET_MASK;
+            if (!off) continue;
+            if (off % cs) {
+                res->messages.push_back("ERROR cluster offset " + hex(off) + " is unaligned");
+                res->corruptions++;
+                continue;
+            }
+            cnt.add(off, cs, cs, "data cluster");
+            copied.push_back({off / uint64_t(cs), bool(e & OFLAG_COPIED),
+                              "l2_entry " + std::to_string(k) + " of L2 table " + hex(l2_off)});
+            res->allocated_clusters++;
+            if (last_host && off != last_host + cs) res->fragmented_clusters++;
+            last_host = off;
+        }
+    }
+
+    // Compare with the refcounts.
+    const uint64_t per_block = uint64_t(1) << s->rb_bits;
+    // Refcounts of clusters past the end of the file are not looked at
+    // (as qemu-img check), unless something references them.
+    (void)per_block;
+    uint64_t span = nclusters;
+    uint64_t end_cluster = 0;
+    for (uint64_t c = 0; c < span; c++) {
+        uint64_t rc;
+        int r = co_await get_refcount(bs, c, &rc);
+        if (r < 0) {
+            res->check_errors++;
+            continue;
+        }
+        uint64_t refs = c < cnt.ref.size() ? cnt.ref[c] : 0;
+        if (refs || (rc && !repair_leaks)) end_cluster = c + 1;
+        if (rc == refs) continue;
+        if (rc < refs) {
+            res->messages.push_back("ERROR cluster " + std::to_string(c) + " refcount=" + std::to_string(rc) +
+                                    " reference=" + std::to_string(refs));
+            res->corruptions++;
+        } else if (repair_leaks && bs->writable()) {
+            res->messages.push_back("Repairing cluster " + std::to_string(c) + " refcount=" + std::to_string(rc) +
+                                    " reference=" + std::to_string(refs));
+            r = co_await update_range(bs, c, 1, -int(rc - refs));
+            if (r < 0) res->check_errors++;
+            else res->leaks_fixed++;
+        } else {
+            res->messages.push_back("Leaked cluster " + std::to_string(c) + " refcount=" + std::to_string(rc) +
+                                    " reference=" + std::to_string(refs));
+            res->leaks++;
+        }
+    }
+    for (auto &cc : copied) {
+        uint64_t rc;
+        if (co_await get_refcount(bs, cc.cluster, &rc) < 0) continue;
+        if ((rc == 1) != cc.copied) {
+            res->messages.push_back("ERROR OFLAG_COPIED " + cc.what + ": refcount=" + std::to_string(rc));
+            res->corruptions++;
+        }
+    }
+    res->image_end_offset = end_cluster * cs;
+    if (res->leaks_fixed) {
+        int r = co_await bdrv_co_flush(bs->file()->bs.get());
+        if (r < 0) co_return r;
+    }
+    co_return 0;
+}
+
+}  // namespace mb::qcow2

@@ -1,0 +1,211 @@
+// The qcow2 format driver (QEMU's docs/interop/qcow2.txt, versions 2 and 3).
+//
+//   qcow2.cpp          header parsing, open/close, reads, block status, info
+//   qcow2-cluster.cpp  guest -> host mapping (L1/L2), allocating writes, zeroes
+//   qcow2-refcount.cpp refcounts, cluster allocation, refcount table growth, check
+//   qcow2-cache.cpp    the LRU cache of L2 tables and refcount blocks
+//   qcow2-create.cpp   image creation
+//
+// Metadata changes are serialized by one CoMutex (s->lock) and written
+// through (no dirty cache entries), ordered so that a crash at any point
+// leaves at most leaked clusters: refcounts (flushed), then data, then the
+// L2 entry, then the L1 entry.
+#pragma once
+
+#include <cstdint>
+#include <list>
+#include <map>
+#include <memory>
+#include <set>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "block/block_int.h"
+
+namespace mb::qcow2 {
+
+inline constexpr uint32_t QCOW2_MAGIC = 0x514649fb;  // "QFI\xfb"
+inline constexpr int MIN_CLUSTER_BITS = 9;
+inline constexpr int MAX_CLUSTER_BITS = 21;
+inline constexpr uint32_t V2_HEADER_LENGTH = 72;
+inline constexpr uint32_t V3_MIN_HEADER_LENGTH = 104;
+inline constexpr uint32_t MAX_BACKING_NAME = 1023;
+inline constexpr uint64_t MAX_L1_BYTES = 32 << 20;        // as QEMU's limit
+inline constexpr uint64_t MAX_REFTABLE_BYTES = 8 << 20;   // as QEMU's limit
+inline constexpr uint32_t MAX_SNAPSHOTS = 65536;
+
+inline constexpr uint32_t EXT_END = 0;
+inline constexpr uint32_t EXT_BACKING_FORMAT = 0xe2792aca;
+inline constexpr uint32_t EXT_FEATURE_TABLE = 0x6803f857;
+
+inline constexpr uint64_t INCOMPAT_DIRTY = 1ull << 0;
+inline constexpr uint64_t INCOMPAT_CORRUPT = 1ull << 1;
+inline constexpr uint64_t INCOMPAT_DATA_FILE = 1ull << 2;
+inline constexpr uint64_t INCOMPAT_COMPRESSION = 1ull << 3;
+inline constexpr uint64_t INCOMPAT_EXTL2 = 1ull << 4;
+inline constexpr uint64_t COMPAT_LAZY_REFCOUNTS = 1ull << 0;
+
+inline constexpr uint64_t OFLAG_COPIED = 1ull << 63;
+inline constexpr uint64_t OFLAG_COMPRESSED = 1ull << 62;
+inline constexpr uint64_t OFLAG_ZERO = 1ull << 0;
+inline constexpr uint64_t L1E_OFFSET_MASK = 0x00fffffffffffe00ull;
+inline constexpr uint64_t L2E_OFFSET_MASK = 0x00fffffffffffe00ull;
+inline constexpr uint64_t REFT_OFFSET_MASK = 0xfffffffffffffe00ull;
+
+inline uint64_t be64(const uint8_t *p) {
+    uint64_t v = 0;
+    for (int i = 0; i < 8; i++) v = v << 8 | p[i];
+    return v;
+}
+inline uint32_t be32(const uint8_t *p) { return uint32_t(p[0]) << 24 | p[1] << 16 | p[2] << 8 | p[3]; }
+inline uint16_t be16(const uint8_t *p) { return uint16_t(p[0] << 8 | p[1]); }
+inline void put_be64(uint8_t *p, uint64_t v) {
+    for (int i = 7; i >= 0; i--, v >>= 8) p[i] = uint8_t(v);
+}
+inline void put_be32(uint8_t *p, uint32_t v) {
+    for (int i = 3; i >= 0; i--, v >>= 8) p[i] = uint8_t(v);
+}
+inline void put_be16(uint8_t *p, uint16_t v) {
+    p[0] = uint8_t(v >> 8);
+    p[1] = uint8_t(v);
+}
+
+std::string hex(uint64_t v);
+
+struct Header {
+    uint32_t version = 0;
+    uint64_t backing_file_offset = 0;
+    uint32_t backing_file_size = 0;
+    uint32_t cluster_bits = 0;
+    uint64_t size = 0;
+    uint32_t crypt_method = 0;
+    uint32_t l1_size = 0;
+    uint64_t l1_table_offset = 0;
+    uint64_t refcount_table_offset = 0;
+    uint32_t refcount_table_clusters = 0;
+    uint32_t nb_snapshots = 0;
+    uint64_t snapshots_offset = 0;
+    uint64_t incompatible = 0, compatible = 0, autoclear = 0;
+    uint32_t refcount_order = 4;
+    uint32_t header_length = V2_HEADER_LENGTH;
+    uint8_t compression_type = 0;
+};
+
+struct ParsedImage {
+    Header h;
+    std::string backing_file;    // empty: none
+    std::string backing_format;  // empty: not recorded
+    std::map<uint64_t, std::string> feature_names;  // (type << 8 | bit) -> name
+};
+
+// Parses and checks the first cluster of an image (buf holds
+// min(cluster, file) bytes, or at least the fixed header when that is all
+// there is).  Every field is bounded against `file_len`.  Pure: the fuzz
+// target calls it directly.
+Status parse_header(const uint8_t *buf, size_t len, uint64_t file_len, ParsedImage *out);
+
+// An LRU cache of cluster-sized tables keyed by host offset.  Entries are
+// shared_ptrs so that an entry in use by a suspended coroutine survives
+// eviction.  Written through: never dirty.
+class TableCache {
+public:
+    using Table = std::shared_ptr<std::vector<uint8_t>>;
+    explicit TableCache(size_t capacity) : capacity_(capacity ? capacity : 1) {}
+    Table find(uint64_t offset);
+    void insert(uint64_t offset, Table t);
+    void erase(uint64_t offset);
+    void clear() { lru_.clear(); map_.clear(); }
+    size_t capacity() const { return capacity_; }
+
+private:
+    size_t capacity_;
+    std::list<std::pair<uint64_t, Table>> lru_;  // front = most recent
+    std::unordered_map<uint64_t, std::list<std::pair<uint64_t, Table>>::iterator> map_;
+};
+
+enum class ClusterType { Unallocated, ZeroPlain, ZeroAlloc, Normal, Compressed };
+
+struct State : NodeState {
+    ParsedImage img;
+    Header &h() { return img.h; }
+    int cluster_bits = 16;
+    int64_t cluster_size = 65536;
+    int l2_bits = 13;           // entries per L2 table = 1 << l2_bits
+    int rb_bits = 15;           // refcounts per block = 1 << rb_bits
+    int refcount_bits = 16;
+    int csize_shift = 0;        // compressed descriptor: sector-count field start
+    uint64_t csize_mask = 0;
+    uint64_t coffset_mask = 0;
+    std::vector<uint64_t> l1;        // host-endian copy of the active L1 table
+    std::vector<uint64_t> reftable;  // host-endian copy of the refcount table
+    TableCache l2_cache{16};
+    TableCache rb_cache{4};
+    std::set<uint64_t> l2_offsets;   // metadata clusters, for the overlap check
+    std::set<uint64_t> rb_offsets;
+    CoMutex lock;                    // metadata updates and lookups
+    int64_t free_index = -1;         // every cluster >= this has refcount 0 (-1: unknown)
+    bool header_updated = false;     // autoclear bits dropped on first write
+    bool strict_backing = false;
+    // The last decompressed cluster.
+    uint64_t zcache_offset = UINT64_MAX;
+    std::vector<uint8_t> zcache;
+    std::string backing_display;     // the header's name, as recorded
+};
+
+// --- qcow2-cache / mapping (qcow2-cluster.cpp) ---------------------------------
+
+// Loads (through the cache) the L2 table or refcount block at `offset`.
+Task<int> load_table(BlockDriverState *bs, TableCache &cache, uint64_t offset,
+                     TableCache::Table *out);
+
+struct Mapping {
+    ClusterType type = ClusterType::Unallocated;
+    uint64_t host = 0;     // byte offset in the file of `offset` (Normal); descriptor (Compressed)
+    int64_t bytes = 0;     // how far this mapping holds (> 0)
+    bool copied = false;   // the L2 entry has OFLAG_COPIED (Normal)
+};
+// Maps [offset, offset + bytes) as far as one kind of mapping holds, within
+// one L2 table.  Caller holds s->lock.  Negative errno on corrupt tables.
+Task<int> get_mapping(BlockDriverState *bs, int64_t offset, int64_t bytes, Mapping *m);
+
+Task<int> co_pwritev(BlockDriverState *bs, int64_t offset, int64_t bytes, const uint8_t *buf,
+                     int flags);
+Task<int> co_pwrite_zeroes(BlockDriverState *bs, int64_t offset, int64_t bytes, int flags);
+// Reads guest data; `locked`: the caller holds s->lock (copy-on-write).
+Task<int> read_range(BlockDriverState *bs, int64_t offset, int64_t bytes, uint8_t *buf,
+                     bool locked);
+// Whether [off, off + len) in the file overlaps metadata (never written as data).
+bool overlaps_metadata(State *s, uint64_t off, uint64_t len);
+
+// --- refcounts (qcow2-refcount.cpp) --------------------------------------------
+
+Task<int> get_refcount(BlockDriverState *bs, int64_t cluster, uint64_t *out);
+Task<int> update_refcount(BlockDriverState *bs, int64_t cluster, int delta);
+// Allocates n contiguous clusters with refcount 1; returns the byte offset or
+// negative errno.  Caller holds s->lock.
+Task<int64_t> alloc_clusters(BlockDriverState *bs, int64_t n);
+// Drops one reference of each host cluster in [off, off + len).
+Task<int> free_range(BlockDriverState *bs, uint64_t off, uint64_t len);
+
+struct CheckResult {
+    int64_t corruptions = 0, leaks = 0, check_errors = 0;
+    int64_t corruptions_fixed = 0, leaks_fixed = 0;
+    int64_t image_end_offset = 0, total_clusters = 0;
+    int64_t allocated_clusters = 0, fragmented_clusters = 0, compressed_clusters = 0;
+    std::vector<std::string> messages;  // "Leaked cluster 5 refcount=1 reference=0", ...
+};
+// Cross-checks every reference against the refcounts (qemu-img check's
+// rules); with repair_leaks, drops the refcount of leaked clusters.
+Task<int> check(BlockDriverState *bs, bool repair_leaks, CheckResult *res);
+
+// --- create (qcow2-create.cpp) --------------------------------------------------
+
+Status create(const std::string &filename, int64_t size, qapi::OptionDict &opts);
+
+}  // namespace mb::qcow2
+
+namespace mb {
+// For tools: the qcow2 check of a node opened with driver qcow2.
+Status qcow2_check(BlockDriverState *bs, bool repair_leaks, qcow2::CheckResult *res);
+}  // namespace mb

@@ -1,0 +1,368 @@
+// miniblock-img check, map and convert (registered in miniblock-img.cpp's
+// command map; their help is in tools/img-commands.h).
+#include <getopt.h>
+#include <json-glib/json-glib.h>
+
+#include <cinttypes>
+#include <cstdio>
+#include <cstring>
+#include <vector>
+
+#include "block/aio.h"
+#include "block/block_int.h"
+#include "block/drivers/qcow2.h"
+#include "tools/img-commands.h"
+#include "tools/tool-common.h"
+
+namespace mb::tools {
+
+namespace {
+
+const char *const prog = "miniblock-img";
+enum { OPT_OUTPUT = 300, OPT_IMAGE_OPTS };
+
+int fail(const Status &st) {
+    print_error(prog, st);
+    return 1;
+}
+
+int bad_usage(const std::string &msg) {
+    fprintf(stderr, "%s: %s\nTry 'miniblock-img --help' for more information.\n", prog, msg.c_str());
+    return 1;
+}
+
+bool parse_output(const char *arg, bool *json) {
+    if (!strcmp(arg, "json")) *json = true;
+    else if (!strcmp(arg, "human")) *json = false;
+    else return false;
+    return true;
+}
+
+void print_json(JsonBuilder *b) {
+    JsonNode *root = json_builder_get_root(b);
+    JsonGenerator *g = json_generator_new();
+    json_generator_set_pretty(g, TRUE);
+    json_generator_set_indent(g, 4);
+    json_generator_set_root(g, root);
+    gchar *s = json_generator_to_data(g, nullptr);
+    printf("%s\n", s);
+    g_free(s);
+    g_object_unref(g);
+    json_node_unref(root);
+}
+
+// --- check -------------------------------------------------------------------
+
+void print_check(const qcow2::CheckResult &r, const std::string &file, bool json, bool repaired,
+                 const qcow2::CheckResult *first) {
+    if (json) {
+        JsonBuilder *b = json_builder_new();
+        json_builder_begin_object(b);
+        auto num = [&](const char *k, int64_t v, bool always) {
+            if (!v && !always) return;
+            json_builder_set_member_name(b, k);
+            json_builder_add_int_value(b, v);
+        };
+        num("image-end-offset", r.image_end_offset, false);
+        num("total-clusters", r.total_clusters, false);
+        num("corruptions", r.corruptions, false);
+        num("leaks", r.leaks, false);
+        num("check-errors", r.check_errors, true);
+        if (repaired && first) {
+            num("corruptions-fixed", first->corruptions_fixed, false);
+            num("leaks-fixed", first->leaks_fixed, false);
+        }
+        num("allocated-clusters", r.allocated_clusters, false);
+        num("fragmented-clusters", r.fragmented_clusters, false);
+        num("compressed-clusters", r.compressed_clusters, false);
+        json_builder_set_member_name(b, "filename");
+        json_builder_add_string_value(b, file.c_str());
+        json_builder_set_member_name(b, "format");
+        json_builder_add_string_value(b, "qcow2");
+        json_builder_end_object(b);
+        print_json(b);
+        g_object_unref(b);
+        return;
+    }
+    if (repaired && first && (first->leaks_fixed || first->corruptions_fixed)) {
+        printf("The following inconsistencies were found and repaired:\n\n"
+               "    %" PRId64 " leaked clusters\n    %" PRId64 " corruptions\n\n"
+               "Double checking the fixed image now...\n",
+               first->leaks_fixed, first->corruptions_fixed);
+    }
+    if (!r.corruptions && !r.leaks && !r.check_errors) printf("No errors were found on the image.\n");
+    if (r.corruptions) {
+        printf("\n%" PRId64 " errors were found on the image.\n"
+               "Data may be corrupted, or further writes to the image may corrupt it.\n",
+               r.corruptions);
+    }
+    if (r.leaks) {
+        printf("\n%" PRId64 " leaked clusters were found on the image.\n"
+               "This means waste of disk space, but no harm to data.\n",
+               r.leaks);
+    }
+    if (r.check_errors) printf("\n%" PRId64 " internal errors have occurred during the check.\n", r.check_errors);
+    if (r.total_clusters && r.allocated_clusters) {
+        printf("%" PRId64 "/%" PRId64 " = %0.2f%% allocated, %0.2f%% fragmented, %0.2f%% compressed clusters\n",
+               r.allocated_clusters, r.total_clusters, r.allocated_clusters * 100.0 / r.total_clusters,
+               r.fragmented_clusters * 100.0 / r.allocated_clusters,
+               r.compressed_clusters * 100.0 / r.allocated_clusters);
+    }
+    if (r.image_end_offset) printf("Image end offset: %" PRId64 "\n", r.image_end_offset);
+}
+
+// --- map -----------------------------------------------------------------------
+
+struct MapEntry {
+    int64_t start, length;
+    int depth;
+    bool present, zero, data, has_offset;
+    int64_t offset;
+    std::string file;
+};
+
+// The status of `off` looking down the chain from bs.
+Task<int> chain_status(BlockDriverState *bs, int64_t off, int64_t bytes, MapEntry *e) {
+    int depth = 0;
+    for (;;) {
+        int64_t pnum = bytes, map = 0;
+        BlockDriverState *file = nullptr;
+        int ret;
+        if (bs->drv->co_block_status) {
+            ret = co_await bs->drv->co_block_status(bs, off, bytes, &pnum, &map, &file);
+            if (ret < 0) co_return ret;
+        } else {
+            ret = BDRV_BLOCK_DATA | BDRV_BLOCK_ALLOCATED | BDRV_BLOCK_OFFSET_VALID;
+            map = off;
+            file = bs;
+            while (file->file()) file = file->file()->bs.get();
+        }
+        bytes = pnum;
+        if (ret & BDRV_BLOCK_ALLOCATED) {
+            *e = MapEntry{off, pnum, depth, true, bool(ret & BDRV_BLOCK_ZERO), bool(ret & BDRV_BLOCK_DATA),
+                          bool(ret & BDRV_BLOCK_OFFSET_VALID) && file, map, file ? file->filename : ""};
+            co_return 0;
+        }
+        BdrvChild *b = bs->backing();
+        int64_t blen = b ? bdrv_getlength(b->bs.get()) : 0;
+        if (!b || off >= blen) {
+            *e = MapEntry{off, pnum, depth, false, true, false, false, 0, ""};
+            co_return 0;
+        }
+        bytes = std::min(bytes, blen - off);
+        bs = b->bs.get();
+        depth++;
+    }
+}
+
+}  // namespace
+
+int cmd_check(int argc, char **argv) {
+    ImageFlags flags;
+    bool json = false;
+    std::string repair;
+    static const struct option longopts[] = {{"output", required_argument, nullptr, OPT_OUTPUT},
+                                             {"image-opts", no_argument, nullptr, OPT_IMAGE_OPTS},
+                                             {"repair", required_argument, nullptr, 'r'},
+                                             {"format", required_argument, nullptr, 'f'},
+                                             {"force-share", no_argument, nullptr, 'U'},
+                                             {"help", no_argument, nullptr, 'h'},
+                                             {nullptr, 0, nullptr, 0}};
+    int c;
+    while ((c = getopt_long(argc, argv, "f:r:Uh", longopts, nullptr)) != -1) {
+        switch (c) {
+        case 'f': flags.format = optarg; break;
+        case 'r': repair = optarg; break;
+        case 'U': flags.force_share = true; break;
+        case OPT_IMAGE_OPTS: flags.image_opts = true; break;
+        case OPT_OUTPUT:
+            if (!parse_output(optarg, &json)) return bad_usage(std::string("--output must be human or json, not '") + optarg + "'");
+            break;
+        case 'h': print_img_qcow2_help(stdout); return 0;
+        default: return bad_usage("invalid option for check");
+        }
+    }
+    if (argc - optind != 1) return bad_usage("check needs exactly one FILE");
+    if (!repair.empty() && repair != "leaks") return bad_usage("-r supports only 'leaks', not '" + repair + "'");
+    if (!repair.empty() && flags.force_share) return bad_usage("-r and -U are mutually exclusive");
+    flags.read_only = repair.empty();
+    std::string image = argv[optind];
+    auto blk = open_image(image, flags);
+    if (!blk.ok()) return fail(Status(blk.status()).prefix("Could not open '" + image + "'"));
+    BlockDriverState *bs = (*blk)->bs();
+    if (strcmp(bs->drv->format_name, "qcow2") != 0) {
+        fprintf(stderr, "%s: This image format does not support checks\n", prog);
+        return 63;
+    }
+    qcow2::CheckResult first, r;
+    Status st = qcow2_check(bs, !repair.empty(), &first);
+    if (!st.ok()) return fail(st);
+    r = first;
+    if (!repair.empty() && first.leaks_fixed) {
+        r = qcow2::CheckResult{};
+        st = qcow2_check(bs, false, &r);
+        if (!st.ok()) return fail(st);
+    }
+    for (auto &m : first.messages) fprintf(stderr, "%s\n", m.c_str());
+    print_check(r, image, json, !repair.empty(), &first);
+    if (r.check_errors) return 1;
+    if (r.corruptions) return 2;
+    if (r.leaks) return 3;
+    return 0;
+}
+
+int cmd_map(int argc, char **argv) {
+    ImageFlags flags;
+    flags.read_only = true;
+    bool json = false;
+    static const struct option longopts[] = {{"output", required_argument, nullptr, OPT_OUTPUT},
+                                             {"image-opts", no_argument, nullptr, OPT_IMAGE_OPTS},
+                                             {"format", required_argument, nullptr, 'f'},
+                                             {"force-share", no_argument, nullptr, 'U'},
+                                             {"help", no_argument, nullptr, 'h'},
+                                             {nullptr, 0, nullptr, 0}};
+    int c;
+    while ((c = getopt_long(argc, argv, "f:Uh", longopts, nullptr)) != -1) {
+        switch (c) {
+        case 'f': flags.format = optarg; break;
+        case 'U': flags.force_share = true; break;
+        case OPT_IMAGE_OPTS: flags.image_opts = true; break;
+        case OPT_OUTPUT:
+            if (!parse_output(optarg, &json)) return bad_usage(std::string("--output must be human or json, not '") + optarg + "'");
+            break;
+        case 'h': print_img_qcow2_help(stdout); return 0;
+        default: return bad_usage("invalid option for map");
+        }
+    }
+    if (argc - optind != 1) return bad_usage("map needs exactly one FILE");
+    std::string image = argv[optind];
+    auto blk = open_image(image, flags);
+    if (!blk.ok()) return fail(Status(blk.status()).prefix("Could not open '" + image + "'"));
+    BlockDriverState *bs = (*blk)->bs();
+    int64_t len = (*blk)->length();
+    std::vector<MapEntry> out;
+    for (int64_t off = 0; off < len;) {
+        MapEntry e;
+        int r = sync_wait(chain_status(bs, off, std::min<int64_t>(len - off, int64_t(1) << 30), &e));
+        if (r < 0) return fail(PosixError("Could not read the image mapping at offset " + std::to_string(off), -r));
+        if (!out.empty()) {
+            MapEntry &p = out.back();
+            if (p.depth == e.depth && p.present == e.present && p.zero == e.zero && p.data == e.data &&
+                p.has_offset == e.has_offset && p.file == e.file &&
+                (!p.has_offset || p.offset + p.length == e.offset)) {
+                p.length += e.length;
+                off += e.length;
+                continue;
+            }
+        }
+        out.push_back(e);
+        off += e.length;
+    }
+    if (json) {
+        printf("[");
+        for (size_t i = 0; i < out.size(); i++) {
+            auto &e = out[i];
+            printf("%s{ \"start\": %" PRId64 ", \"length\": %" PRId64 ", \"depth\": %d, \"present\": %s, "
+                   "\"zero\": %s, \"data\": %s",
+                   i ? ",\n" : "", e.start, e.length, e.depth, e.present ? "true" : "false",
+                   e.zero ? "true" : "false", e.data ? "true" : "false");
+            if (e.has_offset) printf(", \"offset\": %" PRId64, e.offset);
+            printf("}");
+        }
+        printf("]\n");
+        return 0;
+    }
+    printf("%-16s%-16s%-16s%s\n", "Offset", "Length", "Mapped to", "File");
+    auto hx = [](int64_t v) {
+        char b[32];
+        snprintf(b, sizeof b, "%#" PRIx64, v);
+        return std::string(b);
+    };
+    for (auto &e : out) {
+        if (!e.data || !e.has_offset) continue;
+        printf("%-16s%-16s%-16s%s\n", hx(e.start).c_str(), hx(e.length).c_str(), hx(e.offset).c_str(),
+               e.file.c_str());
+    }
+    return 0;
+}
+
+int cmd_convert(int argc, char **argv) {
+    ImageFlags src_flags;
+    src_flags.read_only = true;
+    std::string out_fmt = "raw", o;
+    bool progress = false;
+    static const struct option longopts[] = {{"image-opts", no_argument, nullptr, OPT_IMAGE_OPTS},
+                                             {"force-share", no_argument, nullptr, 'U'},
+                                             {"help", no_argument, nullptr, 'h'},
+                                             {nullptr, 0, nullptr, 0}};
+    int c;
+    while ((c = getopt_long(argc, argv, "f:O:o:pUh", longopts, nullptr)) != -1) {
+        switch (c) {
+        case 'f': src_flags.format = optarg; break;
+        case 'O': out_fmt = optarg; break;
+        case 'o': o = o.empty() ? optarg : o + "," + optarg; break;
+        case 'p': progress = true; break;
+        case 'U': src_flags.force_share = true; break;
+        case OPT_IMAGE_OPTS: src_flags.image_opts = true; break;
+        case 'h': print_img_qcow2_help(stdout); return 0;
+        default: return bad_usage("invalid option for convert");
+        }
+    }
+    if (argc - optind != 2) return bad_usage("convert needs SOURCE and TARGET");
+    std::string src = argv[optind], dst = argv[optind + 1];
+    auto in = open_image(src, src_flags);
+    if (!in.ok()) return fail(Status(in.status()).prefix("Could not open '" + src + "'"));
+    int64_t size = (*in)->length();
+    if (size < 0) return fail(PosixError("Could not get the size of '" + src + "'", (int)-size));
+    qapi::OptionDict copts;
+    if (!o.empty()) {
+        auto r = qapi::parse_keyval_options(o);
+        if (!r.ok()) return fail(r.status());
+        copts = std::move(*r);
+    }
+    // qcow2 sizes are multiples of 512: round up like qemu-img does.
+    int64_t tsize = out_fmt == "qcow2" ? (size + 511) & ~int64_t(511) : size;
+    Status st = bdrv_create(out_fmt, dst, tsize, copts);
+    if (!st.ok()) return fail(st.prefix("Could not create '" + dst + "'"));
+    ImageFlags dst_flags;
+    dst_flags.format = out_fmt;
+    auto out = open_image(dst, dst_flags);
+    if (!out.ok()) return fail(Status(out.status()).prefix("Could not open '" + dst + "'"));
+    // The new target reads as zeroes: only non-zero pieces are written.
+    const int64_t chunk = 2 << 20, piece = 64 << 10;
+    std::vector<uint8_t> buf(chunk);
+    if (progress) printf("    (0.00/100%%)\r"), fflush(stdout);
+    for (int64_t off = 0; off < size;) {
+        int64_t n = std::min(chunk, size - off);
+        int r = (*in)->pread(off, n, buf.data());
+        if (r < 0) return fail(PosixError("error while reading at byte " + std::to_string(off), -r));
+        for (int64_t p = 0; p < n; p += piece) {
+            int64_t m = std::min(piece, n - p);
+            const uint8_t *d = buf.data() + p;
+            if (d[0] == 0 && !memcmp(d, d + 1, m - 1)) continue;
+            r = (*out)->pwrite(off + p, m, d);
+            if (r < 0) return fail(PosixError("error while writing at byte " + std::to_string(off + p), -r));
+        }
+        off += n;
+        if (progress && off < size) printf("    (%.2f/100%%)\r", off * 100.0 / size), fflush(stdout);
+    }
+    int r = (*out)->flush();
+    if (r < 0) return fail(PosixError("error while flushing '" + dst + "'", -r));
+    if (progress) printf("    (100.00/100%%)\n");
+    return 0;
+}
+
+void print_img_qcow2_help(FILE *out) {
+    fprintf(out,
+            "  check [-f FMT] [-r leaks] [-U] [--image-opts] [--output=human|json] FILE\n"
+            "      check a qcow2 image's metadata; exit 0 clean, 1 check failed, 2 corruptions,\n"
+            "      3 leaked clusters only; -r leaks drops the refcount of leaked clusters\n"
+            "  map [-f FMT] [-U] [--image-opts] [--output=human|json] FILE\n"
+            "      show where each range of the image is stored (layer of the backing chain,\n"
+            "      offset in which file), or that it reads as zeroes\n"
+            "  convert [-f FMT] [-O raw|qcow2] [-o OPTIONS] [-p] [-U] SOURCE TARGET\n"
+            "      copy SOURCE (through its backing chain) into a new TARGET image; -p shows\n"
+            "      progress; all-zero ranges are not written\n");
+}
+
+}  // namespace mb::tools
