@@ -5,7 +5,10 @@
 #include <sys/eventfd.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
+#include <chrono>
+#include <cstdlib>
 #include <cstring>
 
 namespace mb {
@@ -19,6 +22,7 @@ AioContext::AioContext(GMainContext *ctx)
     source_ = g_unix_fd_source_new(efd_, G_IO_IN);
     g_source_set_callback(source_, G_SOURCE_FUNC(dispatch_cb), this, nullptr);
     g_source_attach(source_, ctx_);
+    if (const char *ns = getenv("MINIBLOCK_POLL_NS")) poll_ns_ = std::max(0LL, atoll(ns));
 }
 
 AioContext::~AioContext() {
@@ -43,6 +47,7 @@ void AioContext::schedule(std::coroutine_handle<> h) {
         std::lock_guard<std::mutex> g(lock_);
         was_empty = scheduled_.empty();
         scheduled_.push_back(h);
+        has_scheduled_.store(true, std::memory_order_release);
     }
     // One wake-up per batch: the loop drains everything it finds.
     if (was_empty) {
@@ -52,24 +57,51 @@ void AioContext::schedule(std::coroutine_handle<> h) {
     }
 }
 
-void AioContext::run_scheduled() {
-    uint64_t cnt;
-    ssize_t r = read(efd_, &cnt, sizeof(cnt));
-    (void)r;
+bool AioContext::run_scheduled(bool from_loop) {
+    if (from_loop) {
+        uint64_t cnt;
+        ssize_t r = read(efd_, &cnt, sizeof(cnt));
+        (void)r;
+    }
     std::vector<std::coroutine_handle<>> batch;
     {
         std::lock_guard<std::mutex> g(lock_);
         batch.swap(scheduled_);
+        has_scheduled_.store(false, std::memory_order_relaxed);
     }
     for (auto h : batch) h.resume();
+    return !batch.empty();
 }
 
 gboolean AioContext::dispatch_cb(gint, GIOCondition, gpointer opaque) {
-    static_cast<AioContext *>(opaque)->run_scheduled();
+    static_cast<AioContext *>(opaque)->run_scheduled(true);
     return G_SOURCE_CONTINUE;
 }
 
-void AioContext::poll(bool may_block) { g_main_context_iteration(ctx_, may_block); }
+bool AioContext::poll_queues() {
+    bool progress = false;
+    if (has_scheduled_.load(std::memory_order_acquire)) progress |= run_scheduled(false);
+    if (laio_) progress |= laio_->poll_ring();
+    return progress;
+}
+
+void AioContext::poll(bool may_block) {
+    // Every so often the loop proper runs even while polling makes progress,
+    // so that other sources (sockets, timers, an embedder's) are served.
+    // Only native AIO is worth spinning for: its completions need no CPU
+    // of ours, whereas worker threads would compete with the spinner.
+    if (may_block && poll_ns_ > 0 && polled_in_a_row_ < 16 && laio_ && laio_->in_flight_ > 0) {
+        auto end = std::chrono::steady_clock::now() + std::chrono::nanoseconds(poll_ns_);
+        do {
+            if (poll_queues()) {
+                polled_in_a_row_++;
+                return;
+            }
+        } while (std::chrono::steady_clock::now() < end);
+    }
+    polled_in_a_row_ = 0;
+    g_main_context_iteration(ctx_, may_block);
+}
 
 ThreadPool &AioContext::thread_pool() {
     if (!pool_) pool_ = std::make_unique<ThreadPool>(*this);
@@ -140,6 +172,7 @@ void ThreadPool::submit(Job *job) {
             spawn_thread = true;
         }
         if (spawn_thread) threads_.emplace_back([this] { worker(); });
+        if (idle_ == 0) return;  // a busy worker takes it from the queue next
     }
     cond_.notify_one();
 }
@@ -267,25 +300,43 @@ int LinuxAio::reap(struct io_event *events, int max) {
     return n < 0 ? 0 : n;
 }
 
+void LinuxAio::handle(struct io_event *events, int n) {
+    in_flight_ -= n;
+    for (int i = 0; i < n; i++) {
+        auto *a = static_cast<Awaiter *>(events[i].data);
+        a->ret = static_cast<int64_t>(static_cast<long>(events[i].res));
+    }
+    // Resumed coroutines queue their next requests in pending_.
+    for (int i = 0; i < n; i++) static_cast<Awaiter *>(events[i].data)->waiter.resume();
+}
+
 void LinuxAio::complete() {
     uint64_t cnt;
     ssize_t rd = read(efd_, &cnt, sizeof(cnt));
     (void)rd;
     struct io_event events[LAIO_MAX_EVENTS];
     in_completion_ = true;
-    for (;;) {
-        int n = reap(events, LAIO_MAX_EVENTS);
-        if (n <= 0) break;
-        in_flight_ -= n;
-        for (int i = 0; i < n; i++) {
-            auto *a = static_cast<Awaiter *>(events[i].data);
-            a->ret = static_cast<int64_t>(static_cast<long>(events[i].res));
-        }
-        // Resumed coroutines queue their next requests in pending_.
-        for (int i = 0; i < n; i++) static_cast<Awaiter *>(events[i].data)->waiter.resume();
+    for (int n; (n = reap(events, LAIO_MAX_EVENTS)) > 0;) handle(events, n);
+    in_completion_ = false;
+    submit_pending();
+}
+
+bool LinuxAio::poll_ring() {
+    if (in_flight_ == 0) return false;
+    auto *ring = reinterpret_cast<AioRing *>(io_ctx_);
+    if (ring->magic != AIO_RING_MAGIC || ring->incompat_features != 0) return false;
+    if (ring->head == __atomic_load_n(&ring->tail, __ATOMIC_ACQUIRE)) return false;
+    // The eventfd stays signalled; the loop's next wake-up finds nothing.
+    struct io_event events[LAIO_MAX_EVENTS];
+    in_completion_ = true;
+    int total = 0;
+    for (int n; (n = reap(events, LAIO_MAX_EVENTS)) > 0;) {
+        handle(events, n);
+        total += n;
     }
     in_completion_ = false;
     submit_pending();
+    return total > 0;
 }
 
 gboolean LinuxAio::completion_cb(gint, GIOCondition, gpointer opaque) {

@@ -45,16 +45,6 @@ constexpr uint32_t R = BLK_PERM_CONSISTENT_READ, W = BLK_PERM_WRITE,
 
 // ---- the real byte map ----------------------------------------------------
 
-bool ofd_probe(int fd, int64_t off) {
-    struct flock fl = {};
-    fl.l_type = F_WRLCK;
-    fl.l_whence = SEEK_SET;
-    fl.l_start = off;
-    fl.l_len = 1;
-    assert_int_equal(fcntl(fd, F_OFD_GETLK, &fl), 0);
-    return fl.l_type != F_UNLCK;
-}
-
 ByteMap map_of(LockBits b) { return ByteMap{b.use, b.forbid, false}; }
 
 void assert_map(const std::string &path, LockBits expected, int line) {
