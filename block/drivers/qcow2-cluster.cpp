@@ -371,4 +371,49 @@ Task<int> co_pwrite_zeroes(BlockDriverState *bs, int64_t offset, int64_t bytes, 
     co_return 0;
 }
 
+Task<int> co_pdiscard(BlockDriverState *bs, int64_t offset, int64_t bytes) {
+    State *s = bs->state<State>();
+    const int64_t cs = s->cluster_size;
+    if (uint64_t(offset) > s->h().size || uint64_t(bytes) > s->h().size - offset) co_return -EINVAL;
+    // Without a zero flag, dropping a cluster would show the backing file.
+    if (bs->backing() && s->h().version < 3) co_return 0;
+    // Whole clusters only (the last one of an unaligned image counts).
+    int64_t start = (offset + cs - 1) & ~(cs - 1);
+    int64_t end = uint64_t(offset + bytes) == s->h().size ? offset + bytes : (offset + bytes) & ~(cs - 1);
+    const uint64_t l2_entries = uint64_t(1) << s->l2_bits;
+    const uint64_t new_entry = bs->backing() ? OFLAG_ZERO : 0;
+    while (start < end) {
+        co_await s->lock.lock();
+        CoLockGuard g(s->lock);
+        uint64_t l1_idx = uint64_t(start) >> (s->cluster_bits + s->l2_bits);
+        uint64_t l2_idx = (uint64_t(start) >> s->cluster_bits) & (l2_entries - 1);
+        int64_t n = std::min<int64_t>((end - start + cs - 1) / cs, l2_entries - l2_idx);
+        uint64_t l1e = l1_idx < s->l1.size() ? s->l1[l1_idx] : 0;
+        if (l1e & L1E_OFFSET_MASK) {
+            int r = co_await prepare_first_write(bs);
+            if (r < 0) co_return r;
+            TableCache::Table t;
+            uint64_t l2_off;
+            if ((r = co_await ensure_l2(bs, l1_idx, &t, &l2_off)) < 0) co_return r;
+            std::vector<uint64_t> old(n);
+            for (int64_t i = 0; i < n; i++) {
+                uint8_t *p = t->data() + (l2_idx + i) * 8;
+                old[i] = be64(p);
+                put_be64(p, new_entry);
+            }
+            if ((r = co_await write_l2_entries(bs, l2_off, *t, l2_idx, n)) < 0) co_return r;
+            for (int64_t i = 0; i < n; i++) {
+                if ((r = co_await release_entry(bs, old[i])) < 0) co_return r;
+                // Freed clusters are never reused: give the space back.
+                uint64_t host = old[i] & L2E_OFFSET_MASK;
+                if (host && !(old[i] & OFLAG_COMPRESSED)) (void)co_await bdrv_co_pdiscard(bs->file(), host, cs);
+            }
+        }
+        // No L2 table: the range is unallocated already (and with a
+        // backing file keeps showing it, which discard allows).
+        start += n * cs;
+    }
+    co_return 0;
+}
+
 }  // namespace mb::qcow2

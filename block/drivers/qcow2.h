@@ -172,6 +172,7 @@ Task<int> get_mapping(BlockDriverState *bs, int64_t offset, int64_t bytes, Mappi
 Task<int> co_pwritev(BlockDriverState *bs, int64_t offset, int64_t bytes, const uint8_t *buf,
                      int flags);
 Task<int> co_pwrite_zeroes(BlockDriverState *bs, int64_t offset, int64_t bytes, int flags);
+Task<int> co_pdiscard(BlockDriverState *bs, int64_t offset, int64_t bytes);
 // Reads guest data; `locked`: the caller holds s->lock (copy-on-write).
 Task<int> read_range(BlockDriverState *bs, int64_t offset, int64_t bytes, uint8_t *buf,
                      bool locked);
