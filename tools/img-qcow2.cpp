@@ -56,18 +56,16 @@ void print_json(JsonBuilder *b) {
 void print_check(const qcow2::CheckResult &r, const std::string &file, bool json, bool repaired,
                  const qcow2::CheckResult *first) {
     if (json) {
-        JsonBuilder *b = json_builder_new();
-        json_builder_begin_object(b);
-        auto num = [&](const char *k, int64_t v, bool always) {
-            if (!v && !always) return;
-            json_builder_set_member_name(b, k);
-            json_builder_add_int_value(b, v);
+        // qemu-img's key order and spacing; zero counts left out as it does.
+        std::vector<std::pair<const char *, int64_t>> v;
+        auto num = [&](const char *k, int64_t x, bool always) {
+            if (x || always) v.emplace_back(k, x);
         };
         num("image-end-offset", r.image_end_offset, false);
         num("total-clusters", r.total_clusters, false);
         num("corruptions", r.corruptions, false);
-        num("leaks", r.leaks, false);
         num("check-errors", r.check_errors, true);
+        num("leaks", r.leaks, false);
         if (repaired && first) {
             num("corruptions-fixed", first->corruptions_fixed, false);
             num("leaks-fixed", first->leaks_fixed, false);
@@ -75,13 +73,14 @@ void print_check(const qcow2::CheckResult &r, const std::string &file, bool json
         num("allocated-clusters", r.allocated_clusters, false);
         num("fragmented-clusters", r.fragmented_clusters, false);
         num("compressed-clusters", r.compressed_clusters, false);
-        json_builder_set_member_name(b, "filename");
-        json_builder_add_string_value(b, file.c_str());
-        json_builder_set_member_name(b, "format");
-        json_builder_add_string_value(b, "qcow2");
-        json_builder_end_object(b);
-        print_json(b);
-        g_object_unref(b);
+        printf("{\n");
+        for (auto &[k, x] : v) printf("    \"%s\": %" PRId64 ",\n", k, x);
+        JsonNode *fn = json_node_new(JSON_NODE_VALUE);
+        json_node_set_string(fn, file.c_str());
+        gchar *fs = json_to_string(fn, FALSE);
+        printf("    \"filename\": %s,\n    \"format\": \"qcow2\"\n}\n", fs);
+        g_free(fs);
+        json_node_unref(fn);
         return;
     }
     if (repaired && first && (first->leaks_fixed || first->corruptions_fixed)) {
