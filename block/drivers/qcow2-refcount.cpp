@@ -10,6 +10,7 @@
 #include <cstring>
 
 #include "block/drivers/qcow2.h"
+#include "block/warn.h"
 
 namespace mb::qcow2 {
 
@@ -194,6 +195,11 @@ Task<int> update_range(BlockDriverState *bs, int64_t first, int64_t count, int d
             if ((r = co_await ensure_block(bs, j)) < 0) co_return r;
         }
         uint64_t off = s->reftable[j] & REFT_OFFSET_MASK;
+        if (overlaps_metadata(s, off, s->cluster_size, MetaKind::Refblock)) {
+            warn_report("qcow2: refcount block " + hex(off) + " in '" + bs->file()->bs->filename +
+                        "' overlaps other metadata; refusing to update it");
+            co_return -EIO;
+        }
         TableCache::Table t;
         if ((r = co_await load_table(bs, s->rb_cache, off, &t)) < 0) co_return r;
         for (int64_t x = 0; x < n; x++) {
