@@ -38,19 +38,6 @@ bool parse_output(const char *arg, bool *json) {
     return true;
 }
 
-void print_json(JsonBuilder *b) {
-    JsonNode *root = json_builder_get_root(b);
-    JsonGenerator *g = json_generator_new();
-    json_generator_set_pretty(g, TRUE);
-    json_generator_set_indent(g, 4);
-    json_generator_set_root(g, root);
-    gchar *s = json_generator_to_data(g, nullptr);
-    printf("%s\n", s);
-    g_free(s);
-    g_object_unref(g);
-    json_node_unref(root);
-}
-
 // --- check -------------------------------------------------------------------
 
 void print_check(const qcow2::CheckResult &r, const std::string &file, bool json, bool repaired,
