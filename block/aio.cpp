@@ -207,37 +207,64 @@ bool LinuxAio::Awaiter::await_suspend(std::coroutine_handle<> h) {
     }
     io_set_eventfd(cb, aio.efd_);
     cb->data = this;
-    if (aio.in_flight_ >= LAIO_MAX_EVENTS || !aio.pending_.empty()) {
-        aio.pending_.push_back(this);
-        return true;
-    }
-    int r = io_submit(static_cast<io_context_t>(aio.io_ctx_), 1, &cb);
-    if (r == 1) {
-        aio.in_flight_++;
-        return true;
-    }
-    if (r == -EAGAIN) {
-        aio.pending_.push_back(this);
-        return true;
-    }
-    ret = r < 0 ? r : -EIO;
-    return false;  // resume at once with the error
+    aio.pending_.push_back(this);
+    // Inside a completion batch, the batch submits everything at its end.
+    if (!aio.in_completion_) aio.submit_pending();
+    return true;
 }
 
 void LinuxAio::submit_pending() {
+    constexpr int BATCH = 64;
     while (!pending_.empty() && in_flight_ < LAIO_MAX_EVENTS) {
-        Awaiter *a = pending_.front();
-        auto *cb = reinterpret_cast<struct iocb *>(a->iocb_storage);
-        int r = io_submit(static_cast<io_context_t>(io_ctx_), 1, &cb);
-        if (r == -EAGAIN) return;
-        pending_.pop_front();
-        if (r == 1) {
-            in_flight_++;
-        } else {
-            a->ret = r < 0 ? r : -EIO;
+        struct iocb *cbs[BATCH];
+        int n = 0;
+        while (n < BATCH && n < (int)pending_.size() && in_flight_ + n < LAIO_MAX_EVENTS)
+            { cbs[n] = reinterpret_cast<struct iocb *>(pending_[n]->iocb_storage); n++; }
+        int r = io_submit(static_cast<io_context_t>(io_ctx_), n, cbs);
+        if (r == -EAGAIN) return;  // retried when completions make room
+        if (r < 0) {
+            // The first request is bad: fail it alone and go on.
+            Awaiter *a = pending_.front();
+            pending_.pop_front();
+            a->ret = r;
             ctx_.schedule(a->waiter);
+            continue;
         }
+        for (int i = 0; i < r; i++) pending_.pop_front();
+        in_flight_ += r;
+        if (r < n) return;
     }
+}
+
+// Completed events, read straight from the kernel's completion ring when its
+// layout is the known one (no system call, as fio's userspace_reap and QEMU
+// do), else through io_getevents.
+namespace {
+struct AioRing {
+    unsigned id, nr, head, tail, magic, compat_features, incompat_features, header_length;
+    struct io_event events[];
+};
+constexpr unsigned AIO_RING_MAGIC = 0xa10a10a1;
+}  // namespace
+
+int LinuxAio::reap(struct io_event *events, int max) {
+    auto *ring = reinterpret_cast<AioRing *>(io_ctx_);
+    if (ring->magic == AIO_RING_MAGIC && ring->incompat_features == 0) {
+        unsigned head = ring->head;
+        unsigned tail = __atomic_load_n(&ring->tail, __ATOMIC_ACQUIRE);
+        int n = 0;
+        while (head != tail && n < max) {
+            events[n++] = ring->events[head];
+            head = (head + 1) % ring->nr;
+        }
+        __atomic_store_n(&ring->head, head, __ATOMIC_RELEASE);
+        return n;
+    }
+    struct timespec zero = {0, 0};
+    int n;
+    do n = io_getevents(static_cast<io_context_t>(io_ctx_), 0, max, events, &zero);
+    while (n == -EINTR);
+    return n < 0 ? 0 : n;
 }
 
 void LinuxAio::complete() {
@@ -245,21 +272,19 @@ void LinuxAio::complete() {
     ssize_t rd = read(efd_, &cnt, sizeof(cnt));
     (void)rd;
     struct io_event events[LAIO_MAX_EVENTS];
-    struct timespec zero = {0, 0};
+    in_completion_ = true;
     for (;;) {
-        int n = io_getevents(static_cast<io_context_t>(io_ctx_), 0, LAIO_MAX_EVENTS, events, &zero);
-        if (n == -EINTR) continue;
+        int n = reap(events, LAIO_MAX_EVENTS);
         if (n <= 0) break;
         in_flight_ -= n;
-        // Resume after the batch is collected: a resumed coroutine may submit
-        // more requests, which is fine, but must not re-enter this loop.
         for (int i = 0; i < n; i++) {
             auto *a = static_cast<Awaiter *>(events[i].data);
             a->ret = static_cast<int64_t>(static_cast<long>(events[i].res));
         }
+        // Resumed coroutines queue their next requests in pending_.
         for (int i = 0; i < n; i++) static_cast<Awaiter *>(events[i].data)->waiter.resume();
-        if (n < LAIO_MAX_EVENTS) break;
     }
+    in_completion_ = false;
     submit_pending();
 }
 

@@ -22,6 +22,8 @@
 #include "block/coroutine.h"
 #include "miniblock/status.h"
 
+struct io_event;  // libaio.h
+
 namespace mb {
 
 class ThreadPool;
@@ -150,13 +152,18 @@ private:
     static gboolean completion_cb(gint fd, GIOCondition cond, gpointer opaque);
     void complete();
     void submit_pending();
+    int reap(::io_event *events, int max);
 
     AioContext &ctx_;
     void *io_ctx_ = nullptr;  // io_context_t
     int efd_ = -1;
     GSource *source_ = nullptr;
     int in_flight_ = 0;
-    std::deque<Awaiter *> pending_;  // waiting for room in the io_context
+    // Requests wait here to be submitted in one io_submit: while completions
+    // are being handled (their coroutines issue the next requests), and when
+    // the io_context is full.
+    std::deque<Awaiter *> pending_;
+    bool in_completion_ = false;
 };
 
 }  // namespace mb

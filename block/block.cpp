@@ -15,48 +15,6 @@ using qapi::CacheMode;
 using qapi::LockMode;
 using qapi::OptionDict;
 
-const char *child_role_name(ChildRole role) {
-    return role == ChildRole::Backing ? "backing" : "file";
-}
-
-// --- references --------------------------------------------------------------
-
-BdrvRef::BdrvRef(BlockDriverState *bs) : bs_(bs) {
-    if (bs_) bs_->refcnt++;
-}
-
-void BdrvRef::reset() {
-    if (bs_ && --bs_->refcnt == 0) delete bs_;
-    bs_ = nullptr;
-}
-
-BdrvChild::~BdrvChild() {
-    if (bs) {
-        auto &p = bs->parents;
-        p.erase(std::remove(p.begin(), p.end(), this), p.end());
-    }
-}
-
-BlockDriverState::~BlockDriverState() {
-    // The driver closes first (it may still flush through its children),
-    // then the children go, last to first.
-    if (drv && drv->close) drv->close(this);
-    opaque.reset();
-    while (!children.empty()) children.pop_back();
-}
-
-BdrvChild *BlockDriverState::child(ChildRole r) const {
-    for (auto &c : children)
-        if (c->role == r) return c.get();
-    return nullptr;
-}
-
-std::string bdrv_describe(const BlockDriverState *bs) {
-    std::string s = "node '" + bs->node_name + "'";
-    if (!bs->filename.empty()) s += " (" + bs->filename + ")";
-    return s;
-}
-
 // --- opening -----------------------------------------------------------------
 
 namespace {
@@ -83,7 +41,7 @@ Result<const BlockDriver *> probe_format(const OptionDict &file_opts, const Inhe
                                          std::string_view path, std::string *filename) {
     InheritedOptions pinh = inh;
     pinh.read_only = true;
-    auto child = bdrv_open(file_opts, pinh, std::string(path) + "file.");
+    auto child = bdrv_open(file_opts, pinh, path.empty() ? "file" : std::string(path) + ".file");
     if (!child.ok()) return child.take_status();
     BlockDriverState *fbs = child->get();
     *filename = fbs->filename;
@@ -135,7 +93,8 @@ Result<BdrvRef> bdrv_open(OptionDict opts, const InheritedOptions &inh, std::str
     if (!drv) drv = bdrv_find_driver(*opts.get_str("driver"));
     if (!drv) return Status::Error(EINVAL, "Unknown driver '" + *opts.get_str("driver") + "'");
 
-    // 2. The node and what it inherits.
+    // 2. The node and what it inherits.  (Messages name options by their
+    // full path: "backing.file.aio".)
     auto *bs = new BlockDriverState();
     BdrvRef ref(bs);
     bs->drv = drv;
@@ -153,7 +112,7 @@ Result<BdrvRef> bdrv_open(OptionDict opts, const InheritedOptions &inh, std::str
     if (auto w = opts.get_int("lock-wait")) {
         if (*w < 0 || *w > 86400) {
             return Status::Error(EINVAL, "Invalid value '" + std::to_string(*w) +
-                                             "' for parameter '" + pfx + "lock-wait'",
+                                             "' for parameter '" + (pfx.empty() ? "" : pfx + ".") + "lock-wait'",
                                  "Expected seconds from 0 to 86400");
         }
         bs->lock_wait_ms = *w * 1000;
@@ -200,7 +159,8 @@ Result<BdrvChild *> bdrv_open_child(BlockDriverState *bs, OptionDict &opts, std:
     inh.role = role == ChildRole::Backing ? NodeRole::Backing : bs->role;
     inh.inactive = bs->open_flags & BDRV_O_INACTIVE;
     inh.node_name = bs->node_name + "." + key;
-    auto child = bdrv_open(std::move(child_opts), inh, bs->option_path + key + ".");
+    auto child = bdrv_open(std::move(child_opts), inh,
+                           bs->option_path.empty() ? key : bs->option_path + "." + key);
     if (!child.ok()) return child.take_status();
     if (role == ChildRole::File) {
         // The protocol's lock-wait follows its format's unless set.
@@ -241,11 +201,6 @@ Status bdrv_create(std::string_view driver, const std::string &filename, int64_t
     return drv->create(filename, size, opts);
 }
 
-Status bdrv_create_options_done(std::string_view driver, const OptionDict &opts) {
-    if (opts.keys().empty()) return Status::OK();
-    return Status::Error(EINVAL, "Invalid parameter '" + opts.keys().front() + "'",
-                         "Driver '" + std::string(driver) + "' has no such creation option");
-}
 
 // --- permissions ---------------------------------------------------------------
 

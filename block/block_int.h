@@ -234,7 +234,7 @@ struct InheritedOptions {
 // Opens a node and, recursively, its children from `opts` (the tree made by
 // qapi::parse_drive_options).  No locks are taken: the caller attaches the
 // node to a parent edge and refreshes permissions (one transaction for the
-// whole graph).  `path` prefixes option names in errors ("backing.").
+// whole graph).  `path` prefixes option names in errors ("backing", "backing.file").
 Result<BdrvRef> bdrv_open(qapi::OptionDict opts, const InheritedOptions &inherit,
                           std::string_view path = "");
 

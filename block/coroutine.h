@@ -9,7 +9,9 @@
 #pragma once
 
 #include <coroutine>
+#include <cstddef>
 #include <cstdlib>
+#include <new>
 #include <deque>
 #include <exception>
 #include <optional>
@@ -22,7 +24,50 @@ class Task;
 
 namespace detail {
 
+// Coroutine frames come and go once per request per layer: recycle them
+// through per-thread free lists by size class instead of malloc each time.
+class FramePool {
+public:
+    static void *allocate(std::size_t n) {
+        std::size_t c = size_class(n);
+        if (c < CLASSES) {
+            auto &fl = lists()[c];
+            if (fl) {
+                Free *f = fl;
+                fl = f->next;
+                return f;
+            }
+            return ::operator new((c + 1) * GRAIN);
+        }
+        return ::operator new(n);
+    }
+    static void deallocate(void *p, std::size_t n) {
+        std::size_t c = size_class(n);
+        if (c < CLASSES) {
+            auto *f = static_cast<Free *>(p);
+            f->next = lists()[c];
+            lists()[c] = f;
+            return;
+        }
+        ::operator delete(p);
+    }
+
+private:
+    struct Free {
+        Free *next;
+    };
+    static constexpr std::size_t GRAIN = 64, CLASSES = 32;  // frames up to 2 KiB
+    static std::size_t size_class(std::size_t n) { return (n + GRAIN - 1) / GRAIN - 1; }
+    static Free **lists() {
+        thread_local Free *l[CLASSES] = {};
+        return l;
+    }
+};
+
 struct PromiseBase {
+    static void *operator new(std::size_t n) { return FramePool::allocate(n); }
+    static void operator delete(void *p, std::size_t n) { FramePool::deallocate(p, n); }
+
     std::coroutine_handle<> continuation = std::noop_coroutine();
 
     std::suspend_always initial_suspend() noexcept { return {}; }
@@ -40,27 +85,19 @@ struct PromiseBase {
 
 }  // namespace detail
 
-template <class T>
-class [[nodiscard]] Task {
+// Ownership of a coroutine frame, shared by Task<T> and Task<void>.
+template <class Promise>
+class TaskBase {
 public:
-    struct promise_type : detail::PromiseBase {
-        std::optional<T> value;
-        Task get_return_object() {
-            return Task(std::coroutine_handle<promise_type>::from_promise(*this));
-        }
-        template <class U>
-        void return_value(U &&v) { value.emplace(std::forward<U>(v)); }
-    };
-
-    Task(Task &&o) noexcept : h_(std::exchange(o.h_, {})) {}
-    Task &operator=(Task &&o) noexcept {
+    TaskBase(TaskBase &&o) noexcept : h_(std::exchange(o.h_, {})) {}
+    TaskBase &operator=(TaskBase &&o) noexcept {
         if (this != &o) {
             if (h_) h_.destroy();
             h_ = std::exchange(o.h_, {});
         }
         return *this;
     }
-    ~Task() {
+    ~TaskBase() {
         if (h_) h_.destroy();
     }
 
@@ -69,51 +106,59 @@ public:
         h_.promise().continuation = awaiter;
         return h_;
     }
-    T await_resume() { return std::move(*h_.promise().value); }
-
-    // For sync_wait / detached starts: the raw handle and result.
-    std::coroutine_handle<promise_type> handle() const { return h_; }
+    // For sync_wait / detached starts: the raw handle.
+    std::coroutine_handle<Promise> handle() const { return h_; }
     bool done() const { return h_ && h_.done(); }
-    T &result() { return *h_.promise().value; }
 
-private:
-    explicit Task(std::coroutine_handle<promise_type> h) : h_(h) {}
-    std::coroutine_handle<promise_type> h_;
+protected:
+    explicit TaskBase(std::coroutine_handle<Promise> h) : h_(h) {}
+    std::coroutine_handle<Promise> h_;
+};
+
+template <class T>
+struct TaskPromise : detail::PromiseBase {
+    std::optional<T> value;
+    Task<T> get_return_object();
+    template <class U>
+    void return_value(U &&v) { value.emplace(std::forward<U>(v)); }
 };
 
 template <>
-class [[nodiscard]] Task<void> {
+struct TaskPromise<void> : detail::PromiseBase {
+    Task<void> get_return_object();
+    void return_void() {}
+};
+
+template <class T>
+class [[nodiscard]] Task : public TaskBase<TaskPromise<T>> {
 public:
-    struct promise_type : detail::PromiseBase {
-        Task get_return_object() {
-            return Task(std::coroutine_handle<promise_type>::from_promise(*this));
-        }
-        void return_void() {}
-    };
-    Task(Task &&o) noexcept : h_(std::exchange(o.h_, {})) {}
-    Task &operator=(Task &&o) noexcept {
-        if (this != &o) {
-            if (h_) h_.destroy();
-            h_ = std::exchange(o.h_, {});
-        }
-        return *this;
-    }
-    ~Task() {
-        if (h_) h_.destroy();
-    }
-    bool await_ready() const noexcept { return false; }
-    std::coroutine_handle<> await_suspend(std::coroutine_handle<> awaiter) noexcept {
-        h_.promise().continuation = awaiter;
-        return h_;
-    }
-    void await_resume() {}
-    std::coroutine_handle<promise_type> handle() const { return h_; }
-    bool done() const { return h_ && h_.done(); }
+    using promise_type = TaskPromise<T>;
+    T await_resume() { return std::move(*this->h_.promise().value); }
+    T &result() { return *this->h_.promise().value; }
 
 private:
-    explicit Task(std::coroutine_handle<promise_type> h) : h_(h) {}
-    std::coroutine_handle<promise_type> h_;
+    friend promise_type;
+    explicit Task(std::coroutine_handle<promise_type> h) : TaskBase<promise_type>(h) {}
 };
+
+template <>
+class [[nodiscard]] Task<void> : public TaskBase<TaskPromise<void>> {
+public:
+    using promise_type = TaskPromise<void>;
+    void await_resume() {}
+
+private:
+    friend promise_type;
+    explicit Task(std::coroutine_handle<promise_type> h) : TaskBase<promise_type>(h) {}
+};
+
+template <class T>
+Task<T> TaskPromise<T>::get_return_object() {
+    return Task<T>(std::coroutine_handle<TaskPromise<T>>::from_promise(*this));
+}
+inline Task<void> TaskPromise<void>::get_return_object() {
+    return Task<void>(std::coroutine_handle<TaskPromise<void>>::from_promise(*this));
+}
 
 // A mutex for coroutines of one thread (e.g. serializing read-modify-write of
 // an unaligned O_DIRECT write, or qcow2 metadata updates).  FIFO, no

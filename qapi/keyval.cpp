@@ -120,6 +120,7 @@ Status TreeBuilder::insert(std::vector<std::string> parts, Leaf leaf) {
             return parse_json_into(std::string_view(leaf.str).substr(5), *this);
         }
         parts.push_back("filename");
+        saw_file_ = true;
     }
 
     OptionDict *cur = &root_;
@@ -153,6 +154,8 @@ Status TreeBuilder::insert(std::vector<std::string> parts, Leaf leaf) {
     Status s = error("Duplicate parameter '" + shown(full) + "'");
     if (sugar_ && saw_format_ && full == "driver")
         s.add_detail("'format' is another name for 'driver'");
+    if (sugar_ && saw_file_ && full == "file.filename")
+        s.add_detail("'file=NAME' is short for 'file.filename=NAME'");
     return s;
 }
 

@@ -43,6 +43,7 @@ public:
 private:
     bool sugar_;
     bool saw_format_ = false;
+    bool saw_file_ = false;
     OptionDict root_;
 };
 

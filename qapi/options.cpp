@@ -1,21 +1,19 @@
 // OptionDict: a small sorted tree of option values (miniblock/options.h).
 #include "miniblock/options.h"
 
-#include <algorithm>
-#include <memory>
+#include <map>
 
 namespace mb::qapi {
 
 struct OptionDict::Entry {
-    std::string key;
     OptionType type = OptionType::Null;
     std::string str;                  // String
     int64_t num = 0;                  // Int; Bool as 0/1
     std::unique_ptr<OptionDict> sub;  // Dict (heap, so pointers to it stay put)
 
-    explicit Entry(std::string k) : key(std::move(k)) {}
+    Entry() = default;
     Entry(const Entry &o)
-        : key(o.key), type(o.type), str(o.str), num(o.num),
+        : type(o.type), str(o.str), num(o.num),
           sub(o.sub ? std::make_unique<OptionDict>(*o.sub) : nullptr) {}
     Entry(Entry &&) noexcept = default;
     Entry &operator=(const Entry &o) {
@@ -24,13 +22,8 @@ struct OptionDict::Entry {
     }
     Entry &operator=(Entry &&) noexcept = default;
 
-    void clear() {
-        str.clear();
-        num = 0;
-        sub.reset();
-    }
     bool operator==(const Entry &o) const {
-        if (key != o.key || type != o.type) return false;
+        if (type != o.type) return false;
         switch (type) {
         case OptionType::String: return str == o.str;
         case OptionType::Int:
@@ -42,41 +35,43 @@ struct OptionDict::Entry {
     }
 };
 
+struct OptionDict::Impl {
+    std::map<std::string, Entry, std::less<>> map;
+};
+
 OptionDict::OptionDict() = default;
 OptionDict::~OptionDict() = default;
-OptionDict::OptionDict(const OptionDict &other) = default;
+OptionDict::OptionDict(const OptionDict &other)
+    : impl_(other.impl_ ? std::make_unique<Impl>(*other.impl_) : nullptr) {}
 OptionDict::OptionDict(OptionDict &&other) noexcept = default;
-OptionDict &OptionDict::operator=(const OptionDict &other) = default;
+OptionDict &OptionDict::operator=(const OptionDict &other) {
+    if (this != &other) impl_ = other.impl_ ? std::make_unique<Impl>(*other.impl_) : nullptr;
+    return *this;
+}
 OptionDict &OptionDict::operator=(OptionDict &&other) noexcept = default;
 
-namespace {
-struct KeyLess {
-    template <class E>
-    bool operator()(const E &e, std::string_view k) const { return std::string_view(e.key) < k; }
-};
-}  // namespace
-
 OptionDict::Entry *OptionDict::find(std::string_view key) {
-    auto it = std::lower_bound(entries_.begin(), entries_.end(), key, KeyLess{});
-    return it != entries_.end() && it->key == key ? &*it : nullptr;
+    if (!impl_) return nullptr;
+    auto it = impl_->map.find(key);
+    return it != impl_->map.end() ? &it->second : nullptr;
 }
 
 const OptionDict::Entry *OptionDict::find(std::string_view key) const {
     return const_cast<OptionDict *>(this)->find(key);
 }
 
+// A fresh entry for key (an old value of the key is dropped).
 OptionDict::Entry &OptionDict::slot(std::string_view key) {
-    auto it = std::lower_bound(entries_.begin(), entries_.end(), key, KeyLess{});
-    if (it != entries_.end() && it->key == key) {
-        it->clear();
-        return *it;
-    }
-    return *entries_.insert(it, Entry(std::string(key)));
+    if (!impl_) impl_ = std::make_unique<Impl>();
+    auto it = impl_->map.find(key);
+    if (it == impl_->map.end()) return impl_->map.emplace(std::string(key), Entry()).first->second;
+    it->second = Entry();
+    return it->second;
 }
 
 bool OptionDict::has(std::string_view key) const { return find(key) != nullptr; }
-bool OptionDict::empty() const { return entries_.empty(); }
-size_t OptionDict::size() const { return entries_.size(); }
+bool OptionDict::empty() const { return !impl_ || impl_->map.empty(); }
+size_t OptionDict::size() const { return impl_ ? impl_->map.size() : 0; }
 
 std::optional<OptionType> OptionDict::type(std::string_view key) const {
     const Entry *e = find(key);
@@ -151,7 +146,7 @@ void OptionDict::set_bool(std::string_view key, bool value) {
 void OptionDict::set_null(std::string_view key) { slot(key).type = OptionType::Null; }
 
 OptionDict &OptionDict::set_dict(std::string_view key, OptionDict value) {
-    // Built before slot(): `value` may be a copy of the entry being replaced.
+    // Moved out before slot(): `value` may be a copy of the entry being replaced.
     auto sub = std::make_unique<OptionDict>(std::move(value));
     Entry &e = slot(key);
     e.type = OptionType::Dict;
@@ -160,16 +155,18 @@ OptionDict &OptionDict::set_dict(std::string_view key, OptionDict value) {
 }
 
 bool OptionDict::erase(std::string_view key) {
-    auto it = std::lower_bound(entries_.begin(), entries_.end(), key, KeyLess{});
-    if (it == entries_.end() || it->key != key) return false;
-    entries_.erase(it);
+    if (!impl_) return false;
+    auto it = impl_->map.find(key);
+    if (it == impl_->map.end()) return false;
+    impl_->map.erase(it);
     return true;
 }
 
 std::vector<std::string> OptionDict::keys() const {
     std::vector<std::string> out;
-    out.reserve(entries_.size());
-    for (const Entry &e : entries_) out.push_back(e.key);
+    if (!impl_) return out;
+    out.reserve(impl_->map.size());
+    for (const auto &[k, e] : impl_->map) out.push_back(k);
     return out;
 }
 
@@ -202,24 +199,29 @@ void json_string(std::string &out, std::string_view s) {
 
 std::string OptionDict::to_json() const {
     std::string out = "{";
-    bool first = true;
-    for (const Entry &e : entries_) {
-        if (!first) out += ", ";
-        first = false;
-        json_string(out, e.key);
-        out += ": ";
-        switch (e.type) {
-        case OptionType::String: json_string(out, e.str); break;
-        case OptionType::Int: out += std::to_string(e.num); break;
-        case OptionType::Bool: out += e.num ? "true" : "false"; break;
-        case OptionType::Null: out += "null"; break;
-        case OptionType::Dict: out += e.sub->to_json(); break;
+    if (impl_) {
+        bool first = true;
+        for (const auto &[k, e] : impl_->map) {
+            if (!first) out += ", ";
+            first = false;
+            json_string(out, k);
+            out += ": ";
+            switch (e.type) {
+            case OptionType::String: json_string(out, e.str); break;
+            case OptionType::Int: out += std::to_string(e.num); break;
+            case OptionType::Bool: out += e.num ? "true" : "false"; break;
+            case OptionType::Null: out += "null"; break;
+            case OptionType::Dict: out += e.sub->to_json(); break;
+            }
         }
     }
     out += '}';
     return out;
 }
 
-bool OptionDict::operator==(const OptionDict &other) const { return entries_ == other.entries_; }
+bool OptionDict::operator==(const OptionDict &other) const {
+    if (size() != other.size()) return false;
+    return empty() || impl_->map == other.impl_->map;
+}
 
 }  // namespace mb::qapi

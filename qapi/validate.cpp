@@ -104,7 +104,7 @@ std::optional<int64_t> parse_int(std::string_view s, bool &overflow) {
 }
 
 // Bytes with an optional binary suffix: 512, 64k, 1M, 2G, 1T, 1P, 1E.
-std::optional<int64_t> parse_size(std::string_view s, bool &overflow) {
+std::optional<int64_t> parse_size_checked(std::string_view s, bool &overflow) {
     overflow = false;
     int shift = 0;
     if (!s.empty()) {
@@ -235,7 +235,7 @@ Status Validator::value(OptionDict &d, const std::string &key, int type_index,
         } else if (name == "size") {
             if (vt == OptionType::Int && *d.get_int(key) >= 0) return Status::OK();
             if (str) {
-                if (auto v = parse_size(*str, overflow)) {
+                if (auto v = parse_size_checked(*str, overflow)) {
                     d.set_int(key, *v);
                     return Status::OK();
                 }
@@ -366,7 +366,8 @@ std::string type_text(const Schema &s, const TypeDef &t) {
         std::string out = "<";
         for (const Branch &b : t.branches) {
             if (out.size() > 1) out += " or ";
-            out += type_text(s, s.type(b.type));
+            std::string inner = type_text(s, s.type(b.type));
+            out += inner.substr(1, inner.size() - 2);
         }
         return out + ">";
     }
@@ -428,6 +429,9 @@ void help_fields(const Schema &s, std::string &out, std::vector<const Field *> f
 
 Status validate_node_options(OptionDict &opts, std::string_view driver, std::string_view path,
                              const Schema &schema) {
+    // "backing.file" and "backing.file." (a prefix, as the block layer
+    // builds it) both name the node.
+    if (path.ends_with('.')) path.remove_suffix(1);
     const std::string p(path);
     if (driver.empty()) return error("Parameter '" + shown(full_key(p, "driver")) + "' is missing");
     const TypeDef *st = schema.driver_struct(driver);
@@ -489,11 +493,9 @@ std::string driver_options_help(std::string_view driver) {
 
 namespace mb::qapi {
 
-// The internal parser lives in an unnamed namespace; this is its public face.
 std::optional<int64_t> parse_size(std::string_view s) {
     bool overflow;
-    std::optional<int64_t> (*internal)(std::string_view, bool &) = parse_size;
-    return internal(s, overflow);
+    return parse_size_checked(s, overflow);
 }
 
 }  // namespace mb::qapi

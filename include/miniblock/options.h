@@ -14,6 +14,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -87,10 +88,11 @@ public:
 
 private:
     struct Entry;
+    struct Impl;  // a std::map: O(log n) per key, even for hostile inputs
     Entry *find(std::string_view key);
     const Entry *find(std::string_view key) const;
     Entry &slot(std::string_view key);
-    std::vector<Entry> entries_;  // sorted by key
+    std::unique_ptr<Impl> impl_;  // nullptr while empty
 };
 
 // Parses a -drive style option string into a tree; three spellings:
@@ -122,7 +124,8 @@ std::optional<int64_t> parse_size(std::string_view s);
 // Validates one node's options against the schema struct of `driver` (a
 // branch of the BlockdevOptions union), in place: unknown keys, bad values
 // and missing required fields are errors naming the full dotted key (`path`
-// is the node's own prefix, e.g. "backing.file"); strings are coerced to
+// is the node's own prefix, "backing.file" or "backing.file."; "" for the
+// top); strings are coerced to
 // int/size/bool/enum, enum aliases canonicalized ("none" -> "off").  Child
 // nodes (fields of type BlockdevRef/BlockdevRefOrNull) are only checked to be
 // a string, a dict (or null where allowed; the string "null" becomes null

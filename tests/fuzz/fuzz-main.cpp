@@ -124,10 +124,9 @@ int main(int argc, char **argv) {
         else if (!strncmp(argv[i], "-max_len=", 9)) max_len = strtoull(argv[i] + 9, nullptr, 0);
         else load(argv[i], corpus);
     }
-    // A target must not allocate without bound: cap the address space.
-    // Not under ASan: its shadow is already mapped (terabytes of address
-    // space), so any cap makes every later mmap fail; there
-    // ASAN_OPTIONS=max_allocation_size_mb (meson.build) bounds allocations.
+    // A target must not allocate without bound.  Under ASan, its
+    // max_allocation_size_mb option does that (a cap on the address space
+    // would starve ASan's shadow memory); without it, cap the address space.
 #ifndef __SANITIZE_ADDRESS__
     struct rlimit rl = {8ull << 30, 8ull << 30};
     setrlimit(RLIMIT_AS, &rl);

@@ -1,0 +1,15 @@
+// The json: spelling where json-glib is absent (the Windows build): key=value
+// options and validation work; "json:{...}" is refused with a clear error.
+// Build this file instead of options-json.cpp there.
+#include <cerrno>
+
+#include "qapi/option-builder.h"
+
+namespace mb::qapi::detail {
+
+Status parse_json_into(std::string_view, TreeBuilder &) {
+    return Status::Error(EINVAL, "JSON options are not supported in this build",
+                         "Use key=value options instead");
+}
+
+}  // namespace mb::qapi::detail
