@@ -53,6 +53,33 @@ BlockBackend::~BlockBackend() {
     (void)st;
 }
 
+Status BlockBackend::activate() {
+    if (!bs()) return Status::Error(ENOMEDIUM, "Drive '" + name_ + "' has no image");
+    if (!inactive()) return Status::OK();
+    Status st = bdrv_activate(bs());
+    return st.ok() ? st : st.prefix("Cannot activate drive '" + name_ + "'");
+}
+
+Status BlockBackend::inactivate() {
+    if (!bs()) return Status::Error(ENOMEDIUM, "Drive '" + name_ + "' has no image");
+    if (inactive()) return Status::OK();
+    Status st = bdrv_inactivate(bs());
+    return st.ok() ? st : st.prefix("Cannot inactivate drive '" + name_ + "'");
+}
+
+Status BlockBackend::commit(const std::string &base, bool check_only,
+                            void (*progress)(int64_t, int64_t, void *), void *opaque) {
+    if (!root_) return Status::Error(ENOMEDIUM, "Drive '" + name_ + "' has no image");
+    CommitParams p;
+    p.base = base;
+    p.check_only = check_only;
+    p.progress = progress;
+    p.progress_opaque = opaque;
+    return bdrv_commit(root_, p);
+}
+
+bool BlockBackend::inactive() const { return bs() && bdrv_is_inactive(bs()); }
+
 BlockDriverState *BlockBackend::bs() const { return root_ ? root_->bs.get() : nullptr; }
 bool BlockBackend::read_only() const { return !bs() || bs()->read_only; }
 

@@ -125,7 +125,7 @@ Result<BdrvRef> bdrv_open(OptionDict opts, const InheritedOptions &inh, std::str
     case CacheMode::Unsafe: bs->open_flags |= BDRV_O_NO_FLUSH; break;
     case CacheMode::Writeback: break;
     }
-    if (inh.inactive) bs->open_flags |= BDRV_O_INACTIVE;
+    if (inh.inactive || opts.get_bool("inactive").value_or(false)) bs->open_flags |= BDRV_O_INACTIVE;
     if (probed) bs->open_flags |= BDRV_O_PROBED;
     if (auto fn = opts.get_str("filename")) bs->filename = *fn;
 
@@ -292,7 +292,8 @@ Status bdrv_refresh_perms(BlockDriverState *bs) {
         for (auto &c : n->children) {
             PermPair out;
             Status st;
-            if (n->drv->child_perm) n->drv->child_perm(n, c.get(), cum, &out);
+            if (c->pinned) out = edge_perm(c.get());
+            else if (n->drv->child_perm) n->drv->child_perm(n, c.get(), cum, &out);
             else st = default_child_perm(n, c.get(), cum, &out);
             if (!st.ok()) {
                 clear_pending(order);
@@ -328,6 +329,68 @@ Status bdrv_refresh_perms(BlockDriverState *bs) {
     }
     return Status::OK();
 }
+
+// --- migration hand-over ---------------------------------------------------------
+
+namespace {
+
+// Every node below (and including) bs.
+std::vector<BlockDriverState *> subtree(BlockDriverState *bs) {
+    std::vector<BlockDriverState *> all{bs};
+    std::set<BlockDriverState *> seen{bs};
+    for (size_t i = 0; i < all.size(); i++)
+        for (auto &c : all[i]->children)
+            if (seen.insert(c->bs.get()).second) all.push_back(c->bs.get());
+    return all;
+}
+
+}  // namespace
+
+Status bdrv_activate(BlockDriverState *bs) {
+    auto nodes = subtree(bs);
+    std::vector<int> saved;
+    for (auto *n : nodes) saved.push_back(n->open_flags);
+    for (auto *n : nodes) n->open_flags &= ~BDRV_O_INACTIVE;
+    // One transaction takes every lock of the graph; if any is refused
+    // (the source still runs), all abort and the nodes are inactive again.
+    Status st = bdrv_refresh_perms(bs);
+    if (!st.ok()) {
+        for (size_t i = 0; i < nodes.size(); i++) nodes[i]->open_flags = saved[i];
+        return st;
+    }
+    // Now that nobody else may write, forget what was read while the source
+    // still could: children first, so a format re-reads through fresh ones.
+    for (auto it = nodes.rbegin(); it != nodes.rend(); ++it) {
+        BlockDriverState *n = *it;
+        if (!n->drv->invalidate_cache) continue;
+        st = n->drv->invalidate_cache(n);
+        if (st.ok()) continue;
+        // Back to inactive: flags as before, locks released again.
+        for (size_t i = 0; i < nodes.size(); i++) nodes[i]->open_flags = saved[i];
+        (void)bdrv_refresh_perms(bs);
+        return st.prefix("Could not reload " + bdrv_describe(n));
+    }
+    return Status::OK();
+}
+
+Status bdrv_inactivate(BlockDriverState *bs) {
+    // Whatever is cached must reach the file before the target may use it.
+    int r = sync_wait(bdrv_co_flush(bs));
+    if (r < 0) return PosixError("Could not flush " + bdrv_describe(bs), -r);
+    auto nodes = subtree(bs);
+    std::vector<int> saved;
+    for (auto *n : nodes) saved.push_back(n->open_flags);
+    for (auto *n : nodes) n->open_flags |= BDRV_O_INACTIVE;
+    // Inactive protocol nodes want no bytes: the transaction only releases.
+    Status st = bdrv_refresh_perms(bs);
+    if (!st.ok()) {
+        for (size_t i = 0; i < nodes.size(); i++) nodes[i]->open_flags = saved[i];
+        return st;
+    }
+    return Status::OK();
+}
+
+bool bdrv_is_inactive(const BlockDriverState *bs) { return bs->open_flags & BDRV_O_INACTIVE; }
 
 Status bdrv_child_try_set_perm(BdrvChild *c, PermPair p) {
     c->pending = p;

@@ -119,6 +119,18 @@ struct BlockDriver {
     // format's creation options (-o).  The driver erases each key it reads
     // and calls bdrv_create_options_done() before touching any file.
     Status (*create)(const std::string &filename, int64_t size, qapi::OptionDict &opts);
+
+    // Protocols: reopens the node's file read-write (true) or read-only
+    // (false) on a new fd, moving its locks over without a moment in which
+    // they are free; on failure nothing changed.  Used by commit to write
+    // into a backing file.  nullptr: the node cannot switch.
+    Status (*reopen_rw)(BlockDriverState *bs, bool writable);
+
+    // Formats: drops and re-reads everything cached from the image
+    // (header, tables), as at open.  Called by activate once the locks are
+    // held: a migration target opened inactive while the source was still
+    // writing.  nullptr: nothing is cached.
+    Status (*invalidate_cache)(BlockDriverState *bs);
 };
 
 // Creates an image with `driver` ("raw", "qcow2", ...).
@@ -164,6 +176,10 @@ struct BdrvChild {
     PermPair perm{0, BLK_PERM_ALL};       // committed
     PermPair pending{0, BLK_PERM_ALL};    // during a transaction
     bool has_pending = false;
+    // Set by an operation that fixes this edge's (perm, shared) for its
+    // duration (commit): a refresh keeps the edge's value instead of
+    // recomputing it from the parent.
+    bool pinned = false;
 
     BdrvChild() = default;
     BdrvChild(const BdrvChild &) = delete;
@@ -261,6 +277,25 @@ Status bdrv_refresh_perms(BlockDriverState *bs);
 // Sets an edge's (perm, shared) in one transaction; on failure the edge and
 // every lock are as before.
 Status bdrv_child_try_set_perm(BdrvChild *c, PermPair p);
+// Migration hand-over.  Activate clears BDRV_O_INACTIVE on bs and every node
+// below it and takes all their locks in one transaction; on failure the
+// flags and the lock bytes are exactly as before and the error names the
+// holders (the source still running).  Inactivate flushes, then sets the
+// flag everywhere below bs and drops every lock in one transaction.
+Status bdrv_activate(BlockDriverState *bs);
+Status bdrv_inactivate(BlockDriverState *bs);
+bool bdrv_is_inactive(const BlockDriverState *bs);
+// Commit (block/commit.cpp): copies what the layers above `base` define into
+// base, under a temporary exclusive lock on base (see bdrv_commit there).
+struct CommitParams {
+    std::string base;        // a file name or node name in top's chain; empty: top's backing
+    bool check_only = false; // take the lock and give it back at once (dry run)
+    // Called now and then with bytes done and the total.
+    void (*progress)(int64_t done, int64_t total, void *opaque) = nullptr;
+    void *progress_opaque = nullptr;
+};
+Status bdrv_commit(BdrvChild *root, const CommitParams &p);
+
 // The (perm, shared) a parent asks of a node in the lock table's terms.
 Result<PermPair> bdrv_table_perms(const BlockDriverState *bs);
 

@@ -40,6 +40,21 @@ int mb_pwrite_zeroes(mb_drive *d, int64_t len, int64_t offset) {
 }
 int mb_flush(mb_drive *d) { return d ? d->blk->flush() : -EBADF; }
 int64_t mb_length(mb_drive *d) { return d ? d->blk->length() : -EBADF; }
+static int status_to_ret(const mb::Status &st, char **errp) {
+    if (errp) *errp = st.ok() ? nullptr : strdup(st.to_string().c_str());
+    return st.ok() ? 0 : -(st.err() ? st.err() : EIO);
+}
+
+int mb_activate(mb_drive *d, char **errp) {
+    if (!d) return status_to_ret(mb::Status::Error(EBADF, "No drive was given"), errp);
+    return status_to_ret(d->blk->activate(), errp);
+}
+int mb_inactivate(mb_drive *d, char **errp) {
+    if (!d) return status_to_ret(mb::Status::Error(EBADF, "No drive was given"), errp);
+    return status_to_ret(d->blk->inactivate(), errp);
+}
+int mb_is_inactive(mb_drive *d) { return d ? (d->blk->inactive() ? 1 : 0) : -EBADF; }
+
 void mb_free_error(char *err) { std::free(err); }
 
 }  // extern "C"

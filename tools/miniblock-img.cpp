@@ -27,6 +27,8 @@
 using namespace mb;
 using namespace mb::tools;
 
+int img_cmd_commit(int argc, char **argv);  // tools/img-commit.cpp
+
 namespace {
 
 const char *const prog = "miniblock-img";
@@ -51,6 +53,9 @@ void usage(FILE *out) {
             "      send COUNT requests (default 75000) of SIZE bytes (default 4 KiB), DEPTH in\n"
             "      parallel (default 64), starting at OFFSET, STEP apart (default SIZE),\n"
             "      reads unless -w, and print the time and requests per second\n"
+            "  commit [-f FMT] [-t CACHE] [-b BASE] [-d] [-p] [-q] [--check] [--image-opts] FILE\n"
+            "      copy an overlay's data into its backing file under a temporary exclusive\n"
+            "      lock on it; --check only says whether that lock could be taken now\n"
             );
     mb::tools::print_img_qcow2_help(out);
     fprintf(out,
@@ -305,6 +310,8 @@ int cmd_locks(int argc, char **argv) {
                 json_builder_begin_array(b);
                 for (auto &n : lock_bit_name_list(h.forbid)) json_builder_add_string_value(b, n.c_str());
                 json_builder_end_array(b);
+                json_builder_set_member_name(b, "write-lock");
+                json_builder_add_boolean_value(b, h.write_lock);
                 json_builder_end_object(b);
             }
             json_builder_end_array(b);
@@ -318,6 +325,7 @@ int cmd_locks(int argc, char **argv) {
             if (!h.comm.empty()) who += " (" + h.comm + ")";
             printf("  %s: %s\n", who.c_str(), describe_holder_bits(h).c_str());
             if (!h.cmdline.empty()) printf("    command line: %s\n", h.cmdline.c_str());
+            if (h.write_lock) printf("    holds a write lock (not QEMU's protocol, e.g. a whole-file lock)\n");
         }
     }
     if (b) {
@@ -430,7 +438,8 @@ int main(int argc, char **argv) {
     setvbuf(stdout, nullptr, _IOLBF, 0);
     std::map<std::string, std::function<int(int, char **)>> cmds = {
         {"create", cmd_create}, {"info", cmd_info}, {"locks", cmd_locks}, {"bench", cmd_bench},
-        {"check", mb::tools::cmd_check}, {"map", mb::tools::cmd_map}, {"convert", mb::tools::cmd_convert}};
+        {"check", mb::tools::cmd_check}, {"map", mb::tools::cmd_map}, {"convert", mb::tools::cmd_convert},
+        {"commit", img_cmd_commit}};
     auto it = cmds.find(cmd);
     if (it == cmds.end()) return bad_usage("Command not found: " + cmd);
     // getopt sees the subcommand as argv[0].

@@ -45,18 +45,30 @@ void usage(FILE *out) {
             "  -U, --force-share      open with lock=shared (like QEMU's force-share)\n"
             "  -l, --lock=MODE        lock mode: off, shared, auto (default), exclusive\n"
             "      --image-opts       FILE is an option string (file.filename=a.img,driver=raw,...)\n"
+            "  -s, --snapshot         writes go to a temporary qcow2 overlay, deleted on close;\n"
+            "                         the image is its read-only backing file (--lock applies\n"
+            "                         to the image; its own backing files get at most auto)\n"
+            "      --inactive         open inactive, as a migration target: no locks, no writes\n"
+            "                         until the command activate\n"
             "  -h, --help             show this help\n"
             "\n"
             "Commands:\n"
-            "  open [-r] [-f FMT] [-t CACHE] [-i AIO] [-U] [-l LOCK] [-o] FILE   open an image\n"
-            "                         (-o: FILE is an option string)\n"
+            "  open [-r] [-f FMT] [-t CACHE] [-i AIO] [-U] [-l LOCK] [-o] [-I] [-s] FILE   open\n"
+            "                         an image (-o: FILE is an option string; -I: inactive;\n"
+            "                         -s: snapshot mode)\n"
             "  close                  close the image (flushes, releases the locks)\n"
             "  read [-P PAT] [-v] [-q] OFF LEN    read; -P checks every byte equals PAT,\n"
             "                         -v dumps the data\n"
             "  write [-P PAT] [-z] [-q] OFF LEN   write PAT (default 0xcd) or zeroes (-z)\n"
+            "  discard OFF LEN        discard (unmap) a range: a hint\n"
             "  flush                  flush to stable storage\n"
             "  length                 print the image size\n"
             "  locks                  list who holds lock bytes on the image's file\n"
+            "  commit [-b BASE] [-n]  commit the image into its backing file (or BASE) under a\n"
+            "                         temporary exclusive lock on it; -n: only check whether\n"
+            "                         that lock could be taken now\n"
+            "  activate               take the locks of an inactive image (migration target)\n"
+            "  inactivate             flush and drop every lock (migration source)\n"
             "  sleep MS               wait MS milliseconds\n"
             "  help                   list the commands\n"
             "  quit                   exit\n"
@@ -212,7 +224,7 @@ bool do_open(Session &s, const std::string &image, const ImageFlags &flags) {
 bool cmd_open(Session &s, const std::vector<std::string> &w) {
     CmdOpts o;
     std::string err;
-    if (!parse_cmd(w, "ftil", "rUo", &o, &err)) {
+    if (!parse_cmd(w, "ftil", "rUoIs", &o, &err)) {
         printf("open: %s\n", err.c_str());
         return false;
     }
@@ -230,6 +242,8 @@ bool cmd_open(Session &s, const std::vector<std::string> &w) {
         case 'r': f.read_only = true; break;
         case 'U': f.force_share = true; break;
         case 'o': f.image_opts = true; break;
+        case 'I': f.inactive = true; break;
+        case 's': f.snapshot = true; break;
         }
     }
     if (s.blk) {
@@ -256,6 +270,27 @@ bool cmd_locks(Session &s) {
     return true;
 }
 
+// discard OFF LEN: a hint to unmap (trim on nbd, punch hole on files).
+bool cmd_discard(Session &s, const std::vector<std::string> &w) {
+    auto off = w.size() == 3 ? parse_number(w[1]) : std::nullopt;
+    auto len = w.size() == 3 ? parse_number(w[2]) : std::nullopt;
+    if (!off || !len) {
+        printf("discard: expected OFFSET and LENGTH\n");
+        return false;
+    }
+    if (!s.blk) {
+        printf("discard: no image is open\n");
+        return false;
+    }
+    int r = s.blk->pdiscard(*off, *len);
+    if (r < 0) {
+        printf("discard failed: %s\n", strerror(-r));
+        return false;
+    }
+    printf("discard %" PRId64 "/%" PRId64 " bytes at offset %" PRId64 "\n", *len, *len, *off);
+    return true;
+}
+
 // Runs one command line; false when it failed.  Sets *quit.
 bool run_command(Session &s, const std::string &line, bool *quit) {
     auto w = split_words(line);
@@ -264,6 +299,7 @@ bool run_command(Session &s, const std::string &line, bool *quit) {
     if (c == "read") return cmd_rw(s, w, false);
     if (c == "write") return cmd_rw(s, w, true);
     if (c == "open") return cmd_open(s, w);
+    if (c == "discard") return cmd_discard(s, w);
     if (c == "close") {
         s.blk.reset();
         return true;
@@ -291,6 +327,43 @@ bool run_command(Session &s, const std::string &line, bool *quit) {
         return true;
     }
     if (c == "locks") return cmd_locks(s);
+    if (c == "commit") {
+        CmdOpts o;
+        std::string err;
+        if (!parse_cmd(w, "b", "n", &o, &err) || !o.args.empty()) {
+            printf("commit: %s\n", err.empty() ? "unexpected argument" : err.c_str());
+            return false;
+        }
+        if (!s.blk) {
+            printf("commit: no image is open\n");
+            return false;
+        }
+        std::string base;
+        bool check = false;
+        for (auto &[f, v] : o.flags) {
+            if (f == 'b') base = v;
+            if (f == 'n') check = true;
+        }
+        Status st = s.blk->commit(base, check);
+        if (!st.ok()) {
+            printf("commit: %s\n", st.to_string().c_str());
+            return false;
+        }
+        printf(check ? "Commit could take the lock now.\n" : "Image committed.\n");
+        return true;
+    }
+    if (c == "activate" || c == "inactivate") {
+        if (!s.blk) {
+            printf("%s: no image is open\n", c.c_str());
+            return false;
+        }
+        Status st = c == "activate" ? s.blk->activate() : s.blk->inactivate();
+        if (!st.ok()) {
+            printf("%s: %s\n", c.c_str(), st.to_string().c_str());
+            return false;
+        }
+        return true;
+    }
     if (c == "sleep") {
         auto ms = w.size() == 2 ? parse_number(w[1]) : std::nullopt;
         if (!ms) {
@@ -320,12 +393,14 @@ int main(int argc, char **argv) {
         {"read-only", no_argument, nullptr, 'r'},      {"cache", required_argument, nullptr, 't'},
         {"aio", required_argument, nullptr, 'i'},      {"force-share", no_argument, nullptr, 'U'},
         {"lock", required_argument, nullptr, 'l'},     {"image-opts", no_argument, nullptr, 'O'},
+        {"inactive", no_argument, nullptr, 'I'},
+        {"snapshot", no_argument, nullptr, 's'},
         {"help", no_argument, nullptr, 'h'},           {nullptr, 0, nullptr, 0},
     };
     ImageFlags flags;
     std::vector<std::string> cmds;
     int c;
-    while ((c = getopt_long(argc, argv, "c:f:rt:i:Ul:h", longopts, nullptr)) != -1) {
+    while ((c = getopt_long(argc, argv, "c:f:rt:i:Ul:sh", longopts, nullptr)) != -1) {
         switch (c) {
         case 'c': cmds.push_back(optarg); break;
         case 'f': flags.format = optarg; break;
@@ -335,6 +410,8 @@ int main(int argc, char **argv) {
         case 'U': flags.force_share = true; break;
         case 'l': flags.lock = optarg; break;
         case 'O': flags.image_opts = true; break;
+        case 'I': flags.inactive = true; break;
+        case 's': flags.snapshot = true; break;
         case 'h': usage(stdout); return 0;
         default: fprintf(stderr, "Try 'miniblock-io --help' for more information.\n"); return 1;
         }

@@ -1,8 +1,12 @@
 #include "tools/tool-common.h"
 
 #include <cerrno>
+#include <fcntl.h>
+#include <unistd.h>
+
 #include <cinttypes>
 #include <cstdio>
+#include <cstdlib>
 
 #include "block/block_int.h"
 
@@ -35,6 +39,7 @@ Result<qapi::OptionDict> image_options(std::string_view image, const ImageFlags 
         else opts.set_str("aio", flags.aio);
     }
     if (!flags.lock.empty()) opts.set_str("lock", flags.lock);
+    if (flags.inactive) opts.set_str("inactive", "on");
     if (flags.force_share) {
         if (!flags.lock.empty() && flags.lock != "shared") {
             return Status::Error(EINVAL, "-U (force-share) conflicts with --lock=" + flags.lock);
@@ -44,7 +49,55 @@ Result<qapi::OptionDict> image_options(std::string_view image, const ImageFlags 
     return opts;
 }
 
+namespace {
+
+Result<std::unique_ptr<BlockBackend>> open_snapshot(std::string_view image, ImageFlags flags) {
+    flags.snapshot = false;
+    flags.read_only = false;  // a backing file is read-only anyway
+    auto img = image_options(image, flags);
+    if (!img.ok()) return img.take_status();
+    qapi::OptionDict img_opts = *img;
+    img_opts.erase("read-only");
+    int64_t size;
+    {
+        // The overlay's size is the image's: learn it without taking a lock.
+        qapi::OptionDict probe = img_opts;
+        probe.set_str("lock", "off");
+        probe.set_str("read-only", "on");
+        auto blk = BlockBackend::open(probe);
+        if (!blk.ok()) return blk.take_status();
+        size = (*blk)->length();
+        if (size < 0) return PosixError("Could not get the size of '" + std::string(image) + "'", (int)-size);
+    }
+    const char *dir = getenv("TMPDIR");
+    std::string tmpl = std::string(dir && *dir ? dir : "/tmp") + "/miniblock-snapshot.XXXXXX";
+    int fd = mkostemp(tmpl.data(), O_CLOEXEC);
+    if (fd < 0) return PosixError("Could not create a temporary overlay in '" + tmpl + "'", errno);
+    close(fd);
+    Status st = bdrv_create("qcow2", tmpl, size, {});
+    if (!st.ok()) {
+        unlink(tmpl.c_str());
+        return st.prefix("Could not create the temporary overlay");
+    }
+    qapi::OptionDict file, top;
+    file.set_str("driver", "file");
+    file.set_str("filename", tmpl);
+    top.set_str("driver", "qcow2");
+    top.set_dict("file", file);
+    // The overlay is a private file: nobody else has any business with it.
+    top.set_str("lock", "exclusive");
+    if (!flags.cache.empty()) top.set_str("cache", flags.cache);
+    top.set_dict("backing", img_opts);
+    auto blk = BlockBackend::open(top);
+    // Deleted at once: the open fd keeps it alive until the drive closes.
+    unlink(tmpl.c_str());
+    return blk;
+}
+
+}  // namespace
+
 Result<std::unique_ptr<BlockBackend>> open_image(std::string_view image, const ImageFlags &flags) {
+    if (flags.snapshot) return open_snapshot(image, flags);
     auto opts = image_options(image, flags);
     if (!opts.ok()) return opts.take_status();
     return BlockBackend::open(*opts);

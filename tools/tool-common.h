@@ -24,11 +24,18 @@ struct ImageFlags {
     bool force_share = false;   // -U: lock=shared
     std::string lock;           // --lock
     bool image_opts = false;    // --image-opts: the argument is an option string
+    bool inactive = false;      // open inactive (migration target): inactive=on
+    bool snapshot = false;      // -s: writes go to a temporary qcow2 overlay
 };
 
 // The option tree for `image` opened with `flags`.
 Result<qapi::OptionDict> image_options(std::string_view image, const ImageFlags &flags);
-// Opens it.
+// Opens it.  With flags.snapshot (QEMU's -snapshot): a temporary qcow2
+// overlay (deleted once open) takes the writes, and the image is opened as
+// its read-only backing file with the lock mode given (--lock applies to
+// the image, as a backing file: at most a read lock that keeps writers out
+// by default, exclusive only when asked for); the image's own backing
+// files are never locked more than auto.
 Result<std::unique_ptr<BlockBackend>> open_image(std::string_view image, const ImageFlags &flags);
 
 // "123", "4k", "1M", "2G" (powers of 1024), like qemu-img's sizes.

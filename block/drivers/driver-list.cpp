@@ -9,12 +9,14 @@ namespace mb {
 extern const BlockDriver bdrv_file;
 extern const BlockDriver bdrv_raw;
 extern const BlockDriver bdrv_cloop;
+extern const BlockDriver bdrv_nbd;
 extern const BlockDriver bdrv_qcow2;
 
 const BlockDriver *const block_drivers[] = {
     &bdrv_file,
     &bdrv_raw,
     &bdrv_cloop,
+    &bdrv_nbd,
     &bdrv_qcow2,
     nullptr,
 };

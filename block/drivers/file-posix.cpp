@@ -27,6 +27,7 @@
 #include "block/block_int.h"
 #include "block/locking/lock_protocol.h"
 #include "block/locking/qemu-bytes.h"
+#include "block/locking/whole-file.h"
 #include "block/unique-fd.h"
 
 namespace mb {
@@ -53,6 +54,7 @@ struct FileState : NodeState {
     bool o_direct = false;
     bool no_flush = false;
     std::unique_ptr<LockProtocol> lock;  // null when lock=off
+    bool whole_file = false;             // lock-protocol=whole-file
     bool lock_prepared = false;
     CoRwLock write_lock;  // only used with O_DIRECT (see above)
 };
@@ -303,7 +305,9 @@ Status file_open(BlockDriverState *bs, qapi::OptionDict &opts) {
 
     if (bs->lock_mode != qapi::LockMode::Off) {
         auto api = qapi::parse_LockingApi(opts.get_str("locking-api").value_or("auto"));
-        auto lock = qemu_byte_lock_new(s->fd.get(), s->path, bs->node_name, *api);
+        s->whole_file = opts.get_str("lock-protocol").value_or("qemu") == "whole-file";
+        auto lock = s->whole_file ? whole_file_lock_new(s->fd.get(), s->path, bs->node_name, *api)
+                                  : qemu_byte_lock_new(s->fd.get(), s->path, bs->node_name, *api);
         if (!lock.ok()) return lock.take_status();
         s->lock = std::move(*lock);
     }
@@ -352,6 +356,35 @@ void file_abort_perm_update(BlockDriverState *bs) {
     auto *s = bs->state<FileState>();
     if (s->lock_prepared) s->lock->abort();
     s->lock_prepared = false;
+}
+
+// Commit writes into a backing file that was opened read-only: a new fd with
+// the other access mode takes over, and the locks move to it first (the
+// bytes are never free, and the old and new fds never see each other as a
+// conflict).  The old fd goes through posix_lock_close_fd.
+Status file_reopen_rw(BlockDriverState *bs, bool writable) {
+    auto *s = bs->state<FileState>();
+    int flags = (writable ? O_RDWR : O_RDONLY) | O_CLOEXEC | (s->o_direct ? O_DIRECT : 0);
+    UniqueFd fd(open(s->path.c_str(), flags));
+    if (!fd) {
+        return PosixError("Could not reopen '" + s->path + "' " +
+                              (writable ? "read-write" : "read-only"), errno);
+    }
+    struct stat a, b;
+    if (fstat(fd.get(), &b) < 0 || fstat(s->fd.get(), &a) < 0)
+        return PosixError("Could not stat '" + s->path + "'", errno);
+    if (a.st_dev != b.st_dev || a.st_ino != b.st_ino) {
+        return Status::Error(ESTALE, "Could not reopen '" + s->path +
+                                         "': the name now points to another file");
+    }
+    if (s->lock) {
+        MB_TRY(s->whole_file ? whole_file_lock_move_fd(*s->lock, fd.get())
+                             : qemu_byte_lock_move_fd(*s->lock, fd.get()));
+    }
+    int old = s->fd.release();
+    s->fd = std::move(fd);
+    posix_lock_close_fd(old);
+    return Status::OK();
 }
 
 void file_get_info(BlockDriverState *bs, FormatInfo *info) {
@@ -408,6 +441,8 @@ const BlockDriver bdrv_file = {
     .get_allocated_size = file_get_allocated_size,
     .get_info = file_get_info,
     .create = file_create,
+    .reopen_rw = file_reopen_rw,
+    .invalidate_cache = nullptr,
 };
 
 }  // namespace mb

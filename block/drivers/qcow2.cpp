@@ -45,7 +45,36 @@ std::string dirname_of(const std::string &path) {
     return path.substr(0, slash + 1);
 }
 
+// Copies every entry of `from` into `to`, replacing what is there; nested
+// options (backing.file.lock-protocol=...) merge into the nested tree.
+void merge_options(qapi::OptionDict &to, const qapi::OptionDict &from) {
+    for (const std::string &k : from.keys()) {
+        switch (*from.type(k)) {
+        case qapi::OptionType::Dict:
+            if (qapi::OptionDict *d = to.dict(k)) merge_options(*d, *from.dict(k));
+            else to.set_dict(k, *from.dict(k));
+            break;
+        case qapi::OptionType::Int: to.set_int(k, *from.get_int(k)); break;
+        case qapi::OptionType::Bool: to.set_bool(k, *from.get_bool(k)); break;
+        case qapi::OptionType::Null: to.set_null(k); break;
+        default: to.set_str(k, *from.get_text(k)); break;
+        }
+    }
+}
+
 Status open_backing(BlockDriverState *bs, State *s, qapi::OptionDict &opts) {
+    // Per-node overrides such as backing.lock=exclusive name no file: the
+    // header still says which file, and the overrides apply to it.
+    qapi::OptionDict overrides;
+    if (const qapi::OptionDict *d = opts.dict("backing")) {
+        const qapi::OptionDict *f = d->dict("file");
+        const bool names_file = d->has("filename") || d->has("driver") ||
+                                (d->has("file") && (!f || f->has("filename") || f->has("driver")));
+        if (!names_file && !s->img.backing_file.empty()) {
+            overrides = *d;
+            opts.erase("backing");
+        }
+    }
     if (opts.has("backing")) {
         if (opts.is_null("backing")) return Status::OK();
     } else if (!s->img.backing_file.empty()) {
@@ -58,6 +87,7 @@ Status open_backing(BlockDriverState *bs, State *s, qapi::OptionDict &opts) {
         b.set_dict("file", f);
         // Never probe a recorded format into another one.
         if (!s->img.backing_format.empty()) b.set_str("driver", s->img.backing_format);
+        merge_options(b, overrides);
         opts.set_dict("backing", b);
     } else {
         return Status::OK();
@@ -73,30 +103,11 @@ Status open_backing(BlockDriverState *bs, State *s, qapi::OptionDict &opts) {
     return Status::OK();
 }
 
-Status qcow2_open(BlockDriverState *bs, qapi::OptionDict &opts) {
-    auto child = bdrv_open_child(bs, opts, "file", ChildRole::File);
-    if (!child.ok()) return child.take_status();
-    BlockDriverState *fbs = (*child)->bs.get();
-    int64_t file_len = bdrv_getlength(fbs);
-    if (file_len < 0) return PosixError("Could not get the length of '" + fbs->filename + "'", (int)-file_len);
-
-    // Loops: the same file twice in the chain being opened.
-    ChainGuard guard;
-    struct stat st;
-    if (!fbs->filename.empty() && stat(fbs->filename.c_str(), &st) == 0) {
-        for (auto &e : g_opening) {
-            if (e.first == st.st_dev && e.second == st.st_ino) {
-                return Status::Error(ELOOP, "Backing chain loop: '" + fbs->filename +
-                                                "' is its own backing file");
-            }
-        }
-        if (g_opening.size() >= MAX_CHAIN_DEPTH) {
-            return Status::Error(ELOOP, "Backing chain deeper than " + std::to_string(MAX_CHAIN_DEPTH) + " images");
-        }
-        g_opening.push_back({st.st_dev, st.st_ino});
-        guard.pushed = true;
-    }
-
+// Reads the header, the L1 and the refcount table into a new State: at open,
+// and again when a migration target activates (the source may have written
+// since this node was opened inactive).
+Status load_state(BlockDriverState *bs, const qapi::OptionDict &opts, int64_t file_len,
+                  std::unique_ptr<State> *out) {
     auto s = std::make_unique<State>();
     // The fixed header first (to learn the cluster size), then the cluster.
     std::vector<uint8_t> buf(std::min<int64_t>(file_len, 112));
@@ -169,9 +180,50 @@ Status qcow2_open(BlockDriverState *bs, qapi::OptionDict &opts) {
             if (o) s->rb_offsets.insert(o);
         }
     }
+    *out = std::move(s);
+    return Status::OK();
+}
+
+Status qcow2_open(BlockDriverState *bs, qapi::OptionDict &opts) {
+    auto child = bdrv_open_child(bs, opts, "file", ChildRole::File);
+    if (!child.ok()) return child.take_status();
+    BlockDriverState *fbs = (*child)->bs.get();
+    int64_t file_len = bdrv_getlength(fbs);
+    if (file_len < 0) return PosixError("Could not get the length of '" + fbs->filename + "'", (int)-file_len);
+
+    // Loops: the same file twice in the chain being opened.
+    ChainGuard guard;
+    struct stat st;
+    if (!fbs->filename.empty() && stat(fbs->filename.c_str(), &st) == 0) {
+        for (auto &e : g_opening) {
+            if (e.first == st.st_dev && e.second == st.st_ino) {
+                return Status::Error(ELOOP, "Backing chain loop: '" + fbs->filename +
+                                                "' is its own backing file");
+            }
+        }
+        if (g_opening.size() >= MAX_CHAIN_DEPTH) {
+            return Status::Error(ELOOP, "Backing chain deeper than " + std::to_string(MAX_CHAIN_DEPTH) + " images");
+        }
+        g_opening.push_back({st.st_dev, st.st_ino});
+        guard.pushed = true;
+    }
+
+    std::unique_ptr<State> s;
+    MB_TRY(load_state(bs, opts, file_len, &s));
     bs->opaque = std::move(s);
     State *sp = bs->state<State>();
     return open_backing(bs, sp, opts);
+}
+
+Status qcow2_invalidate_cache(BlockDriverState *bs) {
+    int64_t file_len = bdrv_getlength(bs->file()->bs.get());
+    if (file_len < 0) return PosixError("Could not get the length of '" + bs->filename + "'", (int)-file_len);
+    std::unique_ptr<State> s;
+    MB_TRY(load_state(bs, bs->options, file_len, &s));
+    State *old = bs->state<State>();
+    s->backing_display = old->backing_display;
+    bs->opaque = std::move(s);
+    return Status::OK();
 }
 
 int64_t qcow2_getlength(BlockDriverState *bs) { return int64_t(bs->state<State>()->h().size); }
@@ -356,6 +408,8 @@ const BlockDriver bdrv_qcow2 = {
     .get_allocated_size = nullptr,
     .get_info = qcow2_get_info,
     .create = qcow2_create,
+    .reopen_rw = nullptr,
+    .invalidate_cache = qcow2_invalidate_cache,
 };
 
 }  // namespace mb

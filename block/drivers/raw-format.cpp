@@ -133,6 +133,8 @@ const BlockDriver bdrv_raw = {
     .get_allocated_size = nullptr,
     .get_info = raw_get_info,
     .create = raw_create,
+    .reopen_rw = nullptr,
+    .invalidate_cache = nullptr,
 };
 
 }  // namespace mb

@@ -33,6 +33,7 @@ LockErrClass classify_lock_errno(int err) {
 #endif
         return LockErrClass::Conflict;
     case ENOLCK:
+    case EIO:  // e.g. NFS without a lock manager, some FUSE file systems
     case EOPNOTSUPP:
 #if ENOTSUP != EOPNOTSUPP
     case ENOTSUP:

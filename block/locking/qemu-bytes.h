@@ -21,7 +21,7 @@
 // Hence the one rule for the file driver: close image fds with
 // posix_lock_close_fd(), never close().
 //
-// If the file system cannot lock at all (ENOLCK, EOPNOTSUPP), prepare fails
+// If the file system cannot lock at all (ENOLCK, EOPNOTSUPP, EIO), prepare fails
 // and says so; it never falls back to "no locking" silently.
 #pragma once
 

@@ -50,6 +50,23 @@ public:
     Task<int> co_pwrite(int64_t offset, int64_t bytes, const void *buf, int flags = 0);
     Task<int> co_flush();
 
+    // Migration hand-over (open with inactive=on for a target): activate
+    // takes every lock of the graph in one transaction, or fails naming who
+    // holds them with nothing changed; inactivate flushes and drops every
+    // lock (writes are refused with -EPERM until activated again).
+    Status activate();
+    Status inactivate();
+    bool inactive() const;
+
+    // Commits the overlay into its backing file (or into `base`, a file or
+    // node name deeper in the chain) under a temporary exclusive lock on the
+    // base: refused, naming who is in the way, with every lock as before, if
+    // anyone else uses the base.  With check_only, only says whether the
+    // lock could be taken now.  The overlay is left as it was.
+    Status commit(const std::string &base = {}, bool check_only = false,
+                  void (*progress)(int64_t done, int64_t total, void *opaque) = nullptr,
+                  void *opaque = nullptr);
+
     // The graph.
     BlockDriverState *bs() const;
     BdrvChild *root() const { return root_; }

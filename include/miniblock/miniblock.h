@@ -39,6 +39,18 @@ int mb_flush(mb_drive *d);
 /* Length in bytes, or a negative errno. */
 int64_t mb_length(mb_drive *d);
 
+/* Migration hand-over.  A target opens its drive with the option
+ * "inactive=on" (files open, no locks taken, writes fail with -EPERM).
+ * mb_activate takes every lock of the drive's graph in one step; if the
+ * source still holds them it returns a negative errno (-EAGAIN for a lock
+ * conflict) with nothing changed and, if errp is not NULL, a message naming
+ * the holders.  mb_inactivate flushes and drops every lock.  Both return 0
+ * when the drive already is in the wanted state. */
+int mb_activate(mb_drive *d, char **errp);
+int mb_inactivate(mb_drive *d, char **errp);
+/* 1 if the drive is inactive, 0 if active, a negative errno on error. */
+int mb_is_inactive(mb_drive *d);
+
 void mb_free_error(char *err);
 
 #ifdef __cplusplus

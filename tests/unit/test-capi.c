@@ -139,12 +139,57 @@ static void test_two_drives_one_process(void **state) {
     mb_close(b);
 }
 
+/* Migration hand-over from C: a target opened with inactive=on holds no
+ * lock and cannot write; mb_activate fails while the source holds the
+ * image, naming it, and succeeds once the source has inactivated. */
+static void test_migration_handover(void **state) {
+    (void)state;
+    char *err = NULL;
+    char src_spec[600], dst_spec[600];
+    snprintf(src_spec, sizeof(src_spec), "%s", drive("lock=exclusive"));
+    snprintf(dst_spec, sizeof(dst_spec), "%s", drive("lock=exclusive,inactive=on"));
+    mb_drive *src = mb_open(src_spec, &err);
+    assert_non_null(src);
+    mb_drive *dst = mb_open(dst_spec, &err);
+    assert_non_null(dst);
+    assert_int_equal(mb_is_inactive(dst), 1);
+    assert_int_equal(mb_is_inactive(src), 0);
+
+    unsigned char buf[512];
+    memset(buf, 0x3c, sizeof(buf));
+    assert_int_equal(mb_pwrite(dst, buf, sizeof(buf), 0), -EPERM);
+
+    assert_int_equal(mb_activate(dst, &err), -EAGAIN);
+    assert_non_null(err);
+    assert_non_null(strstr(err, "Cannot activate drive '"));
+    assert_non_null(strstr(err, "Failed to get \"consistent read\" lock"));
+    assert_non_null(strstr(err, "of this process"));
+    mb_free_error(err);
+    err = NULL;
+    assert_int_equal(mb_is_inactive(dst), 1);
+
+    assert_int_equal(mb_pwrite(src, buf, sizeof(buf), 0), 0);
+    assert_int_equal(mb_inactivate(src, &err), 0);
+    assert_null(err);
+    assert_int_equal(mb_pwrite(src, buf, sizeof(buf), 0), -EPERM);
+    assert_int_equal(mb_activate(dst, &err), 0);
+    assert_null(err);
+    unsigned char back[512] = {0};
+    assert_int_equal(mb_pread(dst, back, sizeof(back), 0), 0);
+    assert_memory_equal(buf, back, sizeof(buf));
+    assert_int_equal(mb_pwrite(dst, buf, sizeof(buf), 512), 0);
+    assert_int_equal(mb_activate(NULL, NULL), -EBADF);
+    mb_close(src);
+    mb_close(dst);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_io_roundtrip, setup, teardown),
         cmocka_unit_test_setup_teardown(test_read_only_refuses_writes, setup, teardown),
         cmocka_unit_test_setup_teardown(test_errors, setup, teardown),
         cmocka_unit_test_setup_teardown(test_two_drives_one_process, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_migration_handover, setup, teardown),
     };
     return cmocka_run_group_tests_name("capi", tests, NULL, NULL);
 }

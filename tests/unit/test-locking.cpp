@@ -430,12 +430,22 @@ void test_cannot_lock_message(void **) {
                                 .c_str());
         ASSERT_MAP(t.path, LockBits{});
 
-        // Any other errno is reported as itself, naming the file.
+        // EIO from fcntl is a file system that cannot lock too (issue 4:
+        // NFS without a lock manager answers so).
         inject(1, EIO);
         s = l->prepare(R, R);
         reset_lock_syscalls();
         assert_string_equal(s.message().c_str(),
-                            ("Failed to lock byte 100 of '" + t.path + "': Input/output error")
+                            ("Failed to lock byte 100: the file system of '" + t.path +
+                             "' cannot lock (Input/output error)")
+                                .c_str());
+
+        // Any other errno is reported as itself, naming the file.
+        inject(1, ENOMEM);
+        s = l->prepare(R, R);
+        reset_lock_syscalls();
+        assert_string_equal(s.message().c_str(),
+                            ("Failed to lock byte 100 of '" + t.path + "': Cannot allocate memory")
                                 .c_str());
     }
 }
