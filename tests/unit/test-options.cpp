@@ -82,10 +82,10 @@ Status validate_test(const std::string &spec) {
 }
 
 const char kRawParams[] =
-    "Valid parameters for driver 'raw': cache, driver, file, lock, lock-wait, node-name, "
+    "Valid parameters for driver 'raw': cache, driver, file, inactive, lock, lock-wait, node-name, "
     "offset, read-only, size";
 const char kFileParams[] =
-    "Valid parameters for driver 'file': aio, cache, driver, filename, lock, lock-protocol, "
+    "Valid parameters for driver 'file': aio, cache, driver, filename, inactive, lock, lock-protocol, "
     "lock-wait, locking-api, node-name, read-only";
 const char kLockValues[] =
     "Valid values: off, shared, auto, exclusive (aliases: none -> off, on -> auto)";
@@ -442,7 +442,7 @@ void test_validate_errors(void **) {
     expect_error(validate("lock=off", "", "backing."), "Parameter 'backing.driver' is missing");
     // An unknown key is reported before the missing key it probably is.
     expect_error(validate("driver=file,filname=a", "file"), "Invalid parameter 'filname'",
-                 "Valid parameters for driver 'file': aio, cache, driver, filename, lock, "
+                 "Valid parameters for driver 'file': aio, cache, driver, filename, inactive, lock, "
                  "lock-protocol, lock-wait, locking-api, node-name, read-only");
     expect_error(validate("driver=raw,file=a,lock=exclusiv", "raw"),
                  "Invalid value 'exclusiv' for parameter 'lock'", kLockValues);
