@@ -32,6 +32,9 @@ extern "C" {
 #include <cmocka.h>
 }
 
+#include "tests/unit/test-util.h"
+using namespace mb::test;
+
 using namespace mb;
 
 namespace {
@@ -52,41 +55,6 @@ struct Dir {
     }
     std::string operator/(const char *name) const { return path + "/" + name; }
 };
-
-struct ByteMap {
-    uint32_t use = 0, forbid = 0;
-};
-
-ByteMap probe(const std::string &path) {
-    int p[2];
-    assert_int_equal(pipe2(p, O_CLOEXEC), 0);
-    pid_t pid = fork();
-    assert_true(pid >= 0);
-    if (pid == 0) {
-        int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
-        ByteMap m;
-        for (int i = 0; fd >= 0 && i < 4; i++) {
-            for (int side = 0; side < 2; side++) {
-                struct flock fl = {};
-                fl.l_type = F_WRLCK;
-                fl.l_whence = SEEK_SET;
-                fl.l_start = (side ? 200 : 100) + i;
-                fl.l_len = 1;
-                if (fcntl(fd, F_GETLK, &fl) < 0) _exit(2);
-                if (fl.l_type != F_UNLCK) (side ? m.forbid : m.use) |= 1u << i;
-            }
-        }
-        _exit(fd >= 0 && write(p[1], &m, sizeof m) == sizeof m ? 0 : 1);
-    }
-    close(p[1]);
-    ByteMap m;
-    assert_int_equal(read(p[0], &m, sizeof m), sizeof m);
-    close(p[0]);
-    int st = 0;
-    assert_int_equal(waitpid(pid, &st, 0), pid);
-    assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
-    return m;
-}
 
 void assert_map(const ByteMap &m, uint32_t use, uint32_t forbid, int line) {
     if (m.use != use || m.forbid != forbid) {
@@ -118,14 +86,6 @@ void make_qcow2(const std::string &path, int64_t size, const std::string &backin
     o.set_str("backing_file", backing);
     o.set_str("backing_fmt", backing_fmt);
     must(bdrv_create("qcow2", path, size, o));
-}
-
-std::unique_ptr<BlockBackend> must_open(const std::string &spec, const char *name) {
-    auto o = qapi::parse_drive_options(spec);
-    must(o.status());
-    auto r = BlockBackend::open(*o, name);
-    must(r.status());
-    return std::move(*r);
 }
 
 void assert_pattern(BlockBackend &b, int64_t off, int64_t len, int pattern) {
@@ -162,7 +122,7 @@ struct Watch {
 
 void watch_progress(int64_t, int64_t, void *opaque) {
     auto *w = static_cast<Watch *>(opaque);
-    if (w->seen.empty()) w->seen.push_back(probe(w->path));
+    if (w->seen.empty()) w->seen.push_back(probe_bytes(w->path));
 }
 
 void test_commit_locks(void **) {
@@ -170,7 +130,7 @@ void test_commit_locks(void **) {
     make_raw(d / "base.img", 2 << 20, 0x11);
     make_qcow2(d / "top.qcow2", 2 << 20, "base.img", "raw");
     auto top = must_open("file=" + (d / "top.qcow2") + ",format=qcow2", "top");
-    ASSERT_MAP(probe(d / "base.img"), R, W | WU | RS);
+    ASSERT_MAP(probe_bytes(d / "base.img"), R, W | WU | RS);
     write_pattern(*top, 0, 64 << 10, 0x22);
 
     Watch w{d / "base.img", {}};
@@ -179,7 +139,7 @@ void test_commit_locks(void **) {
     // During the copy: use R, W (the base is big enough: no resize); forbid all.
     ASSERT_MAP(w.seen[0], R | W, ALL);
     // After: the read lock that keeps writers out, exactly as before.
-    ASSERT_MAP(probe(d / "base.img"), R, W | WU | RS);
+    ASSERT_MAP(probe_bytes(d / "base.img"), R, W | WU | RS);
     assert_file_pattern(d / "base.img", 0, 64 << 10, 0x22);
     assert_file_pattern(d / "base.img", 64 << 10, 64 << 10, 0x11);
     assert_pattern(*top, 0, 64 << 10, 0x22);
@@ -191,7 +151,7 @@ void test_commit_locks(void **) {
 
     // The dry run takes and returns the lock; the bytes are as before.
     must(top->commit({}, true));
-    ASSERT_MAP(probe(d / "base.img"), R, W | WU | RS);
+    ASSERT_MAP(probe_bytes(d / "base.img"), R, W | WU | RS);
 }
 
 void test_commit_grows_base(void **) {
@@ -216,7 +176,7 @@ void test_commit_refused(void **) {
     auto top = must_open("file=" + (d / "top.qcow2") + ",format=qcow2", "top");
     write_pattern(*top, 0, 4096, 0x22);
     auto reader = must_open("file=" + (d / "base.img") + ",format=raw,read-only=on,lock=shared", "reader");
-    ASSERT_MAP(probe(d / "base.img"), R, W | WU | RS);
+    ASSERT_MAP(probe_bytes(d / "base.img"), R, W | WU | RS);
 
     for (bool check : {true, false}) {
         Status st = top->commit({}, check);
@@ -228,7 +188,7 @@ void test_commit_refused(void **) {
                                  "\"consistent read\" lock";
         assert_string_equal(st.message().c_str(), want.c_str());
         assert_true(st.detail().find("Held by node 'reader.file' of this process") != std::string::npos);
-        ASSERT_MAP(probe(d / "base.img"), R, W | WU | RS);
+        ASSERT_MAP(probe_bytes(d / "base.img"), R, W | WU | RS);
         assert_false(top->bs()->backing()->pinned);
     }
     assert_file_pattern(d / "base.img", 0, 4096, 0x11);
@@ -274,7 +234,7 @@ void test_commit_io_error(void **) {
     assert_string_equal(st.message().c_str(), want.c_str());
     // Dropped back: the base's locks are the read lock again, the base node
     // read-only, the edge unpinned.
-    ASSERT_MAP(probe(d / "base.img"), R, W | WU | RS);
+    ASSERT_MAP(probe_bytes(d / "base.img"), R, W | WU | RS);
     assert_true(top->bs()->backing()->bs->read_only);
     assert_false(top->bs()->backing()->pinned);
     // The overlay is intact and still defines the guest's view.
@@ -295,8 +255,8 @@ struct Watch2 {
 void watch2_progress(int64_t, int64_t, void *opaque) {
     auto *w = static_cast<Watch2 *>(opaque);
     if (!w->base_seen.empty()) return;
-    w->base_seen.push_back(probe(w->base));
-    w->mid_seen.push_back(probe(w->mid));
+    w->base_seen.push_back(probe_bytes(w->base));
+    w->mid_seen.push_back(probe_bytes(w->mid));
 }
 
 void test_intermediate_commit(void **) {
@@ -310,7 +270,7 @@ void test_intermediate_commit(void **) {
     }
     auto top = must_open("file=" + (d / "top.qcow2") + ",format=qcow2", "top");
     write_pattern(*top, 64 << 10, 4096, 0x33);
-    ASSERT_MAP(probe(d / "mid.qcow2"), R, W | WU | RS);
+    ASSERT_MAP(probe_bytes(d / "mid.qcow2"), R, W | WU | RS);
 
     // A base that is not in the chain.
     Status st = top->commit(d / "other.img");
@@ -324,8 +284,8 @@ void test_intermediate_commit(void **) {
     ASSERT_MAP(w.base_seen[0], R | W, ALL);
     // The node in between: nobody may read it consistently meanwhile.
     ASSERT_MAP(w.mid_seen[0], R, R | W | WU | RS);
-    ASSERT_MAP(probe(d / "mid.qcow2"), R, W | WU | RS);
-    ASSERT_MAP(probe(d / "base.img"), R, W | WU | RS);
+    ASSERT_MAP(probe_bytes(d / "mid.qcow2"), R, W | WU | RS);
+    ASSERT_MAP(probe_bytes(d / "base.img"), R, W | WU | RS);
     // Both layers' data is in the base.
     assert_file_pattern(d / "base.img", 0, 4096, 0x22);
     assert_file_pattern(d / "base.img", 64 << 10, 4096, 0x33);
@@ -340,14 +300,14 @@ void test_commit_into_qcow2_exclusive(void **) {
     make_qcow2(d / "mid.qcow2", 1 << 20, "base.img", "raw");
     make_qcow2(d / "top.qcow2", 1 << 20, "mid.qcow2", "qcow2");
     auto top = must_open("driver=qcow2,file.filename=" + (d / "top.qcow2") + ",backing.lock=exclusive", "top");
-    ASSERT_MAP(probe(d / "mid.qcow2"), R, ALL);
-    ASSERT_MAP(probe(d / "base.img"), R, W | WU | RS);
+    ASSERT_MAP(probe_bytes(d / "mid.qcow2"), R, ALL);
+    ASSERT_MAP(probe_bytes(d / "base.img"), R, W | WU | RS);
     write_pattern(*top, 0, 64 << 10, 0x55);
     Watch w{d / "base.img", {}};
     must(top->commit({}, false, watch_progress, &w));
     // The grandparent was never raised.
     ASSERT_MAP(w.seen[0], R, W | WU | RS);
-    ASSERT_MAP(probe(d / "mid.qcow2"), R, ALL);
+    ASSERT_MAP(probe_bytes(d / "mid.qcow2"), R, ALL);
     top.reset();
     auto mid = must_open("file=" + (d / "mid.qcow2") + ",format=qcow2,read-only=on", "mid");
     assert_pattern(*mid, 0, 64 << 10, 0x55);
@@ -363,28 +323,28 @@ void test_per_node_overrides(void **) {
     const std::string top = "driver=qcow2,file.filename=" + (d / "top.qcow2");
     {
         auto t = must_open(top + ",backing.backing.lock=off", "t");
-        ASSERT_MAP(probe(d / "top.qcow2"), R | W | RS, W | WU | RS);
-        ASSERT_MAP(probe(d / "mid.qcow2"), R, W | WU | RS);
-        ASSERT_MAP(probe(d / "base.img"), 0, 0);
+        ASSERT_MAP(probe_bytes(d / "top.qcow2"), R | W | RS, W | WU | RS);
+        ASSERT_MAP(probe_bytes(d / "mid.qcow2"), R, W | WU | RS);
+        ASSERT_MAP(probe_bytes(d / "base.img"), 0, 0);
     }
     {
         // The overlay's exclusive mode never travels down as-is.
         auto t = must_open(top + ",lock=exclusive", "t");
-        ASSERT_MAP(probe(d / "top.qcow2"), R | W | RS, ALL);
-        ASSERT_MAP(probe(d / "mid.qcow2"), R, W | WU | RS);
-        ASSERT_MAP(probe(d / "base.img"), R, W | WU | RS);
+        ASSERT_MAP(probe_bytes(d / "top.qcow2"), R | W | RS, ALL);
+        ASSERT_MAP(probe_bytes(d / "mid.qcow2"), R, W | WU | RS);
+        ASSERT_MAP(probe_bytes(d / "base.img"), R, W | WU | RS);
     }
     {
         auto t = must_open(top + ",lock=shared,read-only=on,backing.backing.lock=exclusive", "t");
-        ASSERT_MAP(probe(d / "top.qcow2"), R, 0);
-        ASSERT_MAP(probe(d / "mid.qcow2"), R, 0);
-        ASSERT_MAP(probe(d / "base.img"), R, ALL);
+        ASSERT_MAP(probe_bytes(d / "top.qcow2"), R, 0);
+        ASSERT_MAP(probe_bytes(d / "mid.qcow2"), R, 0);
+        ASSERT_MAP(probe_bytes(d / "base.img"), R, ALL);
     }
     {
         auto t = must_open(top + ",lock=off", "t");
-        ASSERT_MAP(probe(d / "top.qcow2"), 0, 0);
-        ASSERT_MAP(probe(d / "mid.qcow2"), 0, 0);
-        ASSERT_MAP(probe(d / "base.img"), 0, 0);
+        ASSERT_MAP(probe_bytes(d / "top.qcow2"), 0, 0);
+        ASSERT_MAP(probe_bytes(d / "mid.qcow2"), 0, 0);
+        ASSERT_MAP(probe_bytes(d / "base.img"), 0, 0);
     }
 }
 
@@ -427,19 +387,19 @@ void test_two_drives_over_one_base(void **) {
         const std::string extra = std::string(",backing.file.locking-api=") + api;
         auto t1 = must_open("driver=qcow2,file.filename=" + (d / "cow1.qcow2") + extra, "t1");
         auto t2 = must_open("driver=qcow2,file.filename=" + (d / "cow2.qcow2") + extra, "t2");
-        ASSERT_MAP(probe(d / "base.img"), R, W | WU | RS);
+        ASSERT_MAP(probe_bytes(d / "base.img"), R, W | WU | RS);
         Status st = t2->commit();
         assert_false(st.ok());
         assert_true(st.detail().find("Held by node 't1.backing.file' of this process") != std::string::npos);
-        ASSERT_MAP(probe(d / "base.img"), R, W | WU | RS);
+        ASSERT_MAP(probe_bytes(d / "base.img"), R, W | WU | RS);
         t1.reset();
-        ASSERT_MAP(probe(d / "base.img"), R, W | WU | RS);
+        ASSERT_MAP(probe_bytes(d / "base.img"), R, W | WU | RS);
         write_pattern(*t2, 0, 4096, 0x77);
         must(t2->commit());
-        ASSERT_MAP(probe(d / "base.img"), R, W | WU | RS);
+        ASSERT_MAP(probe_bytes(d / "base.img"), R, W | WU | RS);
         assert_file_pattern(d / "base.img", 0, 4096, 0x77);
         t2.reset();
-        ASSERT_MAP(probe(d / "base.img"), 0, 0);
+        ASSERT_MAP(probe_bytes(d / "base.img"), 0, 0);
     }
 }
 

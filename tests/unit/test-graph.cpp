@@ -27,65 +27,18 @@ extern "C" {
 #include <cmocka.h>
 }
 
+#include "tests/unit/test-util.h"
+using namespace mb::test;
+
 using namespace mb;
 
 namespace {
-
-struct TempFile {
-    std::string path;
-    TempFile() {
-        char tmpl[] = "/tmp/mb-test-graph-XXXXXX";
-        int fd = mkostemp(tmpl, O_CLOEXEC);
-        assert_true(fd >= 0);
-        assert_int_equal(ftruncate(fd, 1 << 20), 0);
-        close(fd);
-        path = tmpl;
-    }
-    ~TempFile() { unlink(path.c_str()); }
-};
-
-// Bytes 100-103 (use) and 200-203 (forbid) as another process sees them.
-struct ByteMap {
-    uint32_t use = 0, forbid = 0;
-};
-
-ByteMap probe(const std::string &path) {
-    int p[2];
-    assert_int_equal(pipe2(p, O_CLOEXEC), 0);
-    pid_t pid = fork();
-    assert_true(pid >= 0);
-    if (pid == 0) {
-        // F_GETLK sees both OFD and POSIX locks of other processes.
-        int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
-        ByteMap m;
-        for (int i = 0; fd >= 0 && i < 4; i++) {
-            for (int side = 0; side < 2; side++) {
-                struct flock fl = {};
-                fl.l_type = F_WRLCK;
-                fl.l_whence = SEEK_SET;
-                fl.l_start = (side ? 200 : 100) + i;
-                fl.l_len = 1;
-                if (fcntl(fd, F_GETLK, &fl) < 0) _exit(2);
-                if (fl.l_type != F_UNLCK) (side ? m.forbid : m.use) |= 1u << i;
-            }
-        }
-        _exit(fd >= 0 && write(p[1], &m, sizeof m) == sizeof m ? 0 : 1);
-    }
-    close(p[1]);
-    ByteMap m;
-    assert_int_equal(read(p[0], &m, sizeof m), sizeof m);
-    close(p[0]);
-    int st = 0;
-    assert_int_equal(waitpid(pid, &st, 0), pid);
-    assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
-    return m;
-}
 
 constexpr uint32_t R = BLK_PERM_CONSISTENT_READ, W = BLK_PERM_WRITE,
                    WU = BLK_PERM_WRITE_UNCHANGED, RS = BLK_PERM_RESIZE, ALL = BLK_PERM_ALL;
 
 void assert_map(const std::string &path, uint32_t use, uint32_t forbid, int line) {
-    ByteMap m = probe(path);
+    ByteMap m = probe_bytes(path);
     if (m.use != use || m.forbid != forbid) {
         print_error("line %d: byte map use=%#x forbid=%#x, expected use=%#x forbid=%#x\n", line,
                     m.use, m.forbid, use, forbid);
@@ -98,15 +51,6 @@ Result<std::unique_ptr<BlockBackend>> open_drive(const std::string &spec, const 
     auto o = qapi::parse_drive_options(spec);
     if (!o.ok()) return o.take_status();
     return BlockBackend::open(*o, name);
-}
-
-std::unique_ptr<BlockBackend> must_open(const std::string &spec, const char *name) {
-    auto r = open_drive(spec, name);
-    if (!r.ok()) {
-        print_error("open %s: %s\n", spec.c_str(), r.status().to_string().c_str());
-        fail();
-    }
-    return std::move(*r);
 }
 
 void assert_contains(const std::string &s, const std::string &part) {

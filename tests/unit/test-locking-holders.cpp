@@ -30,6 +30,9 @@ extern "C" {
 #include <cmocka.h>
 }
 
+#include "tests/unit/test-util.h"
+using namespace mb::test;
+
 using namespace mb;
 using qapi::LockingApi;
 
@@ -38,30 +41,6 @@ namespace {
 constexpr uint32_t R = BLK_PERM_CONSISTENT_READ, W = BLK_PERM_WRITE,
                    WU = BLK_PERM_WRITE_UNCHANGED, RS = BLK_PERM_RESIZE;
 constexpr uint32_t ALL = BLK_PERM_ALL;
-
-struct TempFile {
-    std::string path;
-    TempFile() {
-        char tmpl[] = "/tmp/mb-test-holders-XXXXXX";
-        int fd = mkostemp(tmpl, O_CLOEXEC);
-        assert_true(fd >= 0);
-        assert_int_equal(ftruncate(fd, 1 << 20), 0);
-        close(fd);
-        path = tmpl;
-    }
-    ~TempFile() { unlink(path.c_str()); }
-};
-
-struct Fd {
-    int fd;
-    explicit Fd(const std::string &path, int flags = O_RDWR)
-        : fd(open(path.c_str(), flags | O_CLOEXEC)) {
-        assert_true(fd >= 0);
-    }
-    ~Fd() {
-        if (fd >= 0) close(fd);
-    }
-};
 
 std::unique_ptr<LockProtocol> new_lock(int fd, const std::string &path, const char *node,
                                        LockingApi api) {

@@ -29,6 +29,9 @@ extern "C" {
 #include <cmocka.h>
 }
 
+#include "tests/unit/test-util.h"
+using namespace mb::test;
+
 using namespace mb;
 using qapi::LockingApi;
 using qapi::LockMode;
@@ -40,37 +43,7 @@ constexpr uint32_t R = BLK_PERM_CONSISTENT_READ, W = BLK_PERM_WRITE,
 
 // ---- files and fds --------------------------------------------------------
 
-struct TempFile {
-    std::string path;
-    TempFile() {
-        char tmpl[] = "/tmp/mb-test-locking-XXXXXX";
-        int fd = mkostemp(tmpl, O_CLOEXEC);
-        assert_true(fd >= 0);
-        assert_int_equal(ftruncate(fd, 1 << 20), 0);
-        close(fd);
-        path = tmpl;
-    }
-    ~TempFile() { unlink(path.c_str()); }
-};
-
-struct Fd {
-    int fd;
-    explicit Fd(const std::string &path, int flags = O_RDWR)
-        : fd(open(path.c_str(), flags | O_CLOEXEC)) {
-        assert_true(fd >= 0);
-    }
-    ~Fd() {
-        if (fd >= 0) close(fd);
-    }
-};
-
 // ---- the real byte map ----------------------------------------------------
-
-struct ByteMap {
-    uint32_t use = 0, forbid = 0;  // bit 4: 104/204
-    bool byte0 = false;
-    bool operator==(const ByteMap &) const = default;
-};
 
 bool ofd_probe(int fd, int64_t off) {
     struct flock fl = {};
@@ -82,37 +55,10 @@ bool ofd_probe(int fd, int64_t off) {
     return fl.l_type != F_UNLCK;
 }
 
-// From a forked child: a probe fd opened and closed in this process would
-// drop this process's POSIX locks on the file (the very flaw under test).
-ByteMap probe(const std::string &path) {
-    int p[2];
-    assert_int_equal(pipe2(p, O_CLOEXEC), 0);
-    pid_t pid = fork();
-    assert_true(pid >= 0);
-    if (pid == 0) {
-        int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
-        ByteMap m;
-        for (int i = 0; fd >= 0 && i <= 4; i++) {
-            if (ofd_probe(fd, 100 + i)) m.use |= 1u << i;
-            if (ofd_probe(fd, 200 + i)) m.forbid |= 1u << i;
-        }
-        if (fd >= 0) m.byte0 = ofd_probe(fd, 0);
-        _exit(fd >= 0 && write(p[1], &m, sizeof m) == sizeof m ? 0 : 1);
-    }
-    close(p[1]);
-    ByteMap m;
-    assert_int_equal(read(p[0], &m, sizeof m), sizeof m);
-    close(p[0]);
-    int st = 0;
-    assert_int_equal(waitpid(pid, &st, 0), pid);
-    assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
-    return m;
-}
-
 ByteMap map_of(LockBits b) { return ByteMap{b.use, b.forbid, false}; }
 
 void assert_map(const std::string &path, LockBits expected, int line) {
-    ByteMap got = probe(path), want = map_of(expected);
+    ByteMap got = probe_bytes(path), want = map_of(expected);
     if (!(got == want)) {
         print_error("line %d: byte map use=%#x forbid=%#x byte0=%d, expected use=%#x forbid=%#x\n",
                     line, got.use, got.forbid, got.byte0, want.use, want.forbid);

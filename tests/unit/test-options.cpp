@@ -442,8 +442,7 @@ void test_validate_errors(void **) {
     expect_error(validate("lock=off", "", "backing."), "Parameter 'backing.driver' is missing");
     // An unknown key is reported before the missing key it probably is.
     expect_error(validate("driver=file,filname=a", "file"), "Invalid parameter 'filname'",
-                 "Valid parameters for driver 'file': aio, cache, driver, filename, inactive, lock, "
-                 "lock-protocol, lock-wait, locking-api, node-name, read-only");
+                 kFileParams);
     expect_error(validate("driver=raw,file=a,lock=exclusiv", "raw"),
                  "Invalid value 'exclusiv' for parameter 'lock'", kLockValues);
     expect_error(validate("driver=file,filename=a,lock=", "file", "backing.file"),

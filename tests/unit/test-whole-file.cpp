@@ -31,34 +31,15 @@ extern "C" {
 #include <cmocka.h>
 }
 
+#include "tests/unit/test-util.h"
+using namespace mb::test;
+
 using namespace mb;
 using qapi::LockingApi;
 using qapi::LockMode;
 
 namespace {
 
-struct TempFile {
-    std::string path;
-    TempFile() {
-        char tmpl[] = "/tmp/mb-test-whole-file-XXXXXX";
-        int fd = mkostemp(tmpl, O_CLOEXEC);
-        assert_true(fd >= 0);
-        assert_int_equal(ftruncate(fd, 1 << 20), 0);
-        close(fd);
-        path = tmpl;
-    }
-    ~TempFile() { unlink(path.c_str()); }
-};
-
-struct Fd {
-    int fd;
-    explicit Fd(const std::string &path) : fd(open(path.c_str(), O_RDWR | O_CLOEXEC)) {
-        assert_true(fd >= 0);
-    }
-    ~Fd() { close(fd); }
-};
-
-// What someone else sees: could they take a whole-file F_RDLCK / F_WRLCK?
 bool can_take(const std::string &path, short type) {
     Fd f(path);
     struct flock fl = {};
@@ -191,17 +172,6 @@ void test_cannot_lock(void **) {
     assert_false(r.ok());
     assert_string_equal(r.status().message().c_str(),
                         "lock-protocol=whole-file cannot use locking-api=posix");
-}
-
-std::unique_ptr<BlockBackend> must_open(const std::string &spec, const char *name) {
-    auto o = qapi::parse_drive_options(spec);
-    assert_true(o.ok());
-    auto r = BlockBackend::open(*o, name);
-    if (!r.ok()) {
-        print_error("%s: %s\n", spec.c_str(), r.status().to_string().c_str());
-        fail();
-    }
-    return std::move(*r);
 }
 
 Status open_status(const std::string &spec) {
