@@ -38,36 +38,21 @@ bool parse_output(const char *arg, bool *json) {
     return true;
 }
 
-void print_json(JsonBuilder *b) {
-    JsonNode *root = json_builder_get_root(b);
-    JsonGenerator *g = json_generator_new();
-    json_generator_set_pretty(g, TRUE);
-    json_generator_set_indent(g, 4);
-    json_generator_set_root(g, root);
-    gchar *s = json_generator_to_data(g, nullptr);
-    printf("%s\n", s);
-    g_free(s);
-    g_object_unref(g);
-    json_node_unref(root);
-}
-
 // --- check -------------------------------------------------------------------
 
 void print_check(const qcow2::CheckResult &r, const std::string &file, bool json, bool repaired,
                  const qcow2::CheckResult *first) {
     if (json) {
-        JsonBuilder *b = json_builder_new();
-        json_builder_begin_object(b);
-        auto num = [&](const char *k, int64_t v, bool always) {
-            if (!v && !always) return;
-            json_builder_set_member_name(b, k);
-            json_builder_add_int_value(b, v);
+        // qemu-img's key order and spacing; zero counts left out as it does.
+        std::vector<std::pair<const char *, int64_t>> v;
+        auto num = [&](const char *k, int64_t x, bool always) {
+            if (x || always) v.emplace_back(k, x);
         };
         num("image-end-offset", r.image_end_offset, false);
         num("total-clusters", r.total_clusters, false);
         num("corruptions", r.corruptions, false);
-        num("leaks", r.leaks, false);
         num("check-errors", r.check_errors, true);
+        num("leaks", r.leaks, false);
         if (repaired && first) {
             num("corruptions-fixed", first->corruptions_fixed, false);
             num("leaks-fixed", first->leaks_fixed, false);
@@ -75,13 +60,14 @@ void print_check(const qcow2::CheckResult &r, const std::string &file, bool json
         num("allocated-clusters", r.allocated_clusters, false);
         num("fragmented-clusters", r.fragmented_clusters, false);
         num("compressed-clusters", r.compressed_clusters, false);
-        json_builder_set_member_name(b, "filename");
-        json_builder_add_string_value(b, file.c_str());
-        json_builder_set_member_name(b, "format");
-        json_builder_add_string_value(b, "qcow2");
-        json_builder_end_object(b);
-        print_json(b);
-        g_object_unref(b);
+        printf("{\n");
+        for (auto &[k, x] : v) printf("    \"%s\": %" PRId64 ",\n", k, x);
+        JsonNode *fn = json_node_new(JSON_NODE_VALUE);
+        json_node_set_string(fn, file.c_str());
+        gchar *fs = json_to_string(fn, FALSE);
+        printf("    \"filename\": %s,\n    \"format\": \"qcow2\"\n}\n", fs);
+        g_free(fs);
+        json_node_unref(fn);
         return;
     }
     if (repaired && first && (first->leaks_fixed || first->corruptions_fixed)) {
@@ -289,15 +275,17 @@ int cmd_map(int argc, char **argv) {
 int cmd_convert(int argc, char **argv) {
     ImageFlags src_flags;
     src_flags.read_only = true;
-    std::string out_fmt = "raw", o;
+    std::string out_fmt = "raw", o, cache;
     bool progress = false;
     static const struct option longopts[] = {{"image-opts", no_argument, nullptr, OPT_IMAGE_OPTS},
                                              {"force-share", no_argument, nullptr, 'U'},
                                              {"help", no_argument, nullptr, 'h'},
                                              {nullptr, 0, nullptr, 0}};
     int c;
-    while ((c = getopt_long(argc, argv, "f:O:o:pUh", longopts, nullptr)) != -1) {
+    while ((c = getopt_long(argc, argv, "f:O:o:pt:T:Uh", longopts, nullptr)) != -1) {
         switch (c) {
+        case 't': cache = optarg; break;
+        case 'T': src_flags.cache = optarg; break;
         case 'f': src_flags.format = optarg; break;
         case 'O': out_fmt = optarg; break;
         case 'o': o = o.empty() ? optarg : o + "," + optarg; break;
@@ -326,6 +314,9 @@ int cmd_convert(int argc, char **argv) {
     if (!st.ok()) return fail(st.prefix("Could not create '" + dst + "'"));
     ImageFlags dst_flags;
     dst_flags.format = out_fmt;
+    // As qemu-img convert: the target is new, so no flush per allocation
+    // (cache=unsafe); -t overrides.
+    dst_flags.cache = cache.empty() ? "unsafe" : cache;
     auto out = open_image(dst, dst_flags);
     if (!out.ok()) return fail(Status(out.status()).prefix("Could not open '" + dst + "'"));
     // The new target reads as zeroes: only non-zero pieces are written.
@@ -336,12 +327,23 @@ int cmd_convert(int argc, char **argv) {
         int64_t n = std::min(chunk, size - off);
         int r = (*in)->pread(off, n, buf.data());
         if (r < 0) return fail(PosixError("error while reading at byte " + std::to_string(off), -r));
-        for (int64_t p = 0; p < n; p += piece) {
-            int64_t m = std::min(piece, n - p);
-            const uint8_t *d = buf.data() + p;
-            if (d[0] == 0 && !memcmp(d, d + 1, m - 1)) continue;
-            r = (*out)->pwrite(off + p, m, d);
+        // Runs of non-zero pieces go out as one request (one allocation).
+        for (int64_t p = 0; p < n;) {
+            auto zero_piece = [&](int64_t at) {
+                int64_t m = std::min(piece, n - at);
+                const uint8_t *d = buf.data() + at;
+                return d[0] == 0 && !memcmp(d, d + 1, m - 1);
+            };
+            if (zero_piece(p)) {
+                p += piece;
+                continue;
+            }
+            int64_t q = p + piece;
+            while (q < n && !zero_piece(q)) q += piece;
+            q = std::min(q, n);
+            r = (*out)->pwrite(off + p, q - p, buf.data() + p);
             if (r < 0) return fail(PosixError("error while writing at byte " + std::to_string(off + p), -r));
+            p = q;
         }
         off += n;
         if (progress && off < size) printf("    (%.2f/100%%)\r", off * 100.0 / size), fflush(stdout);
@@ -360,9 +362,11 @@ void print_img_qcow2_help(FILE *out) {
             "  map [-f FMT] [-U] [--image-opts] [--output=human|json] FILE\n"
             "      show where each range of the image is stored (layer of the backing chain,\n"
             "      offset in which file), or that it reads as zeroes\n"
-            "  convert [-f FMT] [-O raw|qcow2] [-o OPTIONS] [-p] [-U] SOURCE TARGET\n"
+            "  convert [-f FMT] [-O raw|qcow2] [-o OPTIONS] [-t CACHE] [-T SRC_CACHE] [-p] [-U]\n"
+            "          SOURCE TARGET\n"
             "      copy SOURCE (through its backing chain) into a new TARGET image; -p shows\n"
-            "      progress; all-zero ranges are not written\n");
+            "      progress; all-zero ranges are not written; the target's cache mode\n"
+            "      defaults to unsafe, as qemu-img's\n");
 }
 
 }  // namespace mb::tools

@@ -57,16 +57,18 @@ Task<int> load_table(BlockDriverState *bs, TableCache &cache, uint64_t offset, T
     co_return 0;
 }
 
-bool overlaps_metadata(State *s, uint64_t off, uint64_t len) {
+bool overlaps_metadata(State *s, uint64_t off, uint64_t len, MetaKind self) {
     const uint64_t cs = s->cluster_size;
     auto in = [&](uint64_t a, uint64_t alen) { return alen && a < off + len && off < a + alen; };
     if (in(0, cs)) return true;
     if (in(s->h().l1_table_offset, uint64_t(s->h().l1_size) * 8)) return true;
     if (in(s->h().refcount_table_offset, uint64_t(s->h().refcount_table_clusters) * cs)) return true;
-    for (auto *set : {&s->l2_offsets, &s->rb_offsets}) {
-        auto it = set->lower_bound(off >= cs ? off - cs + 1 : 0);
-        if (it != set->end() && *it < off + len) return true;
-    }
+    auto in_set = [&](const std::set<uint64_t> &set) {
+        auto it = set.lower_bound(off >= cs ? off - cs + 1 : 0);
+        return it != set.end() && *it < off + len;
+    };
+    if (self != MetaKind::L2 && in_set(s->l2_offsets)) return true;
+    if (self != MetaKind::Refblock && in_set(s->rb_offsets)) return true;
     return false;
 }
 
@@ -129,6 +131,11 @@ Task<int> ensure_l2(BlockDriverState *bs, uint64_t l1_idx, TableCache::Table *t,
             // this table is inconsistent.
             warn_report("qcow2: L2 table " + hex(off) + " in '" + bs->file()->bs->filename +
                         "' lacks the COPIED flag");
+            co_return -EIO;
+        }
+        if (overlaps_metadata(s, off, s->cluster_size, MetaKind::L2)) {
+            warn_report("qcow2: L2 table " + hex(off) + " in '" + bs->file()->bs->filename +
+                        "' overlaps other metadata; refusing to update it");
             co_return -EIO;
         }
         *l2_off = off;
@@ -292,7 +299,7 @@ Task<int> co_pwritev(BlockDriverState *bs, int64_t offset, int64_t bytes, const 
         }
         if (m.type == ClusterType::Normal && m.copied) {
             s->lock.unlock();
-            if (overlaps_metadata(s, m.host, m.bytes)) {
+            if (overlaps_metadata(s, m.host, m.bytes, MetaKind::Data)) {
                 warn_report("qcow2: refusing a data write at " + hex(m.host) + " in '" +
                             bs->file()->bs->filename + "': it overlaps metadata");
                 co_return -EIO;
@@ -341,6 +348,13 @@ Task<int> co_pwrite_zeroes(BlockDriverState *bs, int64_t offset, int64_t bytes, 
         uint64_t l1_idx = uint64_t(off) >> (s->cluster_bits + s->l2_bits);
         uint64_t l2_idx = (uint64_t(off) >> s->cluster_bits) & (l2_entries - 1);
         int64_t n = std::min<int64_t>((left + cs - 1) / cs, l2_entries - l2_idx);
+        int64_t done = std::min<int64_t>(left, n * cs);
+        if (!bs->backing() && l1_idx < s->l1.size() && !(s->l1[l1_idx] & L1E_OFFSET_MASK)) {
+            // No table and no backing file: these clusters read as zeroes already.
+            off += done;
+            left -= done;
+            continue;
+        }
         TableCache::Table t;
         uint64_t l2_off;
         if ((r = co_await ensure_l2(bs, l1_idx, &t, &l2_off)) < 0) co_return r;
@@ -360,13 +374,57 @@ Task<int> co_pwrite_zeroes(BlockDriverState *bs, int64_t offset, int64_t bytes, 
         if ((r = co_await write_l2_entries(bs, l2_off, *t, l2_idx, n)) < 0) co_return r;
         for (int64_t i = 0; i < n; i++)
             if (old[i] && (r = co_await release_entry(bs, old[i])) < 0) co_return r;
-        int64_t done = std::min<int64_t>(left, n * cs);
         off += done;
         left -= done;
     }
     if (tail) {
         int r = co_await co_pwritev(bs, end - tail, tail, zero.data(), flags);
         if (r < 0) co_return r;
+    }
+    co_return 0;
+}
+
+Task<int> co_pdiscard(BlockDriverState *bs, int64_t offset, int64_t bytes) {
+    State *s = bs->state<State>();
+    const int64_t cs = s->cluster_size;
+    if (uint64_t(offset) > s->h().size || uint64_t(bytes) > s->h().size - offset) co_return -EINVAL;
+    // Without a zero flag, dropping a cluster would show the backing file.
+    if (bs->backing() && s->h().version < 3) co_return 0;
+    // Whole clusters only (the last one of an unaligned image counts).
+    int64_t start = (offset + cs - 1) & ~(cs - 1);
+    int64_t end = uint64_t(offset + bytes) == s->h().size ? offset + bytes : (offset + bytes) & ~(cs - 1);
+    const uint64_t l2_entries = uint64_t(1) << s->l2_bits;
+    const uint64_t new_entry = bs->backing() ? OFLAG_ZERO : 0;
+    while (start < end) {
+        co_await s->lock.lock();
+        CoLockGuard g(s->lock);
+        uint64_t l1_idx = uint64_t(start) >> (s->cluster_bits + s->l2_bits);
+        uint64_t l2_idx = (uint64_t(start) >> s->cluster_bits) & (l2_entries - 1);
+        int64_t n = std::min<int64_t>((end - start + cs - 1) / cs, l2_entries - l2_idx);
+        uint64_t l1e = l1_idx < s->l1.size() ? s->l1[l1_idx] : 0;
+        if (l1e & L1E_OFFSET_MASK) {
+            int r = co_await prepare_first_write(bs);
+            if (r < 0) co_return r;
+            TableCache::Table t;
+            uint64_t l2_off;
+            if ((r = co_await ensure_l2(bs, l1_idx, &t, &l2_off)) < 0) co_return r;
+            std::vector<uint64_t> old(n);
+            for (int64_t i = 0; i < n; i++) {
+                uint8_t *p = t->data() + (l2_idx + i) * 8;
+                old[i] = be64(p);
+                put_be64(p, new_entry);
+            }
+            if ((r = co_await write_l2_entries(bs, l2_off, *t, l2_idx, n)) < 0) co_return r;
+            for (int64_t i = 0; i < n; i++) {
+                if ((r = co_await release_entry(bs, old[i])) < 0) co_return r;
+                // Freed clusters are never reused: give the space back.
+                uint64_t host = old[i] & L2E_OFFSET_MASK;
+                if (host && !(old[i] & OFLAG_COMPRESSED)) (void)co_await bdrv_co_pdiscard(bs->file(), host, cs);
+            }
+        }
+        // No L2 table: the range is unallocated already (and with a
+        // backing file keeps showing it, which discard allows).
+        start += n * cs;
     }
     co_return 0;
 }

@@ -114,14 +114,17 @@ Status create(const std::string &filename, int64_t size, qapi::OptionDict &opts)
     // Extensions, then the backing file name.
     std::vector<uint8_t> hdr(cs, 0);
     size_t pos = hlen;
-    auto room = [&](size_t need) { return pos + need + 8 + backing.size() <= size_t(cs); };
+    auto room = [&](size_t need) { return pos + need + 8 + backing.size() < size_t(cs); };
     if (!backing_fmt.empty()) {
-        if (!room(8 + 16)) return Status::Error(EINVAL, "The header does not fit in one cluster");
+        if (pos + 8 + 16 + 8 + backing.size() > size_t(cs)) {
+            return Status::Error(EINVAL, "The header does not fit in one cluster");
+        }
         put_ext(hdr, &pos, EXT_BACKING_FORMAT, reinterpret_cast<const uint8_t *>(backing_fmt.data()),
                 uint32_t(backing_fmt.size()));
     }
     const size_t ftlen = sizeof kFeatures / sizeof kFeatures[0] * 48;
-    if (version == 3 && room(8 + ftlen)) {
+    // qemu-img 7.2 writes the table with clusters of 8k and more (observed).
+    if (version == 3 && cs >= 8192 && room(8 + ftlen)) {
         std::vector<uint8_t> ft(ftlen, 0);
         for (size_t i = 0; i < sizeof kFeatures / sizeof kFeatures[0]; i++) {
             ft[i * 48] = kFeatures[i].type;
@@ -130,7 +133,9 @@ Status create(const std::string &filename, int64_t size, qapi::OptionDict &opts)
         }
         put_ext(hdr, &pos, EXT_FEATURE_TABLE, ft.data(), uint32_t(ftlen));
     }
-    if (!room(0)) return Status::Error(EINVAL, "The backing file name does not fit in the header cluster");
+    if (pos + 8 + backing.size() > size_t(cs)) {
+        return Status::Error(EINVAL, "The backing file name does not fit in the header cluster");
+    }
     pos += 8;  // end marker (zeroes)
     if (!backing.empty()) {
         memcpy(&hdr[pos], backing.data(), backing.size());
@@ -152,7 +157,8 @@ Status create(const std::string &filename, int64_t size, qapi::OptionDict &opts)
     fo.set_str("filename", filename);
     auto blk = BlockBackend::open(fo);
     if (!blk.ok()) return blk.take_status();
-    int r = (*blk)->pwrite(0, img.size(), img.data());
+    // The file ends after the L1 entries, as qemu-img leaves it.
+    int r = (*blk)->pwrite(0, (1 + R + B) * cs + l1_entries * 8, img.data());
     if (r == 0) r = (*blk)->flush();
     if (r < 0) return PosixError("Could not write the qcow2 metadata of '" + filename + "'", -r);
     return Status::OK();

@@ -157,7 +157,6 @@ Status parse_header(const uint8_t *buf, size_t len, uint64_t file_len, ParsedIma
         }
         return Status::Error(ENOTSUP, "Unsupported qcow2 feature(s): " + names);
     }
-    if (h.version == 2 && h.refcount_order != 4) return invalid("Refcount order must be 4 in version 2 images");
 
     // Backing file name: inside the first cluster, bounded.
     if (h.backing_file_offset) {

@@ -10,6 +10,7 @@
 #include <cstring>
 
 #include "block/drivers/qcow2.h"
+#include "block/warn.h"
 
 namespace mb::qcow2 {
 
@@ -194,6 +195,11 @@ Task<int> update_range(BlockDriverState *bs, int64_t first, int64_t count, int d
             if ((r = co_await ensure_block(bs, j)) < 0) co_return r;
         }
         uint64_t off = s->reftable[j] & REFT_OFFSET_MASK;
+        if (overlaps_metadata(s, off, s->cluster_size, MetaKind::Refblock)) {
+            warn_report("qcow2: refcount block " + hex(off) + " in '" + bs->file()->bs->filename +
+                        "' overlaps other metadata; refusing to update it");
+            co_return -EIO;
+        }
         TableCache::Table t;
         if ((r = co_await load_table(bs, s->rb_cache, off, &t)) < 0) co_return r;
         for (int64_t x = 0; x < n; x++) {
@@ -311,7 +317,7 @@ Task<int> check(BlockDriverState *bs, bool repair_leaks, CheckResult *res) {
     struct CopiedCheck {
         uint64_t cluster;
         bool copied;
-        std::string what;
+        std::string what;  // "data cluster: l2_entry=8000000000050000"
     };
     std::vector<CopiedCheck> copied;
     uint64_t last_host = 0;
@@ -325,8 +331,10 @@ Task<int> check(BlockDriverState *bs, bool repair_leaks, CheckResult *res) {
             continue;
         }
         cnt.add(l2_off, cs, cs, "L2 table");
-        copied.push_back({l2_off / uint64_t(cs), bool(s->l1[i] & OFLAG_COPIED), "l1_entry " + std::to_string(i)});
+        copied.push_back({l2_off / uint64_t(cs), bool(s->l1[i] & OFLAG_COPIED),
+                          "L2 cluster: l1_index=" + std::to_string(i) + " l1_entry=" + hex(s->l1[i]).substr(2)});
         TableCache::Table t;
+        last_host = 0;  // contiguity is counted within one L2 table
         int r = co_await load_table(bs, s->l2_cache, l2_off, &t);
         if (r < 0) {
             res->messages.push_back("ERROR could not read L2 table at " + hex(l2_off));
@@ -352,8 +360,7 @@ Task<int> check(BlockDriverState *bs, bool repair_leaks, CheckResult *res) {
                 continue;
             }
             cnt.add(off, cs, cs, "data cluster");
-            copied.push_back({off / uint64_t(cs), bool(e & OFLAG_COPIED),
-                              "l2_entry " + std::to_string(k) + " of L2 table " + hex(l2_off)});
+            copied.push_back({off / uint64_t(cs), bool(e & OFLAG_COPIED), "data cluster: l2_entry=" + hex(e).substr(2)});
             res->allocated_clusters++;
             if (last_host && off != last_host + cs) res->fragmented_clusters++;
             last_host = off;
@@ -382,6 +389,8 @@ Task<int> check(BlockDriverState *bs, bool repair_leaks, CheckResult *res) {
                                     " reference=" + std::to_string(refs));
             res->corruptions++;
         } else if (repair_leaks && bs->writable()) {
+            res->messages.push_back("Leaked cluster " + std::to_string(c) + " refcount=" + std::to_string(rc) +
+                                    " reference=" + std::to_string(refs));
             res->messages.push_back("Repairing cluster " + std::to_string(c) + " refcount=" + std::to_string(rc) +
                                     " reference=" + std::to_string(refs));
             r = co_await update_range(bs, c, 1, -int(rc - refs));
@@ -397,7 +406,7 @@ Task<int> check(BlockDriverState *bs, bool repair_leaks, CheckResult *res) {
         uint64_t rc;
         if (co_await get_refcount(bs, cc.cluster, &rc) < 0) continue;
         if ((rc == 1) != cc.copied) {
-            res->messages.push_back("ERROR OFLAG_COPIED " + cc.what + ": refcount=" + std::to_string(rc));
+            res->messages.push_back("ERROR OFLAG_COPIED " + cc.what + " refcount=" + std::to_string(rc));
             res->corruptions++;
         }
     }

@@ -376,6 +376,9 @@ Status qcow2_check(BlockDriverState *bs, bool repair_leaks, qcow2::CheckResult *
     if (!bs->drv || strcmp(bs->drv->format_name, "qcow2") != 0) {
         return Status::Error(ENOTSUP, "This image format does not support checks");
     }
+    if (bs->state<qcow2::State>()->h().nb_snapshots) {
+        return Status::Error(ENOTSUP, "Checking qcow2 images with internal snapshots is not supported");
+    }
     int r = sync_wait(qcow2::check(bs, repair_leaks, res));
     if (r < 0) return PosixError("Could not check the image", -r);
     return Status::OK();
@@ -397,7 +400,7 @@ const BlockDriver bdrv_qcow2 = {
     .co_preadv = qcow2_co_preadv,
     .co_pwritev = qcow2::co_pwritev,
     .co_pwrite_zeroes = qcow2::co_pwrite_zeroes,
-    .co_pdiscard = nullptr,
+    .co_pdiscard = qcow2::co_pdiscard,
     .co_flush = qcow2_co_flush,
     .co_truncate = nullptr,
     .co_block_status = qcow2_co_block_status,

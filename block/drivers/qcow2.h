@@ -172,11 +172,15 @@ Task<int> get_mapping(BlockDriverState *bs, int64_t offset, int64_t bytes, Mappi
 Task<int> co_pwritev(BlockDriverState *bs, int64_t offset, int64_t bytes, const uint8_t *buf,
                      int flags);
 Task<int> co_pwrite_zeroes(BlockDriverState *bs, int64_t offset, int64_t bytes, int flags);
+Task<int> co_pdiscard(BlockDriverState *bs, int64_t offset, int64_t bytes);
 // Reads guest data; `locked`: the caller holds s->lock (copy-on-write).
 Task<int> read_range(BlockDriverState *bs, int64_t offset, int64_t bytes, uint8_t *buf,
                      bool locked);
-// Whether [off, off + len) in the file overlaps metadata (never written as data).
-bool overlaps_metadata(State *s, uint64_t off, uint64_t len);
+// Whether [off, off + len) in the file overlaps metadata other than tables
+// of kind `self` (data is never written over metadata, nor one table over
+// another kind).
+enum class MetaKind { Data, L2, Refblock };
+bool overlaps_metadata(State *s, uint64_t off, uint64_t len, MetaKind self);
 
 // --- refcounts (qcow2-refcount.cpp) --------------------------------------------
 

@@ -124,6 +124,18 @@ import struct,sys
 d=open('ovl.qcow2','rb').read()
 sys.exit(0 if struct.unpack('>Q', d[0x30000:0x30008])[0] == 0x8000000000040000 else 1)" && ok "L1 entry unchanged" || not_ok "L1 entry unchanged"
 
+# Tables that overlap other metadata are never updated.
+patch l2rt.qcow2 0x30000 '>Q' 0x8000000000010000
+cp l2rt.qcow2 l2rt-before.qcow2
+expect_fail "L2 table on the refcount table: write refused" \
+    "qcow2: L2 table 0x10000 in 'l2rt.qcow2' overlaps other metadata; refusing to update it" \
+    io -c 'write -P 1 0 4k' l2rt.qcow2
+cmp -s l2rt-before.qcow2 l2rt.qcow2 && ok "refused write changed nothing" || not_ok "refused write changed nothing"
+patch rbl1.qcow2 0x10000 '>Q' 0x30000
+expect_fail "refcount block on the L1 table: allocation refused" \
+    "qcow2: refcount block 0x30000 in 'rbl1.qcow2' overlaps other metadata; refusing to update it" \
+    io -c 'write -P 1 512k 4k' rbl1.qcow2
+
 # Backing chain loops.
 # (qemu-img refuses to make one: the name is patched in afterwards.)
 qemu-img create -q -f qcow2 -b selg.qcow2 -F qcow2 -u self.qcow2 1M

@@ -70,6 +70,8 @@ expect_ok "chain: read -P sees the base" "$MINIBLOCK_IO" -r -c 'read -P 0xa1 0 1
     -c 'read -P 0xc3 1050k 3000' -c 'read -P 0 2M 64k' -c 'read -P 0 4M 3M' top.qcow2
 expect_output "chain: map depth" '"depth": 2' "$MINIBLOCK_IMG" map --output=json top.qcow2
 expect_output "info --backing-chain lists the base" 'image: .*sub/base.raw' "$MINIBLOCK_IMG" info --backing-chain top.qcow2
+expect_output "info --backing-chain --output=json: an array of three" '^3$' \
+    sh -c "'$MINIBLOCK_IMG' info --backing-chain --output=json top.qcow2 | python3 -c 'import json,sys; print(len(json.load(sys.stdin)))'"
 expect_output "info shows the backing format" 'backing file format: qcow2' "$MINIBLOCK_IMG" info top.qcow2
 
 # map agrees with qemu-img map on a qcow2-only image.

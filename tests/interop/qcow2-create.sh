@@ -1,0 +1,113 @@
+#!/bin/bash
+# qcow2 creation is byte-identical to qemu-img 7.2's (same layout, same
+# header extensions) where the metadata fits one refcount block; creation,
+# open and tool errors are exact texts.
+source "$(dirname "$0")/lib.sh"
+need qemu-img qemu-io python3
+cd "$T"
+
+for o in cluster_size=512 cluster_size=4k cluster_size=8k cluster_size=64k cluster_size=2M \
+         compat=0.10 compat=0.10,cluster_size=4k; do
+    for size in 0 100M 3G; do
+        rm -f q.qcow2 m.qcow2
+        if [ $o = cluster_size=512 ] && [ $size = 3G ]; then
+            # Several refcount blocks: qemu-img places them after the L1
+            # table, miniblock before it; both are valid.
+            "$MINIBLOCK_IMG" create -f qcow2 -o $o m.qcow2 $size >/dev/null
+            expect_output "create $o $size: valid for qemu-img" "No errors were found" qemu-img check m.qcow2
+            continue
+        fi
+        qemu-img create -q -f qcow2 -o $o q.qcow2 $size
+        "$MINIBLOCK_IMG" create -f qcow2 -o $o m.qcow2 $size >/dev/null
+        if cmp -s q.qcow2 m.qcow2; then ok "create $o $size: byte-identical to qemu-img"
+        else not_ok "create $o $size: byte-identical to qemu-img" "$(cmp q.qcow2 m.qcow2 2>&1)"; fi
+    done
+done
+qemu-img create -q -f raw base.raw 5M
+for cs in 4k 64k; do
+    rm -f q.qcow2 m.qcow2
+    qemu-img create -q -f qcow2 -o cluster_size=$cs -b base.raw -F raw q.qcow2
+    "$MINIBLOCK_IMG" create -f qcow2 -o cluster_size=$cs -b base.raw -F raw m.qcow2 >/dev/null
+    if cmp -s q.qcow2 m.qcow2; then ok "create -b base.raw -F raw ($cs): byte-identical"
+    else not_ok "create -b base.raw -F raw ($cs): byte-identical" "$(cmp q.qcow2 m.qcow2 2>&1)"; fi
+done
+expect_output "create -b: size from the backing file" "virtual size: 5 MiB" qemu-img info m.qcow2
+
+c() { "$MINIBLOCK_IMG" create -f qcow2 "$@"; }
+expect_fail "cluster_size not a power of two" "^miniblock-img: Invalid cluster_size '1000'$" c -o cluster_size=1000 x.qcow2 1M
+expect_output "cluster_size detail" "Cluster size must be a power of two between 512 and 2M" sh -c "$MINIBLOCK_IMG create -f qcow2 -o cluster_size=4M x.qcow2 1M 2>&1; true"
+expect_fail "compat" "^miniblock-img: Invalid compat '2'$" c -o compat=2 x.qcow2 1M
+expect_fail "size not a multiple of 512" "^miniblock-img: Image size 1000 is not a multiple of 512 bytes$" c x.qcow2 1000
+expect_fail "refcount_bits" "^miniblock-img: Invalid refcount_bits '8'$" c -o refcount_bits=8 x.qcow2 1M
+expect_fail "lazy_refcounts" "^miniblock-img: Invalid lazy_refcounts 'on'$" c -o lazy_refcounts=on x.qcow2 1M
+expect_fail "unknown creation option" "^miniblock-img: Invalid parameter 'foo'$" c -o foo=1 x.qcow2 1M
+expect_fail "backing_fmt alone" "^miniblock-img: backing_fmt is set without backing_file$" c -o backing_fmt=raw x.qcow2 1M
+expect_fail "-F without -b" "miniblock-img: -F needs -b" c -F raw x.qcow2 1M
+expect_fail "missing backing file" "^miniblock-img: Could not open backing file 'nothere.raw': " c -b nothere.raw -F raw x.qcow2
+expect_fail "too large for the cluster size" "^miniblock-img: Image size 1099511627776 is too large for cluster size 512$" \
+    c -o cluster_size=512 x.qcow2 1T
+long=$(printf 'a%.0s' $(seq 1100))
+expect_fail "backing name too long" "^miniblock-img: Backing file name is longer than 1023 bytes$" \
+    "$MINIBLOCK_IMG" create -f qcow2 -o "backing_file=$long" x.qcow2 1M
+
+# Tool errors.
+"$MINIBLOCK_IMG" create -f qcow2 g.qcow2 1M >/dev/null
+expect_fail "check -r all" "^miniblock-img: -r supports only 'leaks', not 'all'$" "$MINIBLOCK_IMG" check -r all g.qcow2
+expect_fail "check of a raw image" "^miniblock-img: This image format does not support checks$" "$MINIBLOCK_IMG" check base.raw
+"$MINIBLOCK_IMG" check -f raw base.raw >/dev/null 2>&1
+[ $? = 63 ] && ok "check of a raw image exits 63" || not_ok "check of a raw image exits 63"
+expect_fail "l2-cache-size too large" "Invalid value '8589934592' for parameter 'l2-cache-size'" \
+    "$MINIBLOCK_IO" --image-opts -c 'read 0 4k' driver=qcow2,file.filename=g.qcow2,l2-cache-size=8G
+
+# Internal snapshots: read-only only, and no check.
+qemu-img create -q -f qcow2 s.qcow2 1M
+qemu-io -c 'write -P 5 0 64k' s.qcow2 >/dev/null
+qemu-img snapshot -c snap1 s.qcow2
+expect_ok "snapshots: readable" "$MINIBLOCK_IO" -r -c 'read -P 5 0 64k' s.qcow2
+expect_fail "snapshots: writing refused" "qcow2: Writing images with internal snapshots is not supported" \
+    "$MINIBLOCK_IO" -c 'read 0 4k' s.qcow2
+expect_fail "snapshots: check refused" "^miniblock-img: Checking qcow2 images with internal snapshots is not supported$" \
+    "$MINIBLOCK_IMG" check s.qcow2
+
+# More header fields.
+qemu-img create -q -f qcow2 good.qcow2 1M
+qemu-io -c 'write -P 9 0 64k' good.qcow2 >/dev/null
+patch() {
+    local name=$1
+    shift
+    python3 - good.qcow2 "$name" "$@" <<'PY'
+import struct, sys
+d = bytearray(open(sys.argv[1], 'rb').read())
+a = sys.argv[3:]
+for i in range(0, len(a), 3):
+    struct.pack_into(a[i + 1], d, int(a[i], 0), int(a[i + 2], 0))
+open(sys.argv[2], 'wb').write(d)
+PY
+}
+patch hl.qcow2 100 '>I' 100
+expect_fail "header length too short" "qcow2 header length 100 is too short$" "$MINIBLOCK_IMG" info hl.qcow2
+patch rt0.qcow2 56 '>I' 0
+expect_fail "empty refcount table" "Refcount table is empty$" "$MINIBLOCK_IMG" info rt0.qcow2
+patch ct.qcow2 104 'B' 1
+expect_fail "compression type without its bit" "Compression type 1 is set without the compression type feature bit$" \
+    "$MINIBLOCK_IMG" info ct.qcow2
+patch ct2.qcow2 104 'B' 1 72 '>Q' 8
+expect_fail "zstd compression refused" "Unsupported qcow2 feature\(s\): compression type$" "$MINIBLOCK_IMG" info ct2.qcow2
+patch bf.qcow2 112 '>I' 0xe2792aca 116 '>I' 20
+expect_fail "backing format name length" "Backing format name length 20 is out of range \(1..15\)$" "$MINIBLOCK_IMG" info bf.qcow2
+patch sn.qcow2 60 '>I' 0x100000
+expect_fail "snapshot count" "Snapshot count 1048576 is too large$" "$MINIBLOCK_IMG" info sn.qcow2
+patch so.qcow2 60 '>I' 1 64 '>Q' 0x123
+expect_fail "snapshot table offset" "Snapshot table offset 0x123 is invalid$" "$MINIBLOCK_IMG" info so.qcow2
+patch nc.qcow2 0x30000 '>Q' 0x40000
+expect_fail "L2 table without COPIED refused for writing" \
+    "qcow2: L2 table 0x40000 in 'nc.qcow2' lacks the COPIED flag" "$MINIBLOCK_IO" -c 'write 64k 4k' nc.qcow2
+expect_ok "L2 table without COPIED still readable" "$MINIBLOCK_IO" -r -c 'read -P 9 0 64k' nc.qcow2
+
+# A chain deeper than 128 images.
+qemu-img create -q -f qcow2 d0.qcow2 1M
+for i in $(seq 1 130); do qemu-img create -q -f qcow2 -b d$((i - 1)).qcow2 -F qcow2 -u d$i.qcow2 1M; done
+expect_fail "chain deeper than 128" "Backing chain deeper than 128 images$" "$MINIBLOCK_IMG" info d130.qcow2
+expect_ok "chain of 100 opens" "$MINIBLOCK_IO" -r -c 'read -P 0 0 4k' d100.qcow2
+
+finish
