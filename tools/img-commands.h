@@ -2,9 +2,25 @@
 // group), registered in its command map.
 #pragma once
 
+#include <json-glib/json-glib.h>
+
 #include <cstdio>
+#include <string>
+
+#include "miniblock/status.h"
 
 namespace mb::tools {
+
+// What every miniblock-img subcommand shares (tools/img-common.cpp).
+extern const char *const img_prog;  // "miniblock-img"
+// Prints "miniblock-img: MESSAGE" and the detail lines; returns 1.
+int img_fail(const Status &st);
+// Prints the message and the pointer to --help; returns 1.
+int img_bad_usage(const std::string &msg);
+// --output=human|json; false for anything else.
+bool parse_output(const char *arg, bool *json);
+// Prints the builder's tree as qemu-img does (pretty, 4 spaces).
+void print_json(JsonBuilder *b);
 
 // tools/img-qcow2.cpp
 int cmd_check(int argc, char **argv);

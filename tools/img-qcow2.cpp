@@ -18,25 +18,7 @@ namespace mb::tools {
 
 namespace {
 
-const char *const prog = "miniblock-img";
 enum { OPT_OUTPUT = 300, OPT_IMAGE_OPTS };
-
-int fail(const Status &st) {
-    print_error(prog, st);
-    return 1;
-}
-
-int bad_usage(const std::string &msg) {
-    fprintf(stderr, "%s: %s\nTry 'miniblock-img --help' for more information.\n", prog, msg.c_str());
-    return 1;
-}
-
-bool parse_output(const char *arg, bool *json) {
-    if (!strcmp(arg, "json")) *json = true;
-    else if (!strcmp(arg, "human")) *json = false;
-    else return false;
-    return true;
-}
 
 // --- check -------------------------------------------------------------------
 
@@ -162,32 +144,32 @@ int cmd_check(int argc, char **argv) {
         case 'U': flags.force_share = true; break;
         case OPT_IMAGE_OPTS: flags.image_opts = true; break;
         case OPT_OUTPUT:
-            if (!parse_output(optarg, &json)) return bad_usage(std::string("--output must be human or json, not '") + optarg + "'");
+            if (!parse_output(optarg, &json)) return img_bad_usage(std::string("--output must be human or json, not '") + optarg + "'");
             break;
         case 'h': print_img_qcow2_help(stdout); return 0;
-        default: return bad_usage("invalid option for check");
+        default: return img_bad_usage("invalid option for check");
         }
     }
-    if (argc - optind != 1) return bad_usage("check needs exactly one FILE");
-    if (!repair.empty() && repair != "leaks") return bad_usage("-r supports only 'leaks', not '" + repair + "'");
-    if (!repair.empty() && flags.force_share) return bad_usage("-r and -U are mutually exclusive");
+    if (argc - optind != 1) return img_bad_usage("check needs exactly one FILE");
+    if (!repair.empty() && repair != "leaks") return img_bad_usage("-r supports only 'leaks', not '" + repair + "'");
+    if (!repair.empty() && flags.force_share) return img_bad_usage("-r and -U are mutually exclusive");
     flags.read_only = repair.empty();
     std::string image = argv[optind];
     auto blk = open_image(image, flags);
-    if (!blk.ok()) return fail(Status(blk.status()).prefix("Could not open '" + image + "'"));
+    if (!blk.ok()) return img_fail(Status(blk.status()).prefix("Could not open '" + image + "'"));
     BlockDriverState *bs = (*blk)->bs();
     if (strcmp(bs->drv->format_name, "qcow2") != 0) {
-        fprintf(stderr, "%s: This image format does not support checks\n", prog);
+        fprintf(stderr, "%s: This image format does not support checks\n", img_prog);
         return 63;
     }
     qcow2::CheckResult first, r;
     Status st = qcow2_check(bs, !repair.empty(), &first);
-    if (!st.ok()) return fail(st);
+    if (!st.ok()) return img_fail(st);
     r = first;
     if (!repair.empty() && first.leaks_fixed) {
         r = qcow2::CheckResult{};
         st = qcow2_check(bs, false, &r);
-        if (!st.ok()) return fail(st);
+        if (!st.ok()) return img_fail(st);
     }
     for (auto &m : first.messages) fprintf(stderr, "%s\n", m.c_str());
     print_check(r, image, json, !repair.empty(), &first);
@@ -214,23 +196,23 @@ int cmd_map(int argc, char **argv) {
         case 'U': flags.force_share = true; break;
         case OPT_IMAGE_OPTS: flags.image_opts = true; break;
         case OPT_OUTPUT:
-            if (!parse_output(optarg, &json)) return bad_usage(std::string("--output must be human or json, not '") + optarg + "'");
+            if (!parse_output(optarg, &json)) return img_bad_usage(std::string("--output must be human or json, not '") + optarg + "'");
             break;
         case 'h': print_img_qcow2_help(stdout); return 0;
-        default: return bad_usage("invalid option for map");
+        default: return img_bad_usage("invalid option for map");
         }
     }
-    if (argc - optind != 1) return bad_usage("map needs exactly one FILE");
+    if (argc - optind != 1) return img_bad_usage("map needs exactly one FILE");
     std::string image = argv[optind];
     auto blk = open_image(image, flags);
-    if (!blk.ok()) return fail(Status(blk.status()).prefix("Could not open '" + image + "'"));
+    if (!blk.ok()) return img_fail(Status(blk.status()).prefix("Could not open '" + image + "'"));
     BlockDriverState *bs = (*blk)->bs();
     int64_t len = (*blk)->length();
     std::vector<MapEntry> out;
     for (int64_t off = 0; off < len;) {
         MapEntry e;
         int r = sync_wait(chain_status(bs, off, std::min<int64_t>(len - off, int64_t(1) << 30), &e));
-        if (r < 0) return fail(PosixError("Could not read the image mapping at offset " + std::to_string(off), -r));
+        if (r < 0) return img_fail(PosixError("Could not read the image mapping at offset " + std::to_string(off), -r));
         if (!out.empty()) {
             MapEntry &p = out.back();
             if (p.depth == e.depth && p.present == e.present && p.zero == e.zero && p.data == e.data &&
@@ -293,32 +275,32 @@ int cmd_convert(int argc, char **argv) {
         case 'U': src_flags.force_share = true; break;
         case OPT_IMAGE_OPTS: src_flags.image_opts = true; break;
         case 'h': print_img_qcow2_help(stdout); return 0;
-        default: return bad_usage("invalid option for convert");
+        default: return img_bad_usage("invalid option for convert");
         }
     }
-    if (argc - optind != 2) return bad_usage("convert needs SOURCE and TARGET");
+    if (argc - optind != 2) return img_bad_usage("convert needs SOURCE and TARGET");
     std::string src = argv[optind], dst = argv[optind + 1];
     auto in = open_image(src, src_flags);
-    if (!in.ok()) return fail(Status(in.status()).prefix("Could not open '" + src + "'"));
+    if (!in.ok()) return img_fail(Status(in.status()).prefix("Could not open '" + src + "'"));
     int64_t size = (*in)->length();
-    if (size < 0) return fail(PosixError("Could not get the size of '" + src + "'", (int)-size));
+    if (size < 0) return img_fail(PosixError("Could not get the size of '" + src + "'", (int)-size));
     qapi::OptionDict copts;
     if (!o.empty()) {
         auto r = qapi::parse_keyval_options(o);
-        if (!r.ok()) return fail(r.status());
+        if (!r.ok()) return img_fail(r.status());
         copts = std::move(*r);
     }
     // qcow2 sizes are multiples of 512: round up like qemu-img does.
     int64_t tsize = out_fmt == "qcow2" ? (size + 511) & ~int64_t(511) : size;
     Status st = bdrv_create(out_fmt, dst, tsize, copts);
-    if (!st.ok()) return fail(st.prefix("Could not create '" + dst + "'"));
+    if (!st.ok()) return img_fail(st.prefix("Could not create '" + dst + "'"));
     ImageFlags dst_flags;
     dst_flags.format = out_fmt;
     // As qemu-img convert: the target is new, so no flush per allocation
     // (cache=unsafe); -t overrides.
     dst_flags.cache = cache.empty() ? "unsafe" : cache;
     auto out = open_image(dst, dst_flags);
-    if (!out.ok()) return fail(Status(out.status()).prefix("Could not open '" + dst + "'"));
+    if (!out.ok()) return img_fail(Status(out.status()).prefix("Could not open '" + dst + "'"));
     // The new target reads as zeroes: only non-zero pieces are written.
     const int64_t chunk = 2 << 20, piece = 64 << 10;
     std::vector<uint8_t> buf(chunk);
@@ -326,7 +308,7 @@ int cmd_convert(int argc, char **argv) {
     for (int64_t off = 0; off < size;) {
         int64_t n = std::min(chunk, size - off);
         int r = (*in)->pread(off, n, buf.data());
-        if (r < 0) return fail(PosixError("error while reading at byte " + std::to_string(off), -r));
+        if (r < 0) return img_fail(PosixError("error while reading at byte " + std::to_string(off), -r));
         // Runs of non-zero pieces go out as one request (one allocation).
         for (int64_t p = 0; p < n;) {
             auto zero_piece = [&](int64_t at) {
@@ -342,14 +324,14 @@ int cmd_convert(int argc, char **argv) {
             while (q < n && !zero_piece(q)) q += piece;
             q = std::min(q, n);
             r = (*out)->pwrite(off + p, q - p, buf.data() + p);
-            if (r < 0) return fail(PosixError("error while writing at byte " + std::to_string(off + p), -r));
+            if (r < 0) return img_fail(PosixError("error while writing at byte " + std::to_string(off + p), -r));
             p = q;
         }
         off += n;
         if (progress && off < size) printf("    (%.2f/100%%)\r", off * 100.0 / size), fflush(stdout);
     }
     int r = (*out)->flush();
-    if (r < 0) return fail(PosixError("error while flushing '" + dst + "'", -r));
+    if (r < 0) return img_fail(PosixError("error while flushing '" + dst + "'", -r));
     if (progress) printf("    (100.00/100%%)\n");
     return 0;
 }

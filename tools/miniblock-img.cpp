@@ -31,7 +31,6 @@ int img_cmd_commit(int argc, char **argv);  // tools/img-commit.cpp
 
 namespace {
 
-const char *const prog = "miniblock-img";
 
 void usage(FILE *out) {
     fprintf(out,
@@ -69,38 +68,8 @@ void usage(FILE *out) {
             "  -h, --help      show this help\n");
 }
 
-int fail(const Status &st) {
-    print_error(prog, st);
-    return 1;
-}
-
-int bad_usage(const std::string &msg) {
-    fprintf(stderr, "%s: %s\nTry 'miniblock-img --help' for more information.\n", prog, msg.c_str());
-    return 1;
-}
-
 // Options shared by the subcommands.
 enum { OPT_OUTPUT = 256, OPT_IMAGE_OPTS, OPT_BACKING_CHAIN };
-
-bool parse_output(const char *arg, bool *json) {
-    if (!strcmp(arg, "json")) *json = true;
-    else if (!strcmp(arg, "human")) *json = false;
-    else return false;
-    return true;
-}
-
-void print_json(JsonBuilder *b) {
-    JsonNode *root = json_builder_get_root(b);
-    JsonGenerator *g = json_generator_new();
-    json_generator_set_pretty(g, TRUE);
-    json_generator_set_indent(g, 4);
-    json_generator_set_root(g, root);
-    gchar *s = json_generator_to_data(g, nullptr);
-    printf("%s\n", s);
-    g_free(s);
-    g_object_unref(g);
-    json_node_unref(root);
-}
 
 // --- create ----------------------------------------------------------------------
 
@@ -115,24 +84,24 @@ int cmd_create(int argc, char **argv) {
         case 'b': backing = optarg; break;
         case 'F': backing_fmt = optarg; break;
         case 'h': usage(stdout); return 0;
-        default: return bad_usage("invalid option for create");
+        default: return img_bad_usage("invalid option for create");
         }
     }
     int nargs = argc - optind;
-    if (nargs != 2 && !(nargs == 1 && !backing.empty())) return bad_usage("create needs FILE and SIZE");
+    if (nargs != 2 && !(nargs == 1 && !backing.empty())) return img_bad_usage("create needs FILE and SIZE");
     std::string file = argv[optind];
     std::optional<int64_t> size;
     if (nargs == 2) {
         size = parse_number(argv[optind + 1]);
         if (!size || *size < 0) {
-            return fail(Status::Error(EINVAL, std::string("Invalid image size '") + argv[optind + 1] + "'",
+            return img_fail(Status::Error(EINVAL, std::string("Invalid image size '") + argv[optind + 1] + "'",
                                       "Expected bytes with an optional k, M, G, T, P or E suffix"));
         }
     }
     qapi::OptionDict opts;
     if (!o.empty()) {
         auto r = qapi::parse_keyval_options(o);
-        if (!r.ok()) return fail(r.status());
+        if (!r.ok()) return img_fail(r.status());
         opts = std::move(*r);
     }
     if (!backing.empty()) {
@@ -148,14 +117,14 @@ int cmd_create(int argc, char **argv) {
         bf.read_only = true;
         bf.force_share = true;
         auto b = open_image(path, bf);
-        if (!b.ok()) return fail(Status(b.status()).prefix("Could not open backing file '" + path + "'"));
+        if (!b.ok()) return img_fail(Status(b.status()).prefix("Could not open backing file '" + path + "'"));
         if (!size) size = (*b)->length();
     } else if (!backing_fmt.empty()) {
-        return bad_usage("-F needs -b");
+        return img_bad_usage("-F needs -b");
     }
     printf("Formatting '%s', fmt=%s size=%" PRId64 "\n", file.c_str(), fmt.c_str(), *size);
     Status st = bdrv_create(fmt, file, *size, opts);
-    if (!st.ok()) return fail(st);
+    if (!st.ok()) return img_fail(st);
     return 0;
 }
 
@@ -181,16 +150,16 @@ int cmd_info(int argc, char **argv) {
         case OPT_IMAGE_OPTS: flags.image_opts = true; break;
         case OPT_BACKING_CHAIN: chain = true; break;
         case OPT_OUTPUT:
-            if (!parse_output(optarg, &json)) return bad_usage(std::string("--output must be human or json, not '") + optarg + "'");
+            if (!parse_output(optarg, &json)) return img_bad_usage(std::string("--output must be human or json, not '") + optarg + "'");
             break;
         case 'h': usage(stdout); return 0;
-        default: return bad_usage("invalid option for info");
+        default: return img_bad_usage("invalid option for info");
         }
     }
-    if (argc - optind != 1) return bad_usage("info needs exactly one FILE");
+    if (argc - optind != 1) return img_bad_usage("info needs exactly one FILE");
     std::string image = argv[optind];
     auto blk = open_image(image, flags);
-    if (!blk.ok()) return fail(Status(blk.status()).prefix("Could not open '" + image + "'"));
+    if (!blk.ok()) return img_fail(Status(blk.status()).prefix("Could not open '" + image + "'"));
     // With --backing-chain, every image down the chain (JSON: an array).
     JsonBuilder *arr = nullptr;
     if (json && chain) {
@@ -265,13 +234,13 @@ int cmd_locks(int argc, char **argv) {
     while ((c = getopt_long(argc, argv, "h", longopts, nullptr)) != -1) {
         switch (c) {
         case OPT_OUTPUT:
-            if (!parse_output(optarg, &json)) return bad_usage(std::string("--output must be human or json, not '") + optarg + "'");
+            if (!parse_output(optarg, &json)) return img_bad_usage(std::string("--output must be human or json, not '") + optarg + "'");
             break;
         case 'h': usage(stdout); return 0;
-        default: return bad_usage("invalid option for locks");
+        default: return img_bad_usage("invalid option for locks");
         }
     }
-    if (optind >= argc) return bad_usage("locks needs at least one FILE");
+    if (optind >= argc) return img_bad_usage("locks needs at least one FILE");
     int ret = 0;
     JsonBuilder *b = json ? json_builder_new() : nullptr;
     if (b) json_builder_begin_array(b);
@@ -280,7 +249,7 @@ int cmd_locks(int argc, char **argv) {
         struct stat st;
         // stat, not open: looking must not disturb anyone's locks.
         if (stat(path, &st) < 0) {
-            print_error(prog, PosixError(std::string("Could not stat '") + path + "'", errno));
+            print_error(img_prog, PosixError(std::string("Could not stat '") + path + "'", errno));
             ret = 1;
             continue;
         }
@@ -369,7 +338,7 @@ int cmd_bench(int argc, char **argv) {
     auto num = [](const char *opt, const char *arg, int64_t *out, int64_t min) {
         auto v = parse_number(arg);
         if (!v || *v < min) {
-            fprintf(stderr, "%s: Invalid value '%s' for -%s\n", prog, arg, opt);
+            fprintf(stderr, "%s: Invalid value '%s' for -%s\n", img_prog, arg, opt);
             return false;
         }
         *out = *v;
@@ -391,18 +360,18 @@ int cmd_bench(int argc, char **argv) {
         case 'U': flags.force_share = true; break;
         case OPT_IMAGE_OPTS: flags.image_opts = true; break;
         case 'h': usage(stdout); return 0;
-        default: return bad_usage("invalid option for bench");
+        default: return img_bad_usage("invalid option for bench");
         }
     }
-    if (argc - optind != 1) return bad_usage("bench needs exactly one FILE");
-    if (depth > 4096) return bad_usage("-d must be at most 4096");
-    if (size > (64 << 20)) return bad_usage("-s must be at most 64M");
+    if (argc - optind != 1) return img_bad_usage("bench needs exactly one FILE");
+    if (depth > 4096) return img_bad_usage("-d must be at most 4096");
+    if (size > (64 << 20)) return img_bad_usage("-s must be at most 64M");
     if (step < 0) step = size;
     flags.read_only = !write;
     auto blk = open_image(argv[optind], flags);
-    if (!blk.ok()) return fail(Status(blk.status()).prefix(std::string("Could not open '") + argv[optind] + "'"));
+    if (!blk.ok()) return img_fail(Status(blk.status()).prefix(std::string("Could not open '") + argv[optind] + "'"));
     Bench b{blk->get(), count, size, step, offset, (*blk)->length(), write};
-    if (b.image_size < size) return fail(Status::Error(EINVAL, "The image is smaller than one request"));
+    if (b.image_size < size) return img_fail(Status::Error(EINVAL, "The image is smaller than one request"));
 
     printf("Sending %" PRId64 " %s requests, %" PRId64 " bytes each, %" PRId64
            " in parallel (starting at offset %" PRId64 ", step size %" PRId64 ")\n",
@@ -420,7 +389,7 @@ int cmd_bench(int argc, char **argv) {
     while (b.done < b.issued) AioContext::main().poll(true);
     double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     for (auto *p : bufs) std::free(p);
-    if (b.error) return fail(PosixError("Benchmark request failed", -b.error));
+    if (b.error) return img_fail(PosixError("Benchmark request failed", -b.error));
     printf("Run completed in %.3f seconds.\n", secs);
     printf("%.0f requests/s\n", count / secs);
     return 0;
@@ -429,7 +398,7 @@ int cmd_bench(int argc, char **argv) {
 }  // namespace
 
 int main(int argc, char **argv) {
-    if (argc < 2) return bad_usage("a command is needed");
+    if (argc < 2) return img_bad_usage("a command is needed");
     std::string cmd = argv[1];
     if (cmd == "-h" || cmd == "--help" || cmd == "help") {
         usage(stdout);
@@ -441,7 +410,7 @@ int main(int argc, char **argv) {
         {"check", mb::tools::cmd_check}, {"map", mb::tools::cmd_map}, {"convert", mb::tools::cmd_convert},
         {"commit", img_cmd_commit}};
     auto it = cmds.find(cmd);
-    if (it == cmds.end()) return bad_usage("Command not found: " + cmd);
+    if (it == cmds.end()) return img_bad_usage("Command not found: " + cmd);
     // getopt sees the subcommand as argv[0].
     return it->second(argc - 1, argv + 1);
 }
