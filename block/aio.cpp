@@ -88,9 +88,12 @@ bool AioContext::poll_queues() {
 void AioContext::poll(bool may_block) {
     // Every so often the loop proper runs even while polling makes progress,
     // so that other sources (sockets, timers, an embedder's) are served.
-    // Only native AIO is worth spinning for: its completions need no CPU
-    // of ours, whereas worker threads would compete with the spinner.
-    if (may_block && poll_ns_ > 0 && polled_in_a_row_ < 16 && laio_ && laio_->in_flight_ > 0) {
+    // Spin for native AIO, whose completions need no CPU of ours, and for
+    // worker threads only while they leave a core free for the spinner.
+    static const int cores = (int)std::max(1u, std::thread::hardware_concurrency());
+    bool worth_polling = (laio_ && laio_->in_flight_ > 0) ||
+                         (pool_ && pool_->in_flight() > 0 && pool_->in_flight() < cores);
+    if (may_block && poll_ns_ > 0 && polled_in_a_row_ < 16 && worth_polling) {
         auto end = std::chrono::steady_clock::now() + std::chrono::nanoseconds(poll_ns_);
         do {
             if (poll_queues()) {
@@ -161,6 +164,7 @@ ThreadPool::~ThreadPool() {
 }
 
 void ThreadPool::submit(Job *job) {
+    in_flight_.fetch_add(1, std::memory_order_relaxed);
     bool spawn_thread = false;
     {
         std::lock_guard<std::mutex> g(lock_);
@@ -188,6 +192,7 @@ void ThreadPool::worker() {
         queue_.pop_front();
         g.unlock();
         job->ret = job->fn(job);
+        in_flight_.fetch_sub(1, std::memory_order_relaxed);
         ctx_.schedule(job->waiter);
         g.lock();
     }

@@ -114,6 +114,8 @@ public:
         int await_resume() const noexcept { return job.ret; }
     };
     Awaiter run(Job &job) { return Awaiter{*this, job}; }
+    // Jobs submitted and not yet handed back to the loop.
+    int in_flight() const { return in_flight_.load(std::memory_order_relaxed); }
 
 private:
     void submit(Job *job);
@@ -127,6 +129,7 @@ private:
     std::vector<std::thread> threads_;
     int idle_ = 0;
     bool stopping_ = false;
+    std::atomic<int> in_flight_{0};
 };
 
 // Linux native AIO: one io_context per AioContext, completions through an
