@@ -223,11 +223,29 @@ expect_fail "delay: a silent server times out" \
     IO --image-opts -c 'read 0 4k' "driver=raw,file.driver=nbd,file.filename=$U,file.timeout=1"
 stop "$LAST_PID"
 
-# A qcow2 overlay on local disk over an nbd base takes locks on the overlay
-# only.  Enable once the qcow2 driver is on this branch:
-#   qemu-img create -f qcow2 -b "nbd+unix:///?socket=$T/base.sock" -F raw "$T/ov.qcow2"
-#   expect_ok   "overlay over nbd: opens exclusive" IO -l exclusive -c 'read 0 512' "$T/ov.qcow2"
-#   expect_fail "overlay over nbd: the overlay is locked" 'Failed to get "write" lock' \
-#       qemu-io -c 'write 0 512' "$T/ov.qcow2"   (while miniblock-io holds it)
+# --- a qcow2 overlay on local disk over an nbd base --------------------------------
+# Locks on the overlay only: the base is the server's to lock.
+qemu-img create -q -f raw "$T/base.raw" 4M
+qemu-io -f raw -c 'write -P 0x5b 0 1M' "$T/base.raw" >/dev/null
+start_qemu_nbd -f raw -r -k "$T/base.sock" "$T/base.raw"
+NBD_BASE=$LAST_PID
+qemu-img create -q -f qcow2 -b "nbd+unix:///?socket=$T/base.sock" -F raw "$T/ov.qcow2"
+expect_output "overlay over nbd: reads the base through nbd" '^read 1048576/1048576 bytes at offset 0$' \
+    IO -c 'read -P 0x5b 0 1M' "$T/ov.qcow2"
+expect_output "overlay over nbd: lock=exclusive opens (the base gets auto: nothing to lock)" \
+    '^read 512/512 bytes at offset 1048576$' IO -l exclusive -c 'write -P 0x6c 1M 512' -c 'read -P 0x6c 1M 512' "$T/ov.qcow2"
+coproc OV { IO -l exclusive "$T/ov.qcow2" 2>&1; }
+echo length >&"${OV[1]}"
+read -r -t 10 _ <&"${OV[0]}"
+expect_fail "overlay over nbd: the overlay's file is locked against qemu-io" \
+    'Failed to get "consistent read" lock' qemu-io -r -c 'read 0 512' "$T/ov.qcow2"
+expect_output "overlay over nbd: miniblock locks only the overlay's file" \
+    '^  pid [0-9]+ \(miniblock-io\): uses: consistent read, write, resize / forbids: consistent read, write, write unchanged, resize$' \
+    IMG locks "$T/ov.qcow2"
+expect_output "overlay over nbd: the base's file is locked by its server" "^  pid $NBD_BASE \\(qemu-nbd\\)" IMG locks "$T/base.raw"
+expect_ok "overlay over nbd: and by nobody else" \
+    bash -c "! '$MINIBLOCK_IMG' locks '$T/base.raw' | grep -q miniblock-io"
+echo quit >&"${OV[1]}"
+wait "$OV_PID" 2>/dev/null
 
 finish
