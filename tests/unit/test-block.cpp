@@ -14,6 +14,7 @@
 #include "block/block_int.h"
 #include "block/locking/holders.h"
 #include "block/locking/syscalls.h"
+#include "block/warn.h"
 #include "miniblock/block.h"
 
 // cmocka last: its macros (fail, ...) clash with C++ headers.
@@ -201,6 +202,28 @@ void test_discard_punches_hole(void **) {
     assert_int_equal((*d)->truncate(1 << 20), -EPERM);
 }
 
+// A raw image only guessed by probing: a write that would make sector 0
+// probe as qcow2 is refused, any other write is fine; with format=raw given,
+// the same write goes through.
+void test_probed_raw_guards_sector0(void **) {
+    std::string warning;
+    set_warning_handler([&](const std::string &w) { warning = w; });
+    auto d = BlockBackend::open("file=" + path);
+    set_warning_handler(nullptr);
+    assert_true(d.ok());
+    assert_non_null(strstr(warning.c_str(), "probing guessed raw"));
+    uint8_t sector[512] = {'Q', 'F', 'I', 0xfb, 0, 0, 0, 3};
+    assert_int_equal((*d)->pwrite(0, 512, sector), -EPERM);
+    assert_int_equal((*d)->pwrite(4, 4, sector + 4), 0);  // not a header by itself
+    uint8_t plain[512];
+    memset(plain, 0x42, sizeof(plain));
+    assert_int_equal((*d)->pwrite(0, 512, plain), 0);
+    d->reset();
+    auto explicit_raw = BlockBackend::open(drive(""));
+    assert_true(explicit_raw.ok());
+    assert_int_equal((*explicit_raw)->pwrite(0, 512, sector), 0);
+}
+
 // --- options and checks at node paths ------------------------------------------
 
 void expect_open_error(const std::string &spec, const char *message) {
@@ -248,6 +271,7 @@ int main() {
         cmocka_unit_test_setup_teardown(test_io_odirect_native, setup, teardown),
         cmocka_unit_test_setup_teardown(test_read_past_end_is_zero, setup, teardown),
         cmocka_unit_test_setup_teardown(test_discard_punches_hole, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_probed_raw_guards_sector0, setup, teardown),
         cmocka_unit_test_setup_teardown(test_option_errors, setup, teardown),
         cmocka_unit_test_setup_teardown(test_raw_window, setup, teardown),
     };
