@@ -88,6 +88,24 @@ wait_for() {
     return 1
 }
 
+# patch_image SRC DST [OFFSET FORMAT VALUE]...: DST is a copy of SRC with
+# each VALUE packed at OFFSET by Python's struct FORMAT (">Q", ">I", "B", ...);
+# the copy grows with zeroes if a field lies past its end.  For crafting
+# damaged images from good ones.
+patch_image() {
+    python3 - "$@" <<'PY'
+import struct, sys
+d = bytearray(open(sys.argv[1], 'rb').read())
+a = sys.argv[3:]
+for i in range(0, len(a), 3):
+    off, fmt, val = int(a[i], 0), a[i + 1], int(a[i + 2], 0)
+    if off + struct.calcsize(fmt) > len(d):
+        d += bytes(off + struct.calcsize(fmt) - len(d))
+    struct.pack_into(fmt, d, off, val)
+open(sys.argv[2], 'wb').write(d)
+PY
+}
+
 # The closing line meson and CI read.
 finish() {
     echo "$PASSED passed, $FAILED failed"

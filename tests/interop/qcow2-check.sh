@@ -10,21 +10,7 @@ cd "$T"
 # L1 0x30000, L2 0x40000, data 0x50000 and 0x60000.
 qemu-img create -q -f qcow2 good.qcow2 1M
 qemu-io -c 'write -P 9 0 128k' good.qcow2 >/dev/null
-patch() {
-    local name=$1
-    shift
-    python3 - good.qcow2 "$name" "$@" <<'PY'
-import struct, sys
-d = bytearray(open(sys.argv[1], 'rb').read())
-a = sys.argv[3:]
-for i in range(0, len(a), 3):
-    off, fmt, val = int(a[i], 0), a[i + 1], int(a[i + 2], 0)
-    if off + struct.calcsize(fmt) > len(d):
-        d += bytes(off + struct.calcsize(fmt) - len(d))
-    struct.pack_into(fmt, d, off, val)
-open(sys.argv[2], 'wb').write(d)
-PY
-}
+patch() { patch_image good.qcow2 "$@"; }
 
 # same NAME IMG [ARGS]: both tools give the same status, stdout and stderr.
 same() {

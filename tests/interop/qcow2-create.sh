@@ -72,18 +72,7 @@ expect_fail "snapshots: check refused" "^miniblock-img: Checking qcow2 images wi
 # More header fields.
 qemu-img create -q -f qcow2 good.qcow2 1M
 qemu-io -c 'write -P 9 0 64k' good.qcow2 >/dev/null
-patch() {
-    local name=$1
-    shift
-    python3 - good.qcow2 "$name" "$@" <<'PY'
-import struct, sys
-d = bytearray(open(sys.argv[1], 'rb').read())
-a = sys.argv[3:]
-for i in range(0, len(a), 3):
-    struct.pack_into(a[i + 1], d, int(a[i], 0), int(a[i + 2], 0))
-open(sys.argv[2], 'wb').write(d)
-PY
-}
+patch() { patch_image good.qcow2 "$@"; }
 patch hl.qcow2 100 '>I' 100
 expect_fail "header length too short" "qcow2 header length 100 is too short$" "$MINIBLOCK_IMG" info hl.qcow2
 patch rt0.qcow2 56 '>I' 0

@@ -11,21 +11,8 @@ cd "$T"
 qemu-img create -q -f qcow2 good.qcow2 1M
 qemu-io -c 'write -P 9 0 64k' good.qcow2 >/dev/null
 
-# patch NAME OFFSET FORMAT VALUE: a copy of good.qcow2 with a packed field.
-patch() {
-    local name=$1
-    shift
-    python3 - good.qcow2 "$name" "$@" <<'PY'
-import struct, sys
-src, dst = sys.argv[1], sys.argv[2]
-d = bytearray(open(src, 'rb').read())
-args = sys.argv[3:]
-for i in range(0, len(args), 3):
-    off, fmt, val = int(args[i], 0), args[i + 1], int(args[i + 2], 0)
-    struct.pack_into(fmt, d, off, val)
-open(dst, 'wb').write(d)
-PY
-}
+# patch NAME OFFSET FORMAT VALUE...: a copy of good.qcow2 with packed fields.
+patch() { patch_image good.qcow2 "$@"; }
 
 io() { "$MINIBLOCK_IO" "$@"; }
 
