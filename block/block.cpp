@@ -41,7 +41,7 @@ Result<const BlockDriver *> probe_format(const OptionDict &file_opts, const Inhe
                                          std::string_view path, std::string *filename) {
     InheritedOptions pinh = inh;
     pinh.read_only = true;
-    auto child = bdrv_open(file_opts, pinh, path.empty() ? "file" : std::string(path) + ".file");
+    auto child = bdrv_open(file_opts, pinh, option_path_join(path, "file"));
     if (!child.ok()) return child.take_status();
     BlockDriverState *fbs = child->get();
     *filename = fbs->filename;
@@ -112,7 +112,7 @@ Result<BdrvRef> bdrv_open(OptionDict opts, const InheritedOptions &inh, std::str
     if (auto w = opts.get_int("lock-wait")) {
         if (*w < 0 || *w > 86400) {
             return Status::Error(EINVAL, "Invalid value '" + std::to_string(*w) +
-                                             "' for parameter '" + (pfx.empty() ? "" : pfx + ".") + "lock-wait'",
+                                             "' for parameter '" + option_path_join(pfx, "lock-wait") + "'",
                                  "Expected seconds from 0 to 86400");
         }
         bs->lock_wait_ms = *w * 1000;
@@ -160,7 +160,7 @@ Result<BdrvChild *> bdrv_open_child(BlockDriverState *bs, OptionDict &opts, std:
     inh.inactive = bs->open_flags & BDRV_O_INACTIVE;
     inh.node_name = bs->node_name + "." + key;
     auto child = bdrv_open(std::move(child_opts), inh,
-                           bs->option_path.empty() ? key : bs->option_path + "." + key);
+                           bdrv_option_name(bs, key));
     if (!child.ok()) return child.take_status();
     if (role == ChildRole::File) {
         // The protocol's lock-wait follows its format's unless set.

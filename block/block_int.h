@@ -299,6 +299,11 @@ Status bdrv_commit(BdrvChild *root, const CommitParams &p);
 // The (perm, shared) a parent asks of a node in the lock table's terms.
 Result<PermPair> bdrv_table_perms(const BlockDriverState *bs);
 
+// The full name of a node's option for messages: "backing.file.aio".
+std::string bdrv_option_name(const BlockDriverState *bs, std::string_view key);
+// The same for a path prefix ("backing.file") and a key.
+std::string option_path_join(std::string_view path, std::string_view key);
+
 // A human description for messages: "node 'x' (a.img)".
 std::string bdrv_describe(const BlockDriverState *bs);
 

@@ -43,6 +43,17 @@ BdrvChild *BlockDriverState::child(ChildRole r) const {
     return nullptr;
 }
 
+std::string option_path_join(std::string_view path, std::string_view key) {
+    std::string s(path);
+    if (!s.empty()) s += '.';
+    s += key;
+    return s;
+}
+
+std::string bdrv_option_name(const BlockDriverState *bs, std::string_view key) {
+    return option_path_join(bs->option_path, key);
+}
+
 std::string bdrv_describe(const BlockDriverState *bs) {
     std::string s = "node '" + bs->node_name + "'";
     if (!bs->filename.empty()) s += " (" + bs->filename + ")";

@@ -208,7 +208,7 @@ Status nbd_open(BlockDriverState *bs, qapi::OptionDict &opts) {
     if (auto t = opts.get_int("timeout")) {
         if (*t < 1 || *t > 3600) {
             return Status::Error(EINVAL, "Invalid value '" + std::to_string(*t) + "' for parameter '" +
-                                             (bs->option_path.empty() ? "" : bs->option_path + ".") + "timeout'",
+                                             bdrv_option_name(bs, "timeout") + "'",
                                  "Expected seconds from 1 to 3600");
         }
         s->timeout_s = int(*t);

@@ -152,7 +152,7 @@ Status load_state(BlockDriverState *bs, const qapi::OptionDict &opts, int64_t fi
     int64_t cache_bytes = opts.get_int("l2-cache-size").value_or(1 << 20);
     if (cache_bytes < 0 || cache_bytes > (int64_t(1) << 32)) {
         return Status::Error(EINVAL, "Invalid value '" + std::to_string(cache_bytes) + "' for parameter '" +
-                                         bs->option_path + "l2-cache-size'",
+                                         bdrv_option_name(bs, "l2-cache-size") + "'",
                              "Expected 0 to 4G bytes");
     }
     s->l2_cache = TableCache(std::max<int64_t>(1, cache_bytes / s->cluster_size));
