@@ -264,13 +264,7 @@ Status QemuByteLock::move_fd(int new_fd) {
         return Status::Error(EBUSY, "Cannot move the lock of '" + path_ +
                                         "' to another fd while a permission change is pending");
     }
-    struct stat a, b;
-    if (lock_syscalls().fstat(fd_, &a) < 0) return PosixError("fstat '" + path_ + "'", errno);
-    if (lock_syscalls().fstat(new_fd, &b) < 0) return PosixError("fstat '" + path_ + "'", errno);
-    if (a.st_dev != b.st_dev || a.st_ino != b.st_ino) {
-        return Status::Error(EXDEV, "Cannot move the lock of '" + path_ +
-                                        "' to an fd of another file");
-    }
+    MB_TRY(lock_check_same_file(fd_, new_fd, path_));
     if (pnode_) {
         int err = posix_node_set_fd(pnode_, new_fd);
         if (err) return PosixError("Cannot move the lock of '" + path_ + "'", err);

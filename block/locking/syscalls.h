@@ -13,6 +13,10 @@
 #include <sys/types.h>
 #include <fcntl.h>
 
+#include <string>
+
+#include "miniblock/status.h"
+
 namespace mb {
 
 struct LockSyscalls {
@@ -31,5 +35,9 @@ const LockSyscalls &default_lock_syscalls();
 
 // Restores every entry to its libc default.
 void reset_lock_syscalls();
+
+// Before a lock moves to new_fd (reopen): both fds must be the same file.
+// EXDEV "Cannot move the lock of 'PATH' to an fd of another file" otherwise.
+Status lock_check_same_file(int fd, int new_fd, const std::string &path);
 
 }  // namespace mb

@@ -106,13 +106,7 @@ public:
             return Status::Error(EBUSY, "Cannot move the whole-file write lock of '" + path_ +
                                             "' to another fd");
         }
-        struct stat a, b;
-        if (lock_syscalls().fstat(fd_, &a) < 0) return PosixError("fstat '" + path_ + "'", errno);
-        if (lock_syscalls().fstat(new_fd, &b) < 0) return PosixError("fstat '" + path_ + "'", errno);
-        if (a.st_dev != b.st_dev || a.st_ino != b.st_ino) {
-            return Status::Error(EXDEV, "Cannot move the lock of '" + path_ +
-                                            "' to an fd of another file");
-        }
+        MB_TRY(lock_check_same_file(fd_, new_fd, path_));
         if (held_ == WholeFileMode::Read) {
             int err = setlk(new_fd, WholeFileMode::Read);
             if (err) return error(WholeFileMode::Read, err);
