@@ -29,4 +29,8 @@ int cmd_convert(int argc, char **argv);
 // Their lines of the --help text.
 void print_img_qcow2_help(FILE *out);
 
+// tools/img-bench.cpp
+int cmd_bench(int argc, char **argv);
+void print_img_bench_help(FILE *out);
+
 }  // namespace mb::tools
