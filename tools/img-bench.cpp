@@ -21,7 +21,7 @@ void print_img_bench_help(FILE *out);
 
 namespace {
 
-enum { OPT_IMAGE_OPTS = 400 };
+enum { OPT_IMAGE_OPTS = 400, OPT_RANDOM };
 
 // --- bench --------------------------------------------------------------------------
 
@@ -29,16 +29,43 @@ struct Bench {
     BlockBackend *blk;
     int64_t count, size, step, offset, image_size;
     bool write;
+    bool random = false;
+    uint64_t rng = 0;      // xorshift64 state (random mode)
+    int64_t next = 0;      // the next request's offset (stride mode)
     int64_t issued = 0, done = 0;
     int error = 0;
 };
 
+// The offset of the next request.  Stride mode follows qemu-img bench
+// exactly (same offsets, so the two can be compared request for request):
+// the first request at OFFSET, then each STEP further, wrapping modulo the
+// last offset where a whole request fits (image_size - size; an image of
+// at most one request always uses offset 0).  qemu-img 7.2 wrapped modulo
+// image_size, which is the same as long as the run does not wrap; bench
+// scripts choose COUNT * STEP <= image_size - size so that it never does.
+// Random mode (our extension): offsets drawn uniformly from OFFSET +
+// k * STEP that leave room for a whole request, from a seeded xorshift64
+// generator, so a run is reproducible.
+int64_t next_offset(Bench *b) {
+    const int64_t span = b->image_size - b->size;
+    if (b->random) {
+        uint64_t x = b->rng;
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        b->rng = x;
+        uint64_t slots = uint64_t((span - b->offset) / b->step) + 1;
+        return b->offset + int64_t(x % slots) * b->step;
+    }
+    int64_t off = b->next;
+    b->next = span <= 0 ? 0 : (b->next + b->step) % span;
+    return off;
+}
+
 Task<void> bench_worker(Bench *b, uint8_t *buf) {
     while (b->issued < b->count && !b->error) {
-        int64_t i = b->issued++;
-        // Wrap around the image, as qemu-img bench does.
-        int64_t span = b->image_size - b->size + 1;
-        int64_t off = span > 0 ? (b->offset + i * b->step) % span : 0;
+        b->issued++;
+        int64_t off = next_offset(b);
         int r = b->write ? co_await b->blk->co_pwrite(off, b->size, buf)
                          : co_await b->blk->co_pread(off, b->size, buf);
         if (r < 0 && !b->error) b->error = r;
@@ -51,8 +78,10 @@ Task<void> bench_worker(Bench *b, uint8_t *buf) {
 int cmd_bench(int argc, char **argv) {
     ImageFlags flags;
     int64_t count = 75000, depth = 64, size = 4096, offset = 0, step = -1;
+    int64_t seed = -1;
     bool write = false;
     static const struct option longopts[] = {{"image-opts", no_argument, nullptr, OPT_IMAGE_OPTS},
+                                             {"random", optional_argument, nullptr, OPT_RANDOM},
                                              {"help", no_argument, nullptr, 'h'},
                                              {nullptr, 0, nullptr, 0}};
     auto num = [](const char *opt, const char *arg, int64_t *out, int64_t min) {
@@ -79,6 +108,18 @@ int cmd_bench(int argc, char **argv) {
         case 'w': write = true; break;
         case 'U': flags.force_share = true; break;
         case OPT_IMAGE_OPTS: flags.image_opts = true; break;
+        case OPT_RANDOM:
+            seed = 1;
+            if (optarg) {
+                // Long options print with their dashes.
+                auto v = parse_number(optarg);
+                if (!v || *v < 0) {
+                    fprintf(stderr, "%s: Invalid value '%s' for --random\n", img_prog, optarg);
+                    return 1;
+                }
+                seed = *v;
+            }
+            break;
         case 'h': print_img_bench_help(stdout); return 0;
         default: return img_bad_usage("invalid option for bench");
         }
@@ -87,15 +128,30 @@ int cmd_bench(int argc, char **argv) {
     if (depth > 4096) return img_bad_usage("-d must be at most 4096");
     if (size > (64 << 20)) return img_bad_usage("-s must be at most 64M");
     if (step < 0) step = size;
+    if (seed >= 0 && step == 0) return img_bad_usage("--random needs a step (-S) of at least 1");
     flags.read_only = !write;
     auto blk = open_image(argv[optind], flags);
     if (!blk.ok()) return img_fail(Status(blk.status()).prefix(std::string("Could not open '") + argv[optind] + "'"));
     Bench b{blk->get(), count, size, step, offset, (*blk)->length(), write};
     if (b.image_size < size) return img_fail(Status::Error(EINVAL, "The image is smaller than one request"));
-
-    printf("Sending %" PRId64 " %s requests, %" PRId64 " bytes each, %" PRId64
-           " in parallel (starting at offset %" PRId64 ", step size %" PRId64 ")\n",
-           count, write ? "write" : "read", size, depth, offset, step);
+    b.next = offset;
+    if (seed >= 0) {
+        if (offset > b.image_size - size) {
+            return img_fail(Status::Error(EINVAL, "Offset " + std::to_string(offset) +
+                                                      " leaves no room for a request of " + std::to_string(size) +
+                                                      " bytes"));
+        }
+        b.random = true;
+        // xorshift64 must not start at 0; mix the seed so that nearby seeds differ.
+        b.rng = (uint64_t(seed) + 1) * 0x9e3779b97f4a7c15ull;
+        printf("Sending %" PRId64 " %s requests, %" PRId64 " bytes each, %" PRId64
+               " in parallel (random offsets from %" PRId64 ", multiples of %" PRId64 ", seed %" PRId64 ")\n",
+               count, write ? "write" : "read", size, depth, offset, step, seed);
+    } else {
+        printf("Sending %" PRId64 " %s requests, %" PRId64 " bytes each, %" PRId64
+               " in parallel (starting at offset %" PRId64 ", step size %" PRId64 ")\n",
+               count, write ? "write" : "read", size, depth, offset, step);
+    }
     std::vector<uint8_t *> bufs;
     for (int64_t i = 0; i < depth; i++) {
         auto *p = static_cast<uint8_t *>(std::aligned_alloc(4096, (size + 4095) / 4096 * 4096));
@@ -119,10 +175,13 @@ int cmd_bench(int argc, char **argv) {
 void print_img_bench_help(FILE *out) {
     fprintf(out,
             "  bench [-c COUNT] [-d DEPTH] [-f FMT] [-i AIO] [-o OFFSET] [-s SIZE] [-S STEP]\n"
-            "        [-t CACHE] [-w] [-U] [--image-opts] FILE\n"
+            "        [-t CACHE] [-w] [-U] [--random[=SEED]] [--image-opts] FILE\n"
             "      send COUNT requests (default 75000) of SIZE bytes (default 4 KiB), DEPTH in\n"
             "      parallel (default 64), starting at OFFSET, STEP apart (default SIZE),\n"
-            "      reads unless -w, and print the time and requests per second\n"
+            "      wrapping at the last offset where a whole request fits (as qemu-img),\n"
+            "      reads unless -w, and print the time and requests per second;\n"
+            "      --random (not in qemu-img): offsets drawn from OFFSET + k * STEP instead,\n"
+            "      from a generator seeded with SEED (default 1), the same for every run\n"
             );
 }
 
