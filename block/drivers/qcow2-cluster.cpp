@@ -2,7 +2,9 @@
 //
 // Allocating writes hold s->lock for their whole duration (copy-on-write
 // reads, data, L2 and L1 updates); writes to clusters already allocated
-// (OFLAG_COPIED) and reads only hold it for the lookup.
+// (OFLAG_COPIED) and reads only hold it for the lookup.  L2 entries change
+// in the cache (qcow2-cache.cpp writes them back); only a new L2 table's
+// L1 entry is written at once.
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
@@ -11,51 +13,6 @@
 #include "block/warn.h"
 
 namespace mb::qcow2 {
-
-// --- the cache ------------------------------------------------------------------
-
-TableCache::Table TableCache::find(uint64_t offset) {
-    auto it = map_.find(offset);
-    if (it == map_.end()) return nullptr;
-    lru_.splice(lru_.begin(), lru_, it->second);
-    return it->second->second;
-}
-
-void TableCache::insert(uint64_t offset, Table t) {
-    erase(offset);
-    lru_.emplace_front(offset, std::move(t));
-    map_[offset] = lru_.begin();
-    while (lru_.size() > capacity_) {
-        map_.erase(lru_.back().first);
-        lru_.pop_back();
-    }
-}
-
-void TableCache::erase(uint64_t offset) {
-    auto it = map_.find(offset);
-    if (it == map_.end()) return;
-    lru_.erase(it->second);
-    map_.erase(it);
-}
-
-Task<int> load_table(BlockDriverState *bs, TableCache &cache, uint64_t offset, TableCache::Table *out) {
-    State *s = bs->state<State>();
-    if ((*out = cache.find(offset))) co_return 0;
-    int64_t file_len = bdrv_getlength(bs->file()->bs.get());
-    if (file_len < 0) co_return (int)file_len;
-    if (offset % s->cluster_size || offset < uint64_t(s->cluster_size) ||
-        offset > uint64_t(file_len) - s->cluster_size) {
-        warn_report("qcow2: metadata table offset " + hex(offset) + " in '" + bs->file()->bs->filename +
-                    "' is unaligned, inside the header or past the end of the file");
-        co_return -EIO;
-    }
-    auto t = std::make_shared<std::vector<uint8_t>>(s->cluster_size);
-    int r = co_await bdrv_co_preadv(bs->file(), offset, s->cluster_size, t->data());
-    if (r < 0) co_return r;
-    cache.insert(offset, t);
-    *out = t;
-    co_return 0;
-}
 
 bool overlaps_metadata(State *s, uint64_t off, uint64_t len, MetaKind self) {
     const uint64_t cs = s->cluster_size;
@@ -104,6 +61,17 @@ Task<int> write_file(BlockDriverState *bs, uint64_t off, uint64_t len, const uin
 
 Task<int> flush_file(BlockDriverState *bs) { co_return co_await bdrv_co_flush(bs->file()->bs.get()); }
 
+// Writes the 512-byte sector of the L1 table holding entry l1_idx from the
+// in-memory copy (QEMU pads the table with zeroes to a sector, as we do),
+// so that an 8-byte change never becomes a read-modify-write.
+Task<int> write_l1_sector(BlockDriverState *bs, uint64_t l1_idx) {
+    State *s = bs->state<State>();
+    uint64_t first = l1_idx & ~uint64_t(63);
+    uint8_t buf[512] = {};
+    for (uint64_t i = first; i < first + 64 && i < s->l1.size(); i++) put_be64(buf + (i - first) * 8, s->l1[i]);
+    co_return co_await write_file(bs, s->h().l1_table_offset + first * 8, 512, buf);
+}
+
 // Drops the autoclear bits we do not maintain (bitmaps): QEMU then knows
 // the bitmaps are stale.  Done once, before the first change.
 Task<int> prepare_first_write(BlockDriverState *bs) {
@@ -144,15 +112,18 @@ Task<int> ensure_l2(BlockDriverState *bs, uint64_t l1_idx, TableCache::Table *t,
     int64_t noff = co_await alloc_clusters(bs, 1);
     if (noff < 0) co_return (int)noff;
     auto nt = std::make_shared<std::vector<uint8_t>>(s->cluster_size, 0);
-    int r = co_await write_file(bs, noff, s->cluster_size, nt->data());
+    // The table's refcount and the table itself reach the disk before the
+    // L1 entry that points at it.
+    int r = co_await write_back_rb(bs);
     if (r < 0) co_return r;
-    // The refcount and the table reach the disk before the L1 entry.
+    if ((r = co_await write_file(bs, noff, s->cluster_size, nt->data())) < 0) co_return r;
     if ((r = co_await flush_file(bs)) < 0) co_return r;
-    uint8_t be[8];
-    put_be64(be, uint64_t(noff) | OFLAG_COPIED);
-    r = co_await write_file(bs, s->h().l1_table_offset + l1_idx * 8, 8, be);
-    if (r < 0) co_return r;
+    uint64_t saved = s->l1[l1_idx];
     s->l1[l1_idx] = uint64_t(noff) | OFLAG_COPIED;
+    if ((r = co_await write_l1_sector(bs, l1_idx)) < 0) {
+        s->l1[l1_idx] = saved;
+        co_return r;
+    }
     s->l2_offsets.insert(noff);
     s->l2_cache.insert(noff, nt);
     *t = nt;
@@ -172,11 +143,6 @@ Task<int> release_entry(BlockDriverState *bs, uint64_t old) {
     uint64_t off = old & L2E_OFFSET_MASK;
     if (!off) co_return 0;
     co_return co_await update_refcount(bs, off >> s->cluster_bits, -1);
-}
-
-Task<int> write_l2_entries(BlockDriverState *bs, uint64_t l2_off, const std::vector<uint8_t> &t,
-                           uint64_t first, uint64_t count) {
-    co_return co_await write_file(bs, l2_off + first * 8, count * 8, t.data() + first * 8);
 }
 
 bool in_place(State *s, uint64_t e) {
@@ -209,8 +175,6 @@ Task<int64_t> allocating_write(BlockDriverState *bs, int64_t offset, int64_t byt
     int64_t len = std::min<int64_t>(bytes, n * cs - in_off);
     int64_t host = co_await alloc_clusters(bs, n);
     if (host < 0) co_return host;
-    // Refcounts reach the disk before anything points at the clusters.
-    if ((r = co_await flush_file(bs)) < 0) co_return r;
 
     int64_t guest0 = offset - in_off;
     if (in_off == 0 && len == n * cs) {
@@ -234,7 +198,7 @@ Task<int64_t> allocating_write(BlockDriverState *bs, int64_t offset, int64_t byt
         old[i] = be64(p);
         put_be64(p, uint64_t(host + i * cs) | OFLAG_COPIED);
     }
-    if ((r = co_await write_l2_entries(bs, l2_off, *t, l2_idx, n)) < 0) co_return r;
+    s->l2_cache.mark_dirty(l2_off, t);
     for (int64_t i = 0; i < n; i++)
         if ((r = co_await release_entry(bs, old[i])) < 0) co_return r;
     co_return len;
@@ -370,8 +334,9 @@ Task<int> co_pwrite_zeroes(BlockDriverState *bs, int64_t offset, int64_t bytes, 
                 put_be64(p, OFLAG_ZERO);
             }
         }
-        // The entries change before the old clusters lose their reference.
-        if ((r = co_await write_l2_entries(bs, l2_off, *t, l2_idx, n)) < 0) co_return r;
+        // The entries change before the old clusters lose their reference
+        // (the write-back keeps that order on disk).
+        s->l2_cache.mark_dirty(l2_off, t);
         for (int64_t i = 0; i < n; i++)
             if (old[i] && (r = co_await release_entry(bs, old[i])) < 0) co_return r;
         off += done;
@@ -414,7 +379,7 @@ Task<int> co_pdiscard(BlockDriverState *bs, int64_t offset, int64_t bytes) {
                 old[i] = be64(p);
                 put_be64(p, new_entry);
             }
-            if ((r = co_await write_l2_entries(bs, l2_off, *t, l2_idx, n)) < 0) co_return r;
+            s->l2_cache.mark_dirty(l2_off, t);
             for (int64_t i = 0; i < n; i++) {
                 if ((r = co_await release_entry(bs, old[i])) < 0) co_return r;
                 // Freed clusters are never reused: give the space back.

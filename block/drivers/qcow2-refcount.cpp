@@ -48,16 +48,6 @@ void rc_set(const State *s, uint8_t *blk, uint64_t i, uint64_t v) {
 
 uint64_t rc_max(const State *s) { return s->refcount_bits == 64 ? UINT64_MAX : (1ull << s->refcount_bits) - 1; }
 
-// The bytes of a block holding entries [first, first + count), 8-aligned.
-void rc_byte_range(const State *s, uint64_t first, uint64_t count, uint64_t *off, uint64_t *len) {
-    uint64_t b0 = first * s->refcount_bits / 8;
-    uint64_t b1 = ((first + count) * s->refcount_bits + 7) / 8;
-    b0 &= ~7ull;
-    b1 = std::min<uint64_t>((b1 + 7) & ~7ull, s->cluster_size);
-    *off = b0;
-    *len = b1 - b0;
-}
-
 Task<int> write_file(BlockDriverState *bs, uint64_t off, uint64_t len, const uint8_t *buf) {
     co_return co_await bdrv_co_pwritev(bs->file(), off, len, buf);
 }
@@ -132,6 +122,8 @@ Task<int> grow_reftable(BlockDriverState *bs, uint64_t min_entries) {
         }
         c = run_end;
     }
+    // The cached blocks' new refcounts reach the disk with the new table.
+    if ((r = co_await write_back_rb(bs)) < 0) co_return r;
     for (size_t i = 0; i < needed.size(); i++)
         if ((r = co_await write_file(bs, (T + n + i) * cs, cs, blocks[i].data())) < 0) co_return r;
     std::vector<uint8_t> tb(n * cs);
@@ -172,26 +164,47 @@ Task<int> ensure_block(BlockDriverState *bs, uint64_t j) {
     if ((r = co_await write_file(bs, p * cs, cs, blk->data())) < 0) co_return r;
     // A block described elsewhere gets its refcount before it is hooked in.
     if (!self && (r = co_await update_range(bs, p, 1, 1)) < 0) co_return r;
+    if ((r = co_await write_back_rb(bs)) < 0) co_return r;
     if ((r = co_await bdrv_co_flush(bs->file()->bs.get())) < 0) co_return r;
-    uint8_t be[8];
-    put_be64(be, p * cs);
-    if ((r = co_await write_file(bs, s->h().refcount_table_offset + j * 8, 8, be)) < 0) co_return r;
+    // The table's sector from the in-memory copy: no read-modify-write.
     s->reftable[j] = p * cs;
+    uint64_t first = j & ~uint64_t(63);
+    uint8_t sec[512] = {};
+    for (uint64_t i = first; i < first + 64 && i < s->reftable.size(); i++) put_be64(sec + (i - first) * 8, s->reftable[i]);
+    if ((r = co_await write_file(bs, s->h().refcount_table_offset + first * 8, 512, sec)) < 0) {
+        s->reftable[j] = 0;
+        co_return r;
+    }
     s->rb_offsets.insert(p * cs);
     s->rb_cache.insert(p * cs, blk);
     co_return 0;
 }
 
+// All or nothing: every entry is checked (and every block loaded or, for
+// increments, created) before any changes, so a failure (an underflow, an
+// overflow, an I/O error) leaves the cached refcounts exactly as they were.
 Task<int> update_range(BlockDriverState *bs, int64_t first, int64_t count, int delta) {
     State *s = bs->state<State>();
     const uint64_t per_block = uint64_t(1) << s->rb_bits;
-    while (count > 0) {
-        uint64_t j = uint64_t(first) >> s->rb_bits;
-        uint64_t i0 = uint64_t(first) & (per_block - 1);
-        int64_t n = std::min<int64_t>(count, per_block - i0);
+    struct Part {
+        uint64_t off;
+        TableCache::Table t;
+        uint64_t i0;
+        int64_t n;
+        int64_t c0;  // the cluster of entry i0
+    };
+    std::vector<Part> parts;
+    for (int64_t c = first, left = count; left > 0;) {
+        uint64_t j = uint64_t(c) >> s->rb_bits;
+        uint64_t i0 = uint64_t(c) & (per_block - 1);
+        int64_t n = std::min<int64_t>(left, per_block - i0);
         int r;
         if (j >= s->reftable.size() || !(s->reftable[j] & REFT_OFFSET_MASK)) {
-            if (delta < 0) co_return -EIO;
+            if (delta < 0) {
+                warn_report("qcow2: refcount of cluster " + std::to_string(c) + " in '" + bs->file()->bs->filename +
+                            "' would drop below 0 (no refcount block); refusing the update");
+                co_return -EIO;
+            }
             if ((r = co_await ensure_block(bs, j)) < 0) co_return r;
         }
         uint64_t off = s->reftable[j] & REFT_OFFSET_MASK;
@@ -202,16 +215,31 @@ Task<int> update_range(BlockDriverState *bs, int64_t first, int64_t count, int d
         }
         TableCache::Table t;
         if ((r = co_await load_table(bs, s->rb_cache, off, &t)) < 0) co_return r;
-        for (int64_t x = 0; x < n; x++) {
-            uint64_t v = rc_get(s, t->data(), i0 + x);
-            if ((delta < 0 && v < uint64_t(-delta)) || (delta > 0 && v > rc_max(s) - delta)) co_return -EIO;
-            rc_set(s, t->data(), i0 + x, v + delta);
+        parts.push_back({off, t, i0, n, c});
+        c += n;
+        left -= n;
+    }
+    for (auto &p : parts) {
+        for (int64_t x = 0; x < p.n; x++) {
+            uint64_t v = rc_get(s, p.t->data(), p.i0 + x);
+            if ((delta < 0 && v < uint64_t(-delta)) || (delta > 0 && v > rc_max(s) - delta)) {
+                warn_report("qcow2: refcount of cluster " + std::to_string(p.c0 + x) + " in '" +
+                            bs->file()->bs->filename + "' would " + (delta < 0 ? "drop below 0" : "overflow") +
+                            " (" + std::to_string(v) + (delta < 0 ? " - " : " + ") +
+                            std::to_string(delta < 0 ? -delta : delta) + "); refusing the update");
+                co_return -EIO;
+            }
         }
-        uint64_t boff, blen;
-        rc_byte_range(s, i0, n, &boff, &blen);
-        if ((r = co_await write_file(bs, off + boff, blen, t->data() + boff)) < 0) co_return r;
-        first += n;
-        count -= n;
+    }
+    // A decrement may reach the disk only after the L2 entries that dropped
+    // the reference.
+    if (delta < 0) {
+        int r = co_await refs_will_drop(bs);
+        if (r < 0) co_return r;
+    }
+    for (auto &p : parts) {
+        for (int64_t x = 0; x < p.n; x++) rc_set(s, p.t->data(), p.i0 + x, rc_get(s, p.t->data(), p.i0 + x) + delta);
+        s->rb_cache.mark_dirty(p.off, p.t);
     }
     co_return 0;
 }
@@ -245,8 +273,11 @@ Task<int64_t> alloc_clusters(BlockDriverState *bs, int64_t n) {
     int64_t start = s->free_index;
     // Offsets must fit the 56-bit table entries.
     if (start + n > (int64_t(1) << (56 - s->cluster_bits))) co_return -EFBIG;
+    // Whatever points at the new clusters waits for their refcounts.
+    int r = co_await refs_will_point_at_new(bs);
+    if (r < 0) co_return r;
     s->free_index += n;
-    int r = co_await update_range(bs, start, n, 1);
+    r = co_await update_range(bs, start, n, 1);
     if (r < 0) co_return r;
     co_return start * s->cluster_size;
 }
@@ -412,7 +443,8 @@ Task<int> check(BlockDriverState *bs, bool repair_leaks, CheckResult *res) {
     }
     res->image_end_offset = end_cluster * cs;
     if (res->leaks_fixed) {
-        int r = co_await bdrv_co_flush(bs->file()->bs.get());
+        int r = co_await write_back_all(bs);
+        if (r == 0) r = co_await bdrv_co_flush(bs->file()->bs.get());
         if (r < 0) co_return r;
     }
     co_return 0;

@@ -9,6 +9,7 @@
 
 #include "block/aio.h"
 #include "block/drivers/qcow2.h"
+#include "block/warn.h"
 
 namespace mb {
 
@@ -289,9 +290,27 @@ Task<int> qcow2_co_block_status(BlockDriverState *bs, int64_t offset, int64_t by
     co_return -EIO;
 }
 
-Task<int> qcow2_co_flush(BlockDriverState *) {
-    // Metadata is written through; the generic layer flushes the file.
-    co_return 0;
+Task<int> qcow2_co_flush(BlockDriverState *bs) {
+    // Dirty tables go to the file in dependency order; the generic layer
+    // then flushes the file.
+    State *s = bs->state<State>();
+    co_await s->lock.lock();
+    CoLockGuard g(s->lock);
+    co_return co_await write_back_all(bs);
+}
+
+// Closing writes back what the cache holds (and flushes it, as QEMU's
+// close does): an image must not depend on a last flush from the user.
+void qcow2_close(BlockDriverState *bs) {
+    State *s = bs->state<State>();
+    if (!s || !bs->writable() || (bs->open_flags & BDRV_O_INACTIVE)) return;
+    if (!s->l2_cache.has_dirty() && !s->rb_cache.has_dirty()) return;
+    int r = sync_wait(qcow2_co_flush(bs));
+    if (r == 0) r = sync_wait(bdrv_co_flush(bs->file()->bs.get()));
+    if (r < 0) {
+        warn_report("qcow2: could not write back the metadata of '" + bs->filename + "' on close: " +
+                    strerror(-r));
+    }
 }
 
 void qcow2_get_info(BlockDriverState *bs, FormatInfo *info) {
@@ -392,7 +411,7 @@ const BlockDriver bdrv_qcow2 = {
     .protocols = nullptr,
     .probe = qcow2_probe,
     .open = qcow2_open,
-    .close = nullptr,
+    .close = qcow2_close,
     .child_perm = nullptr,
     .check_perm = nullptr,
     .set_perm = nullptr,

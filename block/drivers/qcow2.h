@@ -3,13 +3,16 @@
 //   qcow2.cpp          header parsing, open/close, reads, block status, info
 //   qcow2-cluster.cpp  guest -> host mapping (L1/L2), allocating writes, zeroes
 //   qcow2-refcount.cpp refcounts, cluster allocation, refcount table growth, check
-//   qcow2-cache.cpp    the LRU cache of L2 tables and refcount blocks
+//   qcow2-cache.cpp    the LRU cache of L2 tables and refcount blocks, and
+//                      their write-back in dependency order
 //   qcow2-create.cpp   image creation
 //
-// Metadata changes are serialized by one CoMutex (s->lock) and written
-// through (no dirty cache entries), ordered so that a crash at any point
-// leaves at most leaked clusters: refcounts (flushed), then data, then the
-// L2 entry, then the L1 entry.
+// Metadata changes are serialized by one CoMutex (s->lock).  L2 tables and
+// refcount blocks change in the cache and are written back later, whole,
+// ordered so that a crash at any point leaves at most leaked clusters:
+// refcount increments before the L2 entries using them, L2 entries before
+// the decrements of what they no longer use, a new L2 table before its L1
+// entry (written at once, from the in-memory L1 table).
 #pragma once
 
 #include <cstdint>
@@ -105,23 +108,37 @@ struct ParsedImage {
 // target calls it directly.
 Status parse_header(const uint8_t *buf, size_t len, uint64_t file_len, ParsedImage *out);
 
-// An LRU cache of cluster-sized tables keyed by host offset.  Entries are
-// shared_ptrs so that an entry in use by a suspended coroutine survives
-// eviction.  Written through: never dirty.
+// An LRU cache of cluster-sized tables keyed by host offset
+// (qcow2-cache.cpp).  Entries are shared_ptrs so that a table in use by a
+// suspended coroutine survives; such a table, and a dirty one, is never
+// evicted (the cache may run over its capacity until write-back).
 class TableCache {
 public:
     using Table = std::shared_ptr<std::vector<uint8_t>>;
     explicit TableCache(size_t capacity) : capacity_(capacity ? capacity : 1) {}
     Table find(uint64_t offset);
-    void insert(uint64_t offset, Table t);
+    void insert(uint64_t offset, Table t, bool dirty = false);
     void erase(uint64_t offset);
-    void clear() { lru_.clear(); map_.clear(); }
+    // The table changed in memory: it must be written back.
+    void mark_dirty(uint64_t offset, const Table &t);
+    void mark_clean(uint64_t offset, const Table &t);
+    std::vector<std::pair<uint64_t, Table>> dirty_tables() const;  // by offset
+    bool has_dirty() const { return dirty_ > 0; }
+    bool full_of_dirty() const { return lru_.size() >= capacity_ && dirty_ > 0; }
+    void shrink();  // drops clean, unused tables down to the capacity
+    void clear() { lru_.clear(); map_.clear(); dirty_ = 0; }
     size_t capacity() const { return capacity_; }
 
 private:
+    struct Entry {
+        uint64_t offset;
+        Table t;
+        bool dirty;
+    };
     size_t capacity_;
-    std::list<std::pair<uint64_t, Table>> lru_;  // front = most recent
-    std::unordered_map<uint64_t, std::list<std::pair<uint64_t, Table>>::iterator> map_;
+    size_t dirty_ = 0;
+    std::list<Entry> lru_;  // front = most recent
+    std::unordered_map<uint64_t, std::list<Entry>::iterator> map_;
 };
 
 enum class ClusterType { Unallocated, ZeroPlain, ZeroAlloc, Normal, Compressed };
@@ -144,6 +161,11 @@ struct State : NodeState {
     std::set<uint64_t> l2_offsets;   // metadata clusters, for the overlap check
     std::set<uint64_t> rb_offsets;
     CoMutex lock;                    // metadata updates and lookups
+    // Write-back dependencies (qcow2-cache.cpp): dirty L2 tables may point
+    // at clusters whose refcounts are not on disk yet / dirty refcount
+    // blocks hold decrements whose L2 entries are not on disk yet.
+    bool l2_needs_rb = false;
+    bool rb_needs_l2 = false;
     int64_t free_index = -1;         // every cluster >= this has refcount 0 (-1: unknown)
     bool header_updated = false;     // autoclear bits dropped on first write
     bool strict_backing = false;
@@ -158,6 +180,17 @@ struct State : NodeState {
 // Loads (through the cache) the L2 table or refcount block at `offset`.
 Task<int> load_table(BlockDriverState *bs, TableCache &cache, uint64_t offset,
                      TableCache::Table *out);
+// Write-back (qcow2-cache.cpp); the caller holds s->lock.  Each writes its
+// cache's dirty tables after what they depend on; none flushes the file at
+// the end (the caller or the generic flush does).
+Task<int> write_back_l2(BlockDriverState *bs);
+Task<int> write_back_rb(BlockDriverState *bs);
+Task<int> write_back_all(BlockDriverState *bs);
+// Called before refcounts rise for clusters that tables will point at /
+// before refcounts drop for references that tables just dropped: record
+// the dependency (resolving the opposite one first).
+Task<int> refs_will_point_at_new(BlockDriverState *bs);
+Task<int> refs_will_drop(BlockDriverState *bs);
 
 struct Mapping {
     ClusterType type = ClusterType::Unallocated;
