@@ -88,13 +88,9 @@ Task<int> flush_file(BlockDriverState *bs) { co_return co_await bdrv_co_flush(bs
 Task<int> write_dirty(BlockDriverState *bs, TableCache &cache, MetaKind kind) {
     State *s = bs->state<State>();
     for (auto &[off, t] : cache.dirty_tables()) {
-        if (overlaps_metadata(s, off, s->cluster_size, kind)) {
-            warn_report(std::string("qcow2: ") + (kind == MetaKind::L2 ? "L2 table " : "refcount block ") +
-                        hex(off) + " in '" + bs->file()->bs->filename +
-                        "' overlaps other metadata; refusing to write it");
-            co_return -EIO;
-        }
-        int r = co_await bdrv_co_pwritev(bs->file(), off, s->cluster_size, t->data());
+        int r = co_await check_overlap(bs, "write on", off, s->cluster_size, kind);
+        if (r < 0) co_return r;
+        r = co_await bdrv_co_pwritev(bs->file(), off, s->cluster_size, t->data());
         if (r < 0) co_return r;
         cache.mark_clean(off, t);
     }

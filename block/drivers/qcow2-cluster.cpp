@@ -14,21 +14,6 @@
 
 namespace mb::qcow2 {
 
-bool overlaps_metadata(State *s, uint64_t off, uint64_t len, MetaKind self) {
-    const uint64_t cs = s->cluster_size;
-    auto in = [&](uint64_t a, uint64_t alen) { return alen && a < off + len && off < a + alen; };
-    if (in(0, cs)) return true;
-    if (in(s->h().l1_table_offset, uint64_t(s->h().l1_size) * 8)) return true;
-    if (in(s->h().refcount_table_offset, uint64_t(s->h().refcount_table_clusters) * cs)) return true;
-    auto in_set = [&](const std::set<uint64_t> &set) {
-        auto it = set.lower_bound(off >= cs ? off - cs + 1 : 0);
-        return it != set.end() && *it < off + len;
-    };
-    if (self != MetaKind::L2 && in_set(s->l2_offsets)) return true;
-    if (self != MetaKind::Refblock && in_set(s->rb_offsets)) return true;
-    return false;
-}
-
 namespace {
 
 // Classifies an L2 entry; -EIO for entries that cannot be valid.
@@ -101,11 +86,8 @@ Task<int> ensure_l2(BlockDriverState *bs, uint64_t l1_idx, TableCache::Table *t,
                         "' lacks the COPIED flag");
             co_return -EIO;
         }
-        if (overlaps_metadata(s, off, s->cluster_size, MetaKind::L2)) {
-            warn_report("qcow2: L2 table " + hex(off) + " in '" + bs->file()->bs->filename +
-                        "' overlaps other metadata; refusing to update it");
-            co_return -EIO;
-        }
+        int r = co_await check_overlap(bs, "write on", off, s->cluster_size, MetaKind::L2);
+        if (r < 0) co_return r;
         *l2_off = off;
         co_return co_await load_table(bs, s->l2_cache, off, t);
     }
@@ -131,18 +113,13 @@ Task<int> ensure_l2(BlockDriverState *bs, uint64_t l1_idx, TableCache::Table *t,
     co_return 0;
 }
 
-// Frees what an L2 entry that is being replaced referenced.
+// Frees what an L2 entry that is being replaced referenced (check_release
+// has made sure it can).
 Task<int> release_entry(BlockDriverState *bs, uint64_t old) {
     State *s = bs->state<State>();
-    if (old & OFLAG_COMPRESSED) {
-        uint64_t coff = old & s->coffset_mask;
-        uint64_t nsec = ((old >> s->csize_shift) & s->csize_mask) + 1;
-        uint64_t end = (coff & ~511ull) + nsec * 512;
-        co_return co_await free_range(bs, coff, end - coff);
-    }
-    uint64_t off = old & L2E_OFFSET_MASK;
-    if (!off) co_return 0;
-    co_return co_await update_refcount(bs, off >> s->cluster_bits, -1);
+    uint64_t off, len;
+    entry_range(s, old, &off, &len);
+    co_return co_await free_range(bs, off, len);
 }
 
 bool in_place(State *s, uint64_t e) {
@@ -173,31 +150,34 @@ Task<int64_t> allocating_write(BlockDriverState *bs, int64_t offset, int64_t byt
         n++;
     if (n == 0) co_return 0;  // the caller writes in place
     int64_t len = std::min<int64_t>(bytes, n * cs - in_off);
-    int64_t host = co_await alloc_clusters(bs, n);
-    if (host < 0) co_return host;
-
+    // Everything that can fail comes before the first change: a write that
+    // fails leaves the image as it was.
+    std::vector<uint64_t> old(n);
+    for (int64_t i = 0; i < n; i++) old[i] = be64(t->data() + (l2_idx + i) * 8);
+    if ((r = co_await check_release(bs, old, "free of")) < 0) co_return r;
     int64_t guest0 = offset - in_off;
-    if (in_off == 0 && len == n * cs) {
-        r = co_await write_file(bs, host, len, buf);
-    } else {
+    const uint8_t *data = buf;
+    std::vector<uint8_t> b;
+    if (in_off != 0 || len != n * cs) {
         // Copy-on-write: the old content around the new data (backing
         // file, zeroes, compressed or shared cluster).
-        std::vector<uint8_t> b(n * cs);
+        b.resize(n * cs);
         if (in_off && (r = co_await read_range(bs, guest0, in_off, b.data(), true)) < 0) co_return r;
         memcpy(b.data() + in_off, buf, len);
         int64_t end = in_off + len;
         if (end < n * cs && (r = co_await read_range(bs, guest0 + end, n * cs - end, b.data() + end, true)) < 0)
             co_return r;
-        r = co_await write_file(bs, host, n * cs, b.data());
+        data = b.data();
     }
-    if (r < 0) co_return r;
-
-    std::vector<uint64_t> old(n);
-    for (int64_t i = 0; i < n; i++) {
-        uint8_t *p = t->data() + (l2_idx + i) * 8;
-        old[i] = be64(p);
-        put_be64(p, uint64_t(host + i * cs) | OFLAG_COPIED);
+    int64_t host = co_await alloc_clusters(bs, n);
+    if (host < 0) co_return host;
+    if ((r = co_await write_file(bs, host, n * cs, data)) < 0) {
+        // Nothing points at the new clusters: give them back.
+        if (s->free_index == host / cs + n) s->free_index = host / cs;
+        (void)co_await free_range(bs, host, n * cs);
+        co_return r;
     }
+    for (int64_t i = 0; i < n; i++) put_be64(t->data() + (l2_idx + i) * 8, uint64_t(host + i * cs) | OFLAG_COPIED);
     s->l2_cache.mark_dirty(l2_off, t);
     for (int64_t i = 0; i < n; i++)
         if ((r = co_await release_entry(bs, old[i])) < 0) co_return r;
@@ -252,6 +232,7 @@ Task<int> get_mapping(BlockDriverState *bs, int64_t offset, int64_t bytes, Mappi
 
 Task<int> co_pwritev(BlockDriverState *bs, int64_t offset, int64_t bytes, const uint8_t *buf, int) {
     State *s = bs->state<State>();
+    if (s->corrupt) co_return -EIO;  // see signal_corruption
     if (uint64_t(offset) > s->h().size || uint64_t(bytes) > s->h().size - offset) co_return -EINVAL;
     while (bytes > 0) {
         co_await s->lock.lock();
@@ -263,11 +244,7 @@ Task<int> co_pwritev(BlockDriverState *bs, int64_t offset, int64_t bytes, const 
         }
         if (m.type == ClusterType::Normal && m.copied) {
             s->lock.unlock();
-            if (overlaps_metadata(s, m.host, m.bytes, MetaKind::Data)) {
-                warn_report("qcow2: refusing a data write at " + hex(m.host) + " in '" +
-                            bs->file()->bs->filename + "': it overlaps metadata");
-                co_return -EIO;
-            }
+            if ((r = co_await check_overlap(bs, "write on", m.host, m.bytes, MetaKind::Data)) < 0) co_return r;
             r = co_await write_file(bs, m.host, m.bytes, buf);
             if (r < 0) co_return r;
             offset += m.bytes;
@@ -288,6 +265,7 @@ Task<int> co_pwritev(BlockDriverState *bs, int64_t offset, int64_t bytes, const 
 
 Task<int> co_pwrite_zeroes(BlockDriverState *bs, int64_t offset, int64_t bytes, int flags) {
     State *s = bs->state<State>();
+    if (s->corrupt) co_return -EIO;  // see signal_corruption
     const int64_t cs = s->cluster_size;
     if (s->h().version < 3) co_return -ENOTSUP;  // no zero flag: written as data
     if (uint64_t(offset) > s->h().size || uint64_t(bytes) > s->h().size - offset) co_return -EINVAL;
@@ -322,18 +300,19 @@ Task<int> co_pwrite_zeroes(BlockDriverState *bs, int64_t offset, int64_t bytes, 
         TableCache::Table t;
         uint64_t l2_off;
         if ((r = co_await ensure_l2(bs, l1_idx, &t, &l2_off)) < 0) co_return r;
-        std::vector<uint64_t> old(n, 0);
+        std::vector<uint64_t> old(n, 0), now(n);
         for (int64_t i = 0; i < n; i++) {
-            uint8_t *p = t->data() + (l2_idx + i) * 8;
-            uint64_t e = be64(p);
+            uint64_t e = be64(t->data() + (l2_idx + i) * 8);
             if (in_place(s, e) || ((e & OFLAG_ZERO) && (e & OFLAG_COPIED) && !(e & OFLAG_COMPRESSED))) {
                 // Keep the allocation: ZERO_ALLOC.
-                put_be64(p, (e & L2E_OFFSET_MASK) | OFLAG_COPIED | OFLAG_ZERO);
+                now[i] = (e & L2E_OFFSET_MASK) | OFLAG_COPIED | OFLAG_ZERO;
             } else {
                 old[i] = e;
-                put_be64(p, OFLAG_ZERO);
+                now[i] = OFLAG_ZERO;
             }
         }
+        if ((r = co_await check_release(bs, old, "free of")) < 0) co_return r;
+        for (int64_t i = 0; i < n; i++) put_be64(t->data() + (l2_idx + i) * 8, now[i]);
         // The entries change before the old clusters lose their reference
         // (the write-back keeps that order on disk).
         s->l2_cache.mark_dirty(l2_off, t);
@@ -351,6 +330,7 @@ Task<int> co_pwrite_zeroes(BlockDriverState *bs, int64_t offset, int64_t bytes, 
 
 Task<int> co_pdiscard(BlockDriverState *bs, int64_t offset, int64_t bytes) {
     State *s = bs->state<State>();
+    if (s->corrupt) co_return -EIO;  // see signal_corruption
     const int64_t cs = s->cluster_size;
     if (uint64_t(offset) > s->h().size || uint64_t(bytes) > s->h().size - offset) co_return -EINVAL;
     // Without a zero flag, dropping a cluster would show the backing file.
@@ -374,11 +354,10 @@ Task<int> co_pdiscard(BlockDriverState *bs, int64_t offset, int64_t bytes) {
             uint64_t l2_off;
             if ((r = co_await ensure_l2(bs, l1_idx, &t, &l2_off)) < 0) co_return r;
             std::vector<uint64_t> old(n);
-            for (int64_t i = 0; i < n; i++) {
-                uint8_t *p = t->data() + (l2_idx + i) * 8;
-                old[i] = be64(p);
-                put_be64(p, new_entry);
-            }
+            for (int64_t i = 0; i < n; i++) old[i] = be64(t->data() + (l2_idx + i) * 8);
+            // Nothing changes unless every cluster can go (none is metadata).
+            if ((r = co_await check_release(bs, old, "discard of")) < 0) co_return r;
+            for (int64_t i = 0; i < n; i++) put_be64(t->data() + (l2_idx + i) * 8, new_entry);
             s->l2_cache.mark_dirty(l2_off, t);
             for (int64_t i = 0; i < n; i++) {
                 if ((r = co_await release_entry(bs, old[i])) < 0) co_return r;

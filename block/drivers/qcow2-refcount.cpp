@@ -208,11 +208,7 @@ Task<int> update_range(BlockDriverState *bs, int64_t first, int64_t count, int d
             if ((r = co_await ensure_block(bs, j)) < 0) co_return r;
         }
         uint64_t off = s->reftable[j] & REFT_OFFSET_MASK;
-        if (overlaps_metadata(s, off, s->cluster_size, MetaKind::Refblock)) {
-            warn_report("qcow2: refcount block " + hex(off) + " in '" + bs->file()->bs->filename +
-                        "' overlaps other metadata; refusing to update it");
-            co_return -EIO;
-        }
+        if ((r = co_await check_overlap(bs, "write on", off, s->cluster_size, MetaKind::Refblock)) < 0) co_return r;
         TableCache::Table t;
         if ((r = co_await load_table(bs, s->rb_cache, off, &t)) < 0) co_return r;
         parts.push_back({off, t, i0, n, c});

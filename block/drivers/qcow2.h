@@ -169,6 +169,7 @@ struct State : NodeState {
     int64_t free_index = -1;         // every cluster >= this has refcount 0 (-1: unknown)
     bool header_updated = false;     // autoclear bits dropped on first write
     bool strict_backing = false;
+    bool corrupt = false;            // a corruption was found: no more writes
     // The last decompressed cluster.
     uint64_t zcache_offset = UINT64_MAX;
     std::vector<uint8_t> zcache;
@@ -214,6 +215,22 @@ Task<int> read_range(BlockDriverState *bs, int64_t offset, int64_t bytes, uint8_
 // another kind).
 enum class MetaKind { Data, L2, Refblock };
 bool overlaps_metadata(State *s, uint64_t off, uint64_t len, MetaKind self);
+
+// --- overlap checks and the corrupt flag (qcow2-overlap.cpp) ------------------
+
+// The structure [off, off + len) overlaps, by QEMU's names ("active L1
+// table", "refcount block", ...), or nullptr.
+const char *metadata_overlap(State *s, uint64_t off, uint64_t len, MetaKind self);
+// Marks the image corrupt (once, with a warning naming `what`); returns -EIO.
+Task<int> signal_corruption(BlockDriverState *bs, const std::string &what);
+// 0, or the corruption signal for a `verb` ("write on", "free of", "discard
+// of") that would touch metadata.
+Task<int> check_overlap(BlockDriverState *bs, const char *verb, uint64_t off, uint64_t len, MetaKind self);
+// Before L2 entries are replaced: what they reference may be freed (no
+// metadata, enough references), so the replacement cannot fail halfway.
+Task<int> check_release(BlockDriverState *bs, const std::vector<uint64_t> &old, const char *verb);
+// The host byte range an L2 entry holds (len 0: none).
+void entry_range(State *s, uint64_t e, uint64_t *off, uint64_t *len);
 
 // --- refcounts (qcow2-refcount.cpp) --------------------------------------------
 

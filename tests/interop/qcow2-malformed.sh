@@ -104,7 +104,8 @@ expect_fail "compressed entry into the header" "qcow2: compressed cluster for gu
     io -r -c 'read 0 4k' comp.qcow2
 # A data cluster that is really the L1 table: a write there is refused.
 patch ovl.qcow2 0x40000 '>Q' 0x8000000000030000
-expect_fail "data write over the L1 table refused" "refusing a data write at 0x30000 in 'ovl.qcow2': it overlaps metadata" \
+expect_fail "data write over the L1 table refused" \
+    "^WARNING: qcow2: Marking image 'ovl.qcow2' as corrupt: Preventing invalid write on metadata \(overlaps with active L1 table\); further corruption events will be suppressed$" \
     io -c 'write -P 1 0 4k' ovl.qcow2
 python3 -c "
 import struct,sys
@@ -115,12 +116,17 @@ sys.exit(0 if struct.unpack('>Q', d[0x30000:0x30008])[0] == 0x8000000000040000 e
 patch l2rt.qcow2 0x30000 '>Q' 0x8000000000010000
 cp l2rt.qcow2 l2rt-before.qcow2
 expect_fail "L2 table on the refcount table: write refused" \
-    "qcow2: L2 table 0x10000 in 'l2rt.qcow2' overlaps other metadata; refusing to update it" \
+    "Marking image 'l2rt.qcow2' as corrupt: Preventing invalid write on metadata \(overlaps with refcount table\)" \
     io -c 'write -P 1 0 4k' l2rt.qcow2
-cmp -s l2rt-before.qcow2 l2rt.qcow2 && ok "refused write changed nothing" || not_ok "refused write changed nothing"
+# Nothing changed but the corrupt bit (incompatible features, offset 72).
+patch_image l2rt-before.qcow2 l2rt-expected.qcow2 72 '>Q' 2
+cmp -s l2rt-expected.qcow2 l2rt.qcow2 && ok "refused write changed nothing" || not_ok "refused write changed nothing"
+expect_output "qemu-img sees the corrupt mark" "corrupt: true" qemu-img info l2rt.qcow2
+expect_fail "a corrupt image is not opened read/write" "qcow2: Image is corrupt; cannot be opened read/write" \
+    io -c 'write -P 1 0 4k' l2rt.qcow2
 patch rbl1.qcow2 0x10000 '>Q' 0x30000
 expect_fail "refcount block on the L1 table: allocation refused" \
-    "qcow2: refcount block 0x30000 in 'rbl1.qcow2' overlaps other metadata; refusing to update it" \
+    "Marking image 'rbl1.qcow2' as corrupt: Preventing invalid write on metadata \(overlaps with active L1 table\)" \
     io -c 'write -P 1 512k 4k' rbl1.qcow2
 
 # Backing chain loops.
