@@ -127,9 +127,30 @@ bool in_place(State *s, uint64_t e) {
            !(s->h().version >= 3 && (e & OFLAG_ZERO));
 }
 
+// Waits, if [first, first + n) (guest clusters) overlaps an allocation in
+// flight, until that allocation is done; true if it waited (s->lock was
+// released meanwhile, so the caller looks the mapping up again).  Caller
+// holds s->lock, and holds it again on return.
+Task<bool> wait_for_allocations(State *s, uint64_t first, uint64_t n) {
+    for (auto &a : s->in_flight) {
+        if (a->first < first + n && first < a->first + a->n) {
+            std::shared_ptr<InFlight> keep = a;
+            s->lock.unlock();
+            co_await keep->done.lock();
+            keep->done.unlock();
+            co_await s->lock.lock();
+            co_return true;
+        }
+    }
+    co_return false;
+}
+
 // One allocating write of up to `bytes` at `offset` within one L2 table:
-// new clusters for every cluster of the run that cannot be written in place.
-// Returns bytes consumed or negative errno.  Caller holds s->lock.
+// new clusters (a contiguous run) for every cluster of the run that cannot
+// be written in place.  Returns bytes consumed, 0 to look the mapping up
+// again, or negative errno.  Caller holds s->lock, which is released while
+// the data goes to the new clusters: allocations of other clusters proceed
+// meanwhile, and only requests for these guest clusters wait.
 Task<int64_t> allocating_write(BlockDriverState *bs, int64_t offset, int64_t bytes, const uint8_t *buf) {
     State *s = bs->state<State>();
     const int64_t cs = s->cluster_size;
@@ -148,30 +169,48 @@ Task<int64_t> allocating_write(BlockDriverState *bs, int64_t offset, int64_t byt
     int64_t n = 0;
     while (n < want && n < max_clusters && l2_idx + n < l2_entries && !in_place(s, be64(t->data() + (l2_idx + n) * 8)))
         n++;
-    if (n == 0) co_return 0;  // the caller writes in place
+    if (n == 0) co_return 0;  // written in place after a new look-up
+    const uint64_t first = uint64_t(offset) >> s->cluster_bits;
+    if (co_await wait_for_allocations(s, first, n)) co_return 0;
     int64_t len = std::min<int64_t>(bytes, n * cs - in_off);
     // Everything that can fail comes before the first change: a write that
     // fails leaves the image as it was.
     std::vector<uint64_t> old(n);
     for (int64_t i = 0; i < n; i++) old[i] = be64(t->data() + (l2_idx + i) * 8);
     if ((r = co_await check_release(bs, old, "free of")) < 0) co_return r;
+    int64_t host = co_await alloc_clusters(bs, n);
+    if (host < 0) co_return host;
+    auto fl = std::make_shared<InFlight>();
+    fl->first = first;
+    fl->n = n;
+    co_await fl->done.lock();  // free: taken at once
+    s->in_flight.push_back(fl);
+    s->lock.unlock();
+
     int64_t guest0 = offset - in_off;
     const uint8_t *data = buf;
     std::vector<uint8_t> b;
+    r = 0;
     if (in_off != 0 || len != n * cs) {
         // Copy-on-write: the old content around the new data (backing
-        // file, zeroes, compressed or shared cluster).
+        // file, zeroes, compressed or shared cluster), which cannot change
+        // while this allocation is in flight.
         b.resize(n * cs);
-        if (in_off && (r = co_await read_range(bs, guest0, in_off, b.data(), true)) < 0) co_return r;
+        if (in_off) r = co_await read_range(bs, guest0, in_off, b.data(), false);
         memcpy(b.data() + in_off, buf, len);
         int64_t end = in_off + len;
-        if (end < n * cs && (r = co_await read_range(bs, guest0 + end, n * cs - end, b.data() + end, true)) < 0)
-            co_return r;
+        if (r == 0 && end < n * cs) r = co_await read_range(bs, guest0 + end, n * cs - end, b.data() + end, false);
         data = b.data();
     }
-    int64_t host = co_await alloc_clusters(bs, n);
-    if (host < 0) co_return host;
-    if ((r = co_await write_file(bs, host, n * cs, data)) < 0) {
+    if (r == 0) r = co_await write_file(bs, host, n * cs, data);
+
+    co_await s->lock.lock();
+    s->in_flight.remove(fl);
+    fl->done.unlock();
+    // The references being dropped may have changed while unlocked (shared
+    // compressed clusters): check again before changing anything.
+    if (r == 0) r = co_await check_release(bs, old, "free of");
+    if (r < 0) {
         // Nothing points at the new clusters: give them back.
         if (s->free_index == host / cs + n) s->free_index = host / cs;
         (void)co_await free_range(bs, host, n * cs);
@@ -255,7 +294,6 @@ Task<int> co_pwritev(BlockDriverState *bs, int64_t offset, int64_t bytes, const 
         int64_t n = co_await allocating_write(bs, offset, m.bytes, buf);
         s->lock.unlock();
         if (n < 0) co_return (int)n;
-        if (n == 0) co_return -EIO;
         offset += n;
         bytes -= n;
         buf += n;
@@ -297,6 +335,7 @@ Task<int> co_pwrite_zeroes(BlockDriverState *bs, int64_t offset, int64_t bytes, 
             left -= done;
             continue;
         }
+        if (co_await wait_for_allocations(s, uint64_t(off) >> s->cluster_bits, n)) continue;
         TableCache::Table t;
         uint64_t l2_off;
         if ((r = co_await ensure_l2(bs, l1_idx, &t, &l2_off)) < 0) co_return r;
@@ -347,6 +386,7 @@ Task<int> co_pdiscard(BlockDriverState *bs, int64_t offset, int64_t bytes) {
         uint64_t l2_idx = (uint64_t(start) >> s->cluster_bits) & (l2_entries - 1);
         int64_t n = std::min<int64_t>((end - start + cs - 1) / cs, l2_entries - l2_idx);
         uint64_t l1e = l1_idx < s->l1.size() ? s->l1[l1_idx] : 0;
+        if (co_await wait_for_allocations(s, uint64_t(start) >> s->cluster_bits, n)) continue;
         if (l1e & L1E_OFFSET_MASK) {
             int r = co_await prepare_first_write(bs);
             if (r < 0) co_return r;

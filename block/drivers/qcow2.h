@@ -141,6 +141,13 @@ private:
     std::unordered_map<uint64_t, std::list<Entry>::iterator> map_;
 };
 
+// An allocating write between taking its clusters and linking them in its
+// L2 table: requests for the same guest clusters wait on `done`.
+struct InFlight {
+    uint64_t first = 0, n = 0;  // guest clusters
+    CoMutex done;               // held by the writer until it is linked in
+};
+
 enum class ClusterType { Unallocated, ZeroPlain, ZeroAlloc, Normal, Compressed };
 
 struct State : NodeState {
@@ -161,6 +168,7 @@ struct State : NodeState {
     std::set<uint64_t> l2_offsets;   // metadata clusters, for the overlap check
     std::set<uint64_t> rb_offsets;
     CoMutex lock;                    // metadata updates and lookups
+    std::list<std::shared_ptr<InFlight>> in_flight;  // allocating writes (s->lock)
     // Write-back dependencies (qcow2-cache.cpp): dirty L2 tables may point
     // at clusters whose refcounts are not on disk yet / dirty refcount
     // blocks hold decrements whose L2 entries are not on disk yet.
