@@ -116,6 +116,34 @@ for cs in 4k 64k; do
     done
 done
 
+# Metadata write-back: 200 allocating writes make exactly qemu-img bench's
+# pwrite64 calls (whole tables, no read-modify-write of entries) and a few
+# fdatasyncs, not one per allocation; cache=writethrough still syncs every
+# write.
+need strace
+# syscalls TOOL CACHE: "pwrite64 fdatasync" counts of 200 strided 4 KiB
+# allocating writes into a new 64 MiB qcow2.
+syscalls() {
+    rm -f sc.qcow2
+    qemu-img create -q -f qcow2 sc.qcow2 64M
+    local cmd=("$MINIBLOCK_IMG")
+    [ "$1" = qemu ] && cmd=(qemu-img)
+    strace -f -qq -c -o sc.strace "${cmd[@]}" bench -f qcow2 -t "$2" -w -c 200 -d 8 -s 4k -S 69632 sc.qcow2 >/dev/null
+    awk '$NF == "pwrite64" { w = $4 } $NF == "fdatasync" { f = $4 } END { print w + 0, f + 0 }' sc.strace
+}
+for cache in writeback none; do
+    read -r qw qf <<<"$(syscalls qemu $cache)"
+    read -r mw mf <<<"$(syscalls mb $cache)"
+    [ "$mw" = "$qw" ] && ok "cache=$cache: $mw pwrite64 calls, as qemu-img" ||
+        not_ok "cache=$cache: pwrite64 calls as qemu-img" "miniblock $mw, qemu-img $qw"
+    [ "$mf" -le 5 ] && ok "cache=$cache: $mf fdatasync calls for 200 allocations (qemu-img: $qf)" ||
+        not_ok "cache=$cache: at most 5 fdatasync calls" "miniblock $mf, qemu-img $qf"
+done
+read -r mw mf <<<"$(syscalls mb writethrough)"
+[ "$mf" -ge 200 ] && ok "cache=writethrough: a sync per write ($mf for 200)" ||
+    not_ok "cache=writethrough: a sync per write" "$mf fdatasync calls for 200 writes"
+expect_output "write-back on close: qemu-img check clean" "No errors were found" qemu-img check sc.qcow2
+
 # The refcount table really grew in the 512-byte scenario above.
 "$MINIBLOCK_IMG" create -f qcow2 -o cluster_size=512 grow.qcow2 32M >/dev/null
 "$MINIBLOCK_IO" -c 'write -P 1 0 12M' grow.qcow2 >/dev/null
