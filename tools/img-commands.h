@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <string>
 
+#include "block/block_int.h"
 #include "miniblock/status.h"
 
 namespace mb::tools {
@@ -25,9 +26,24 @@ void print_json(JsonBuilder *b);
 // tools/img-qcow2.cpp
 int cmd_check(int argc, char **argv);
 int cmd_map(int argc, char **argv);
-int cmd_convert(int argc, char **argv);
 // Their lines of the --help text.
 void print_img_qcow2_help(FILE *out);
+
+// What a range of an image is, looking down its backing chain: found at
+// `depth` (0: the image itself), or not present anywhere (reads zeroes).
+struct MapEntry {
+    int64_t start, length;
+    int depth;
+    bool present, zero, data, has_offset;
+    int64_t offset;
+    std::string file;
+};
+// The status of `off` looking down the chain from bs (tools/img-qcow2.cpp).
+Task<int> chain_status(BlockDriverState *bs, int64_t off, int64_t bytes, MapEntry *e);
+
+// tools/img-convert.cpp
+int cmd_convert(int argc, char **argv);
+void print_img_convert_help(FILE *out);
 
 // tools/img-bench.cpp
 int cmd_bench(int argc, char **argv);

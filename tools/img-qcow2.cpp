@@ -1,4 +1,4 @@
-// miniblock-img check, map and convert (registered in miniblock-img.cpp's
+// miniblock-img check and map (registered in miniblock-img.cpp's
 // command map; their help is in tools/img-commands.h).
 #include <getopt.h>
 #include <json-glib/json-glib.h>
@@ -79,17 +79,10 @@ void print_check(const qcow2::CheckResult &r, const std::string &file, bool json
     if (r.image_end_offset) printf("Image end offset: %" PRId64 "\n", r.image_end_offset);
 }
 
+}  // namespace
+
 // --- map -----------------------------------------------------------------------
 
-struct MapEntry {
-    int64_t start, length;
-    int depth;
-    bool present, zero, data, has_offset;
-    int64_t offset;
-    std::string file;
-};
-
-// The status of `off` looking down the chain from bs.
 Task<int> chain_status(BlockDriverState *bs, int64_t off, int64_t bytes, MapEntry *e) {
     int depth = 0;
     for (;;) {
@@ -123,7 +116,6 @@ Task<int> chain_status(BlockDriverState *bs, int64_t off, int64_t bytes, MapEntr
     }
 }
 
-}  // namespace
 
 int cmd_check(int argc, char **argv) {
     ImageFlags flags;
@@ -254,88 +246,6 @@ int cmd_map(int argc, char **argv) {
     return 0;
 }
 
-int cmd_convert(int argc, char **argv) {
-    ImageFlags src_flags;
-    src_flags.read_only = true;
-    std::string out_fmt = "raw", o, cache;
-    bool progress = false;
-    static const struct option longopts[] = {{"image-opts", no_argument, nullptr, OPT_IMAGE_OPTS},
-                                             {"force-share", no_argument, nullptr, 'U'},
-                                             {"help", no_argument, nullptr, 'h'},
-                                             {nullptr, 0, nullptr, 0}};
-    int c;
-    while ((c = getopt_long(argc, argv, "f:O:o:pt:T:Uh", longopts, nullptr)) != -1) {
-        switch (c) {
-        case 't': cache = optarg; break;
-        case 'T': src_flags.cache = optarg; break;
-        case 'f': src_flags.format = optarg; break;
-        case 'O': out_fmt = optarg; break;
-        case 'o': o = o.empty() ? optarg : o + "," + optarg; break;
-        case 'p': progress = true; break;
-        case 'U': src_flags.force_share = true; break;
-        case OPT_IMAGE_OPTS: src_flags.image_opts = true; break;
-        case 'h': print_img_qcow2_help(stdout); return 0;
-        default: return img_bad_usage("invalid option for convert");
-        }
-    }
-    if (argc - optind != 2) return img_bad_usage("convert needs SOURCE and TARGET");
-    std::string src = argv[optind], dst = argv[optind + 1];
-    auto in = open_image(src, src_flags);
-    if (!in.ok()) return img_fail(Status(in.status()).prefix("Could not open '" + src + "'"));
-    int64_t size = (*in)->length();
-    if (size < 0) return img_fail(PosixError("Could not get the size of '" + src + "'", (int)-size));
-    qapi::OptionDict copts;
-    if (!o.empty()) {
-        auto r = qapi::parse_keyval_options(o);
-        if (!r.ok()) return img_fail(r.status());
-        copts = std::move(*r);
-    }
-    // qcow2 sizes are multiples of 512: round up like qemu-img does.
-    int64_t tsize = out_fmt == "qcow2" ? (size + 511) & ~int64_t(511) : size;
-    Status st = bdrv_create(out_fmt, dst, tsize, copts);
-    if (!st.ok()) return img_fail(st.prefix("Could not create '" + dst + "'"));
-    ImageFlags dst_flags;
-    dst_flags.format = out_fmt;
-    // As qemu-img convert: the target is new, so no flush per allocation
-    // (cache=unsafe); -t overrides.
-    dst_flags.cache = cache.empty() ? "unsafe" : cache;
-    auto out = open_image(dst, dst_flags);
-    if (!out.ok()) return img_fail(Status(out.status()).prefix("Could not open '" + dst + "'"));
-    // The new target reads as zeroes: only non-zero pieces are written.
-    const int64_t chunk = 2 << 20, piece = 64 << 10;
-    std::vector<uint8_t> buf(chunk);
-    if (progress) printf("    (0.00/100%%)\r"), fflush(stdout);
-    for (int64_t off = 0; off < size;) {
-        int64_t n = std::min(chunk, size - off);
-        int r = (*in)->pread(off, n, buf.data());
-        if (r < 0) return img_fail(PosixError("error while reading at byte " + std::to_string(off), -r));
-        // Runs of non-zero pieces go out as one request (one allocation).
-        for (int64_t p = 0; p < n;) {
-            auto zero_piece = [&](int64_t at) {
-                int64_t m = std::min(piece, n - at);
-                const uint8_t *d = buf.data() + at;
-                return d[0] == 0 && !memcmp(d, d + 1, m - 1);
-            };
-            if (zero_piece(p)) {
-                p += piece;
-                continue;
-            }
-            int64_t q = p + piece;
-            while (q < n && !zero_piece(q)) q += piece;
-            q = std::min(q, n);
-            r = (*out)->pwrite(off + p, q - p, buf.data() + p);
-            if (r < 0) return img_fail(PosixError("error while writing at byte " + std::to_string(off + p), -r));
-            p = q;
-        }
-        off += n;
-        if (progress && off < size) printf("    (%.2f/100%%)\r", off * 100.0 / size), fflush(stdout);
-    }
-    int r = (*out)->flush();
-    if (r < 0) return img_fail(PosixError("error while flushing '" + dst + "'", -r));
-    if (progress) printf("    (100.00/100%%)\n");
-    return 0;
-}
-
 void print_img_qcow2_help(FILE *out) {
     fprintf(out,
             "  check [-f FMT] [-r leaks] [-U] [--image-opts] [--output=human|json] FILE\n"
@@ -343,12 +253,7 @@ void print_img_qcow2_help(FILE *out) {
             "      3 leaked clusters only; -r leaks drops the refcount of leaked clusters\n"
             "  map [-f FMT] [-U] [--image-opts] [--output=human|json] FILE\n"
             "      show where each range of the image is stored (layer of the backing chain,\n"
-            "      offset in which file), or that it reads as zeroes\n"
-            "  convert [-f FMT] [-O raw|qcow2] [-o OPTIONS] [-t CACHE] [-T SRC_CACHE] [-p] [-U]\n"
-            "          SOURCE TARGET\n"
-            "      copy SOURCE (through its backing chain) into a new TARGET image; -p shows\n"
-            "      progress; all-zero ranges are not written; the target's cache mode\n"
-            "      defaults to unsafe, as qemu-img's\n");
+            "      offset in which file), or that it reads as zeroes\n");
 }
 
 }  // namespace mb::tools

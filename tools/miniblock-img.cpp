@@ -55,6 +55,7 @@ void usage(FILE *out) {
             "      lock on it; --check only says whether that lock could be taken now\n"
             );
     mb::tools::print_img_qcow2_help(out);
+    mb::tools::print_img_convert_help(out);
     fprintf(out,
             "\n"
             "Common options:\n"

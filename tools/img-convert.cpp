@@ -1,0 +1,292 @@
+// miniblock-img convert: copies an image (through its backing chain) into a
+// new or existing target, driven by block status as qemu-img convert is:
+// ranges that read as zeroes are never read, and on a target that reads as
+// zeroes already, never written; data goes through -m requests in flight,
+// in order unless -W.
+#include <getopt.h>
+
+#include <algorithm>
+#include <cinttypes>
+#include <cstdio>
+#include <cstring>
+#include <map>
+#include <vector>
+
+#include "block/aio.h"
+#include "block/block_int.h"
+#include "tools/img-commands.h"
+#include "tools/tool-common.h"
+
+namespace mb::tools {
+
+void print_img_convert_help(FILE *out);
+
+namespace {
+
+enum { OPT_IMAGE_OPTS = 500 };
+
+constexpr int64_t BUF_SIZE = 2 << 20;  // per request in flight, as qemu-img
+constexpr int MAX_IN_FLIGHT = 16;      // qemu-img's limit for -m
+
+struct Chunk {
+    int64_t off, len;
+    bool zero;  // reads as zeroes (nothing to read)
+};
+
+struct Convert {
+    BlockBackend *src, *dst;
+    std::vector<Chunk> chunks;
+    bool target_zero = true;  // the target reads as zeroes where not written
+    bool in_order = true;     // without -W
+    int64_t sparse = 4096;    // -S: the zero runs worth skipping (0: none)
+    bool progress = false;
+    int64_t size = 0, done_bytes = 0;
+    size_t next = 0;          // the next chunk to take
+    size_t next_write = 0;    // without -W: the chunk whose turn it is to write
+    std::map<size_t, std::coroutine_handle<>> waiting;  // chunk -> writer waiting its turn
+    int running = 0;
+    int error = 0;
+    int64_t error_at = 0;
+    bool error_read = false;
+};
+
+// Suspends until it is chunk i's turn to write (in-order mode).
+struct Turn {
+    Convert *c;
+    size_t i;
+    bool await_ready() const noexcept { return !c->in_order || c->next_write == i || c->error; }
+    void await_suspend(std::coroutine_handle<> h) { c->waiting[i] = h; }
+    void await_resume() const noexcept {}
+};
+
+void pass_turn(Convert *c) {
+    if (!c->in_order) return;
+    c->next_write++;
+    auto it = c->waiting.find(c->next_write);
+    if (it != c->waiting.end()) {
+        auto h = it->second;
+        c->waiting.erase(it);
+        AioContext::main().schedule(h);
+    }
+}
+
+void fail(Convert *c, int r, int64_t at, bool read) {
+    if (c->error) return;
+    c->error = r;
+    c->error_at = at;
+    c->error_read = read;
+    // Writers waiting their turn give up too.
+    for (auto &[i, h] : c->waiting) AioContext::main().schedule(h);
+    c->waiting.clear();
+}
+
+bool all_zero(const uint8_t *p, int64_t n) { return n == 0 || (p[0] == 0 && !memcmp(p, p + 1, n - 1)); }
+
+// Writes buf (chunk k) to the target: zero runs of at least c->sparse bytes
+// (on sparse-aligned boundaries) are skipped on a target that reads as
+// zeroes, and written as zeroes otherwise; the rest is written as data.
+Task<int> write_chunk(Convert *c, const Chunk &k, const uint8_t *buf, int64_t *at) {
+    if (k.zero && c->sparse) {
+        *at = k.off;
+        if (c->target_zero) co_return 0;
+        co_return co_await bdrv_co_pwrite_zeroes(c->dst->root(), k.off, k.len, BDRV_REQ_MAY_UNMAP);
+    }
+    if (!c->sparse) {
+        *at = k.off;
+        co_return co_await c->dst->co_pwrite(k.off, k.len, buf);
+    }
+    for (int64_t p = 0; p < k.len;) {
+        // The run up to the next sparse boundary, then whole pieces.
+        auto piece_end = [&](int64_t q) { return std::min(k.len, ((k.off + q) / c->sparse + 1) * c->sparse - k.off); };
+        int64_t q = piece_end(p);
+        bool zero = all_zero(buf + p, q - p) && q - p == c->sparse;
+        while (q < k.len) {
+            int64_t e = piece_end(q);
+            bool z = all_zero(buf + q, e - q) && e - q == c->sparse;
+            if (z != zero) break;
+            q = e;
+        }
+        *at = k.off + p;
+        int r = 0;
+        if (!zero) r = co_await c->dst->co_pwrite(k.off + p, q - p, buf + p);
+        else if (!c->target_zero) r = co_await bdrv_co_pwrite_zeroes(c->dst->root(), k.off + p, q - p, BDRV_REQ_MAY_UNMAP);
+        if (r < 0) co_return r;
+        p = q;
+    }
+    co_return 0;
+}
+
+Task<void> worker(Convert *c) {
+    std::vector<uint8_t> buf(BUF_SIZE);
+    while (!c->error && c->next < c->chunks.size()) {
+        size_t i = c->next++;
+        const Chunk k = c->chunks[i];
+        int r = 0;
+        if (k.zero && !c->sparse) {
+            std::fill(buf.begin(), buf.begin() + k.len, 0);
+        } else if (!k.zero) {
+            r = co_await c->src->co_pread(k.off, k.len, buf.data());
+            if (r < 0) {
+                fail(c, r, k.off, true);
+                break;
+            }
+        }
+        co_await Turn{c, i};
+        if (c->error) break;
+        int64_t at = k.off;
+        r = co_await write_chunk(c, {k.off, k.len, k.zero && c->sparse != 0}, buf.data(), &at);
+        if (r < 0) {
+            fail(c, r, at, false);
+            break;
+        }
+        c->done_bytes += k.len;
+        if (c->progress) printf("    (%.2f/100%%)\r", c->done_bytes * 100.0 / c->size), fflush(stdout);
+        pass_turn(c);
+    }
+    c->running--;
+}
+
+// The chunks to copy: block status down the source's chain.  With a
+// backing file for the target (-B), only what the source's top image
+// holds; the rest is assumed equal in both backing files, as qemu-img does.
+Status plan(Convert *c, BlockDriverState *src, bool top_only) {
+    for (int64_t off = 0; off < c->size;) {
+        MapEntry e;
+        int r = sync_wait(chain_status(src, off, std::min<int64_t>(c->size - off, int64_t(1) << 30), &e));
+        if (r < 0) return PosixError("error while reading block status at byte " + std::to_string(off), -r);
+        int64_t len = std::max<int64_t>(1, e.length);
+        bool skip = top_only && (!e.present || e.depth > 0);
+        bool zero = !e.present || e.zero;
+        if (!skip) {
+            for (int64_t p = 0; p < len; p += BUF_SIZE)
+                c->chunks.push_back({off + p, std::min<int64_t>(BUF_SIZE, len - p), zero});
+        }
+        off += len;
+    }
+    return Status::OK();
+}
+
+}  // namespace
+
+int cmd_convert(int argc, char **argv) {
+    ImageFlags src_flags;
+    src_flags.read_only = true;
+    std::string out_fmt = "raw", o, cache, backing;
+    bool progress = false, no_create = false, out_of_order = false;
+    int64_t in_flight = 8, sparse = 4096;
+    static const struct option longopts[] = {{"image-opts", no_argument, nullptr, OPT_IMAGE_OPTS},
+                                             {"force-share", no_argument, nullptr, 'U'},
+                                             {"help", no_argument, nullptr, 'h'},
+                                             {nullptr, 0, nullptr, 0}};
+    int ch;
+    while ((ch = getopt_long(argc, argv, "f:O:o:pt:T:UB:m:nS:Wh", longopts, nullptr)) != -1) {
+        switch (ch) {
+        case 't': cache = optarg; break;
+        case 'T': src_flags.cache = optarg; break;
+        case 'f': src_flags.format = optarg; break;
+        case 'O': out_fmt = optarg; break;
+        case 'o': o = o.empty() ? optarg : o + "," + optarg; break;
+        case 'p': progress = true; break;
+        case 'U': src_flags.force_share = true; break;
+        case 'B': backing = optarg; break;
+        case 'n': no_create = true; break;
+        case 'W': out_of_order = true; break;
+        case 'm': {
+            auto v = parse_number(optarg);
+            if (!v || *v < 1 || *v > MAX_IN_FLIGHT) {
+                return img_bad_usage("Invalid number of coroutines '" + std::string(optarg) +
+                                     "'. Allowed number of coroutines is between 1 and 16");
+            }
+            in_flight = *v;
+            break;
+        }
+        case 'S': {
+            auto v = parse_number(optarg);
+            if (!v || *v < 0 || *v % 512 || *v > BUF_SIZE) {
+                return img_bad_usage("Invalid buffer size for sparse output specified: '" + std::string(optarg) +
+                                     "' (a multiple of 512 up to 2M)");
+            }
+            sparse = *v;
+            break;
+        }
+        case OPT_IMAGE_OPTS: src_flags.image_opts = true; break;
+        case 'h': print_img_convert_help(stdout); return 0;
+        default: return img_bad_usage("invalid option for convert");
+        }
+    }
+    if (argc - optind != 2) return img_bad_usage("convert needs SOURCE and TARGET");
+    if (!backing.empty() && out_fmt != "qcow2")
+        return img_bad_usage("Backing file not supported for file format '" + out_fmt + "'");
+    if (!backing.empty() && no_create) return img_bad_usage("-B and -n cannot be used together");
+    std::string src = argv[optind], dst = argv[optind + 1];
+    auto in = open_image(src, src_flags);
+    if (!in.ok()) return img_fail(Status(in.status()).prefix("Could not open '" + src + "'"));
+    int64_t size = (*in)->length();
+    if (size < 0) return img_fail(PosixError("Could not get the size of '" + src + "'", (int)-size));
+    if (!no_create) {
+        qapi::OptionDict copts;
+        if (!o.empty()) {
+            auto r = qapi::parse_keyval_options(o);
+            if (!r.ok()) return img_fail(r.status());
+            copts = std::move(*r);
+        }
+        if (!backing.empty()) copts.set_str("backing_file", backing);
+        // qcow2 sizes are multiples of 512: round up like qemu-img does.
+        int64_t tsize = out_fmt == "qcow2" ? (size + 511) & ~int64_t(511) : size;
+        Status st = bdrv_create(out_fmt, dst, tsize, copts);
+        if (!st.ok()) return img_fail(st.prefix("Could not create '" + dst + "'"));
+    }
+    ImageFlags dst_flags;
+    dst_flags.format = out_fmt;
+    // As qemu-img convert: no flush per allocation (cache=unsafe); -t
+    // overrides.
+    dst_flags.cache = cache.empty() ? "unsafe" : cache;
+    auto out = open_image(dst, dst_flags);
+    if (!out.ok()) return img_fail(Status(out.status()).prefix("Could not open '" + dst + "'"));
+    if (no_create && (*out)->length() < size) {
+        return img_fail(Status::Error(EINVAL, "Target '" + dst + "' is smaller than the source (" +
+                                                  std::to_string((*out)->length()) + " < " + std::to_string(size) +
+                                                  " bytes)"));
+    }
+
+    Convert c;
+    c.src = in->get();
+    c.dst = out->get();
+    c.size = size;
+    // An existing target (-n) may hold anything, and a target over a backing
+    // file (-B) shows it: zeroes are written there.
+    c.target_zero = !no_create && backing.empty();
+    c.in_order = !out_of_order;
+    c.sparse = sparse;
+    c.progress = progress;
+    Status st = plan(&c, c.src->bs(), !backing.empty());
+    if (!st.ok()) return img_fail(st);
+    if (progress) printf("    (0.00/100%%)\r"), fflush(stdout);
+    c.running = int(std::min<int64_t>(in_flight, std::max<size_t>(1, c.chunks.size())));
+    for (int i = 0, n = c.running; i < n; i++) spawn(worker(&c));
+    while (c.running > 0) AioContext::main().poll(true);
+    if (c.error) {
+        return img_fail(PosixError(std::string(c.error_read ? "error while reading at byte " : "error while writing at byte ") +
+                                       std::to_string(c.error_at),
+                                   -c.error));
+    }
+    int r = (*out)->flush();
+    if (r < 0) return img_fail(PosixError("error while flushing '" + dst + "'", -r));
+    if (progress) printf("    (100.00/100%%)\n");
+    return 0;
+}
+
+void print_img_convert_help(FILE *out) {
+    fprintf(out,
+            "  convert [-f FMT] [-O raw|qcow2] [-o OPTIONS] [-B BACKING] [-n] [-m N] [-W] [-S SIZE]\n"
+            "          [-t CACHE] [-T SRC_CACHE] [-p] [-U] SOURCE TARGET\n"
+            "      copy SOURCE (through its backing chain) into a new TARGET image, or into an\n"
+            "      existing one with -n; ranges that read as zeroes are neither read nor\n"
+            "      written (-S: zero runs of at least SIZE bytes, default 4k, are skipped;\n"
+            "      -S 0: every byte is written); -m: requests in flight (default 8, at most\n"
+            "      16); -W: writes out of order; -B: a qcow2 TARGET over BACKING, with only\n"
+            "      what SOURCE's top image holds; -p shows progress; the target's cache mode\n"
+            "      defaults to unsafe, as qemu-img's\n");
+}
+
+}  // namespace mb::tools
