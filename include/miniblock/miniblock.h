@@ -9,14 +9,16 @@
  *   mb_close(d);
  *
  * Data calls return 0 (or a length) on success and a negative errno on
- * failure.  Calls run miniblock's event loop, which is attached to GLib's
- * default main context, until the request completes; an emulator running a
- * GLib main loop on that context has miniblock as one more source.
+ * failure.  The synchronous calls are thin wrappers over the drive's queue 0
+ * (see "Queues" below): they run that queue's own loop context until the
+ * request completes.  Nothing runs on GLib's default main context.
  */
 #ifndef MINIBLOCK_H
 #define MINIBLOCK_H
 
+#include <stddef.h>
 #include <stdint.h>
+#include <time.h>
 
 #ifdef __cplusplus
 extern "C" {
@@ -52,6 +54,107 @@ int mb_inactivate(mb_drive *d, char **errp);
 int mb_is_inactive(mb_drive *d);
 
 void mb_free_error(char *err);
+
+/* --- Queues: asynchronous I/O in the embedder's own loop ------------------
+ *
+ * A drive has N queues (the open option "queues=N", default 1; up to 64).
+ * Each queue runs on its own loop context (never GLib's default one), owns
+ * an eventfd that becomes readable when the queue has work to finish, and
+ * delivers completions tagged with the caller's user_data.  In the manner
+ * of libblkio:
+ *
+ *   mb_queue *q = mb_get_queue(d, 0);
+ *   mbq_read(q, 0, buf, 4096, my_request, 0);      // only enqueues
+ *   mbq_do_io(q, NULL, 0, 0, NULL);                // submits
+ *   ... poll(mbq_get_completion_fd(q), POLLIN) in the embedder's loop ...
+ *   struct mb_completion c[16];
+ *   int n = mbq_do_io(q, c, 0, 16, NULL);          // reaps what is done
+ *
+ * Threading contract:
+ *  - A queue is used by one thread at a time (any thread, but never two at
+ *    once).  Different queues of a drive may be used concurrently from
+ *    different threads: that is what they are for.
+ *  - queues=N with N > 1 needs a graph whose every node can serve several
+ *    threads at once: the file protocol, optionally under the raw format.
+ *    Such a drive refuses unaligned requests with cache=none (see below).
+ *  - The synchronous calls (mb_pread ...) and the control calls (mb_close,
+ *    mb_activate, ...) run on queue 0: call them from the thread that uses
+ *    queue 0, or while no thread uses it, and never while another thread is
+ *    inside a call on any queue of the drive (mb_close, mb_activate, the
+ *    lock changes) .
+ *  - Nothing else is shared: no global loop, no global lock on the data path.
+ *
+ * Errors: a call that refuses its arguments returns a negative errno and
+ * leaves a message for mb_last_error() (per thread).  A request that was
+ * accepted always completes, with ret 0 or a negative errno and, on error, a
+ * message in error_msg.
+ *
+ * Alignment: with cache=none (O_DIRECT) the buffer, offset and length of a
+ * queued request must be multiples of the drive's request alignment
+ * (mb_get_alignment); otherwise the call fails with -EINVAL.  The
+ * synchronous calls bounce unaligned requests themselves on a single-queue
+ * drive. */
+
+typedef struct mb_queue mb_queue;
+
+struct mb_completion {
+    void *user_data;       /* as given to the mbq_* call */
+    int ret;               /* 0 or a negative errno */
+    const char *error_msg; /* NULL on success; valid until the next mbq_do_io on this queue */
+};
+
+/* Request flags. */
+#define MBQ_REQ_FUA (1u << 0) /* writes: on stable storage when completed */
+
+/* Queue `index` (0 .. queues-1) of the drive, or NULL with mb_last_error()
+ * set.  The handle stays valid as memory after mb_close: calls on it then
+ * fail with -EBADF instead of touching freed state. */
+mb_queue *mb_get_queue(mb_drive *d, int index);
+/* Number of queues of the drive, or a negative errno. */
+int mb_get_num_queues(mb_drive *d);
+/* The request alignment (1 without O_DIRECT, else the device's logical
+ * block size), or a negative errno. */
+int64_t mb_get_alignment(mb_drive *d);
+
+/* Enqueue a request; 0 on success, a negative errno if refused (closed
+ * drive: -EBADF; bad range, flags or alignment: -EINVAL; read-only drive
+ * for writes: -EPERM).  Nothing is submitted until mbq_do_io. */
+int mbq_read(mb_queue *q, int64_t offset, void *buf, size_t len, void *user_data, uint32_t flags);
+int mbq_write(mb_queue *q, int64_t offset, const void *buf, size_t len, void *user_data,
+              uint32_t flags);
+int mbq_write_zeroes(mb_queue *q, int64_t offset, size_t len, void *user_data, uint32_t flags);
+int mbq_discard(mb_queue *q, int64_t offset, size_t len, void *user_data, uint32_t flags);
+int mbq_flush(mb_queue *q, void *user_data, uint32_t flags);
+
+/* Submits every enqueued request, then waits until at least `min`
+ * completions are available (0: does not wait) or `timeout` (relative; NULL
+ * waits as long as needed) expires, and stores up to `max` of them in
+ * `out`.  Returns the number stored, or a negative errno: -ETIME when the
+ * timeout expired before `min` completions (they stay queued for the next
+ * call), -EINVAL when min > max or min exceeds the requests in flight.
+ * Completions beyond `max` stay queued: call again until fewer than `max`
+ * come back. */
+int mbq_do_io(mb_queue *q, struct mb_completion *out, int min, int max,
+              const struct timespec *timeout);
+
+/* An eventfd that is readable when the queue has work to finish: call
+ * mbq_do_io(q, out, 0, max, NULL) then (it resets the fd; spurious wake-ups
+ * happen and return 0 completions).  Covers file-backed graphs; an nbd
+ * drive's socket is not behind it, so drive nbd queues with mbq_do_io(min
+ * >= 1) or mbq_attach_glib.  -EBADF on a closed drive. */
+int mbq_get_completion_fd(mb_queue *q);
+
+/* For GLib embedders: completions of `q` are delivered by calling `cb` from
+ * a source attached to `ctx` (a GMainContext *), which must be iterated by
+ * the thread that uses the queue.  Requests are still submitted with
+ * mbq_do_io(q, NULL, 0, 0, NULL).  One context per queue; detach with
+ * mbq_detach_glib (also done by mb_close).  0 or a negative errno. */
+typedef void mb_completion_cb(const struct mb_completion *c, void *opaque);
+int mbq_attach_glib(mb_queue *q, void *gmain_context, mb_completion_cb *cb, void *opaque);
+int mbq_detach_glib(mb_queue *q);
+
+/* The message of the last refused call of this thread ("" if none). */
+const char *mb_last_error(void);
 
 #ifdef __cplusplus
 }
