@@ -55,8 +55,20 @@ struct QueueImpl {
     void *glib_opaque = nullptr;
 };
 
-// Sets the calling thread's mb_last_error() and returns -err.
+// Sets the calling thread's error (mb_get_error, mb_last_error) and returns
+// -err.  fail_status also hands out the holders of a lock conflict.
 int fail(int err, std::string msg);
+int fail_status(const Status &st);
+}  // namespace mb::capi
+namespace mb {
+struct LockHolder;
+}
+namespace mb::capi {
+void set_error(int err, std::string msg, std::vector<LockHolder> holders);
+const char *last_message();
+// Waits until no queue of the drive has a request in flight (completions
+// are kept for their queues).
+void wait_idle(mb_drive *d);
 
 // Checks a request against the drive (range, alignment, writability) and
 // enqueues it; 0 or -errno with mb_last_error() set.

@@ -15,12 +15,11 @@
 
 #include "block/block_int.h"
 #include "block/capi-internal.h"
+#include "block/locking/holders.h"
 
 namespace mb::capi {
 
 namespace {
-
-thread_local std::string last_error;
 
 const char *op_name(ReqOp op) {
     switch (op) {
@@ -94,7 +93,7 @@ gboolean timeout_fired(gpointer opaque) {
 }  // namespace
 
 int fail(int err, std::string msg) {
-    last_error = std::move(msg);
+    set_error(err, std::move(msg), {});
     return -err;
 }
 
@@ -173,7 +172,7 @@ using namespace mb::capi;
 
 extern "C" {
 
-const char *mb_last_error(void) { return last_error.c_str(); }
+const char *mb_last_error(void) { return last_message(); }
 
 mb_queue *mb_get_queue(mb_drive *d, int index) {
     if (!d) {

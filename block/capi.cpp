@@ -9,6 +9,7 @@
 
 #include "block/block_int.h"
 #include "block/capi-internal.h"
+#include "block/locking/holders.h"
 #include "miniblock/options.h"
 
 using namespace mb;
@@ -53,11 +54,15 @@ void mark_graph(BlockDriverState *bs, mb_drive *d) {
     for (auto &c : bs->children) mark_graph(c->bs.get(), d);
 }
 
-char *dup_message(const Status &st) { return strdup(st.to_string().c_str()); }
+// Also records the structured error (mb_get_error) of this thread.
+char *dup_message(const Status &st) {
+    (void)fail_status(st);
+    return strdup(st.to_string().c_str());
+}
 
 int status_to_ret(const Status &st, char **errp) {
-    if (errp) *errp = st.ok() ? nullptr : dup_message(st);
-    return st.ok() ? 0 : -(st.err() ? st.err() : EIO);
+    if (errp) *errp = st.ok() ? nullptr : strdup(st.to_string().c_str());
+    return st.ok() ? 0 : fail_status(st);
 }
 
 // The synchronous data calls: a request on queue 0, waited for.
@@ -80,17 +85,21 @@ extern "C" {
 mb_drive *mb_open(const char *spec, char **errp) {
     if (errp) *errp = nullptr;
     if (!spec) {
+        (void)fail(EINVAL, "No image was given");
         if (errp) *errp = strdup("No image was given");
         return nullptr;
     }
+    (void)take_conflict_holders();
     auto opts = qapi::parse_drive_options(spec);
     if (!opts.ok()) {
-        if (errp) *errp = dup_message(opts.status());
+        char *m = dup_message(opts.status());
+        if (errp) *errp = m; else free(m);
         return nullptr;
     }
     auto nq = take_queues(*opts);
     if (!nq.ok()) {
-        if (errp) *errp = dup_message(nq.status());
+        char *m = dup_message(nq.status());
+        if (errp) *errp = m; else free(m);
         return nullptr;
     }
     std::unique_ptr<mb_drive> d(new mb_drive());
@@ -109,7 +118,8 @@ mb_drive *mb_open(const char *spec, char **errp) {
     AioContext::Scope scope(*d->impls[0]->ctx);
     auto blk = BlockBackend::open(*opts);
     if (!blk.ok()) {
-        if (errp) *errp = dup_message(blk.status());
+        char *m = dup_message(blk.status());
+        if (errp) *errp = m; else free(m);
         return nullptr;
     }
     d->blk = std::move(*blk);
@@ -118,7 +128,8 @@ mb_drive *mb_open(const char *spec, char **errp) {
         Status st = check_multiqueue(d->blk->bs(), *nq);
         if (!st.ok()) {
             d->blk.reset();
-            if (errp) *errp = dup_message(st);
+            char *m = dup_message(st);
+            if (errp) *errp = m; else free(m);
             return nullptr;
         }
     }
@@ -166,11 +177,14 @@ int64_t mb_length(mb_drive *d) {
 
 int mb_activate(mb_drive *d, char **errp) {
     if (!d) return status_to_ret(Status::Error(EBADF, "No drive was given"), errp);
+    wait_idle(d);
     AioContext::Scope scope(*d->impls[0]->ctx);
+    (void)take_conflict_holders();
     return status_to_ret(d->blk->activate(), errp);
 }
 int mb_inactivate(mb_drive *d, char **errp) {
     if (!d) return status_to_ret(Status::Error(EBADF, "No drive was given"), errp);
+    wait_idle(d);
     AioContext::Scope scope(*d->impls[0]->ctx);
     return status_to_ret(d->blk->inactivate(), errp);
 }

@@ -24,6 +24,14 @@
 extern "C" {
 #endif
 
+/* The version of these headers; mb_version() is the library's. */
+#define MB_VERSION_MAJOR 0
+#define MB_VERSION_MINOR 1
+#define MB_VERSION_MICRO 0
+#define MB_VERSION_STRING "0.1.0"
+#define MB_VERSION_NUMBER (MB_VERSION_MAJOR * 10000 + MB_VERSION_MINOR * 100 + MB_VERSION_MICRO)
+const char *mb_version(void);
+
 typedef struct mb_drive mb_drive;
 
 /* Opens a drive from "key=value,..." options, "json:{...}" or a filename.
@@ -155,6 +163,81 @@ int mbq_detach_glib(mb_queue *q);
 
 /* The message of the last refused call of this thread ("" if none). */
 const char *mb_last_error(void);
+
+/* --- Structured errors ------------------------------------------------------
+ *
+ * Every call that fails (mb_open, the control calls, a refused mbq_* call)
+ * also records, for the calling thread, an errno, the message and, for a
+ * lock conflict (errnum EAGAIN), who holds the lock, as data.  Valid until
+ * the next failing call of the same thread. */
+
+/* Permission bits of mb_lock_holder.uses/forbids (QEMU's lock bytes 100+i
+ * and 200+i). */
+#define MB_PERM_CONSISTENT_READ (1u << 0)
+#define MB_PERM_WRITE (1u << 1)
+#define MB_PERM_WRITE_UNCHANGED (1u << 2)
+#define MB_PERM_RESIZE (1u << 3)
+#define MB_PERM_GRAPH_MOD (1u << 4) /* bytes 104/204: old QEMU versions */
+
+struct mb_lock_holder {
+    int pid;              /* 0: not visible from here (another host or pid namespace) */
+    int this_process;     /* 1 if it is a node of this process */
+    const char *program;  /* /proc/PID/comm, "" when unknown */
+    const char *node;     /* this process: the node name, else "" */
+    uint32_t uses;        /* MB_PERM_* it uses */
+    uint32_t forbids;     /* MB_PERM_* it forbids to others */
+};
+
+struct mb_error {
+    int errnum;           /* a positive errno; 0 if no call failed yet */
+    const char *message;  /* the whole text: first line QEMU's, then details */
+    int n_holders;        /* lock conflicts: the holders in the way (may be 0) */
+    const struct mb_lock_holder *holders;
+};
+
+/* This thread's last error (never NULL). */
+const struct mb_error *mb_get_error(void);
+
+/* --- Control plane: 0 or a negative errno, details in mb_get_error() ------
+ *
+ * Like the synchronous calls these run on queue 0 (see the threading
+ * contract) and first wait for every request in flight on every queue. */
+
+/* Changes "read-only=on|off" and/or "lock=shared|auto|exclusive" as one
+ * permission transaction over the whole graph (QEMU's blockdev-reopen): on
+ * failure nothing changed, not a flag, not a lock byte. */
+int mb_reopen(mb_drive *d, const char *options);
+/* Resizes the image (needs a writable drive). */
+int mb_truncate(mb_drive *d, int64_t size);
+/* Discards a range (a hint: drivers without discard do nothing). */
+int mb_discard(mb_drive *d, int64_t len, int64_t offset);
+
+/* Block status flags. */
+#define MB_BLOCK_DATA (1 << 0)      /* reads return data */
+#define MB_BLOCK_ZERO (1 << 1)      /* reads return zeroes */
+#define MB_BLOCK_ALLOCATED (1 << 3) /* the top layer defines it (else a backing file) */
+/* The status of the top layer at `offset`: MB_BLOCK_* flags for the first
+ * *pnum bytes (1 <= *pnum <= len), or a negative errno. */
+int mb_block_status(mb_drive *d, int64_t offset, int64_t len, int64_t *pnum);
+
+/* Commits the drive's overlay into its backing file (`base` NULL), or into
+ * the file or node `base` deeper in the chain, under a temporary exclusive
+ * lock on the base; refused with nothing changed if anyone else uses it.
+ * `progress` (may be NULL) is called with bytes done and the total. */
+typedef void mb_progress_cb(int64_t done, int64_t total, void *opaque);
+int mb_commit(mb_drive *d, const char *base, mb_progress_cb *progress, void *opaque);
+
+/* Everyone holding QEMU's lock bytes of `path` (this process included):
+ * stores a malloc'ed array in *holders (free with mb_free_lock_holders) and
+ * returns its length, or a negative errno. */
+int mb_lock_holders(const char *path, struct mb_lock_holder **holders);
+void mb_free_lock_holders(struct mb_lock_holder *holders, int n);
+
+/* Where the library's warnings go (e.g. "a probed raw image ..."): by
+ * default stderr as "WARNING: <message>"; `fn` NULL restores that.
+ * Process-wide; fn may be called from any thread that calls miniblock. */
+typedef void mb_log_fn(const char *message, void *opaque);
+void mb_set_log_handler(mb_log_fn *fn, void *opaque);
 
 #ifdef __cplusplus
 }
