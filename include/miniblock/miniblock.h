@@ -20,6 +20,12 @@
 #include <stdint.h>
 #include <time.h>
 
+#include "miniblock/mb-export.h"
+
+/* C99 <time.h> need not declare it (POSIX does): declared here so that the
+ * header compiles alone under -std=c99. */
+struct timespec;
+
 #ifdef __cplusplus
 extern "C" {
 #endif
@@ -30,7 +36,7 @@ extern "C" {
 #define MB_VERSION_MICRO 0
 #define MB_VERSION_STRING "0.1.0"
 #define MB_VERSION_NUMBER (MB_VERSION_MAJOR * 10000 + MB_VERSION_MINOR * 100 + MB_VERSION_MICRO)
-const char *mb_version(void);
+MB_API const char *mb_version(void);
 
 typedef struct mb_drive mb_drive;
 
@@ -38,16 +44,16 @@ typedef struct mb_drive mb_drive;
  * On failure returns NULL and, if errp is not NULL, stores a message
  * (first line QEMU's, then details such as who holds a lock) to be freed
  * with mb_free_error(). */
-mb_drive *mb_open(const char *spec, char **errp);
+MB_API mb_drive *mb_open(const char *spec, char **errp);
 /* Flushes (if writable), releases every lock and frees the drive. */
-void mb_close(mb_drive *d);
+MB_API void mb_close(mb_drive *d);
 
-int mb_pread(mb_drive *d, void *buf, int64_t len, int64_t offset);
-int mb_pwrite(mb_drive *d, const void *buf, int64_t len, int64_t offset);
-int mb_pwrite_zeroes(mb_drive *d, int64_t len, int64_t offset);
-int mb_flush(mb_drive *d);
+MB_API int mb_pread(mb_drive *d, void *buf, int64_t len, int64_t offset);
+MB_API int mb_pwrite(mb_drive *d, const void *buf, int64_t len, int64_t offset);
+MB_API int mb_pwrite_zeroes(mb_drive *d, int64_t len, int64_t offset);
+MB_API int mb_flush(mb_drive *d);
 /* Length in bytes, or a negative errno. */
-int64_t mb_length(mb_drive *d);
+MB_API int64_t mb_length(mb_drive *d);
 
 /* Migration hand-over.  A target opens its drive with the option
  * "inactive=on" (files open, no locks taken, writes fail with -EPERM).
@@ -56,12 +62,12 @@ int64_t mb_length(mb_drive *d);
  * conflict) with nothing changed and, if errp is not NULL, a message naming
  * the holders.  mb_inactivate flushes and drops every lock.  Both return 0
  * when the drive already is in the wanted state. */
-int mb_activate(mb_drive *d, char **errp);
-int mb_inactivate(mb_drive *d, char **errp);
+MB_API int mb_activate(mb_drive *d, char **errp);
+MB_API int mb_inactivate(mb_drive *d, char **errp);
 /* 1 if the drive is inactive, 0 if active, a negative errno on error. */
-int mb_is_inactive(mb_drive *d);
+MB_API int mb_is_inactive(mb_drive *d);
 
-void mb_free_error(char *err);
+MB_API void mb_free_error(char *err);
 
 /* --- Queues: asynchronous I/O in the embedder's own loop ------------------
  *
@@ -117,22 +123,22 @@ struct mb_completion {
 /* Queue `index` (0 .. queues-1) of the drive, or NULL with mb_last_error()
  * set.  The handle stays valid as memory after mb_close: calls on it then
  * fail with -EBADF instead of touching freed state. */
-mb_queue *mb_get_queue(mb_drive *d, int index);
+MB_API mb_queue *mb_get_queue(mb_drive *d, int index);
 /* Number of queues of the drive, or a negative errno. */
-int mb_get_num_queues(mb_drive *d);
+MB_API int mb_get_num_queues(mb_drive *d);
 /* The request alignment (1 without O_DIRECT, else the device's logical
  * block size), or a negative errno. */
-int64_t mb_get_alignment(mb_drive *d);
+MB_API int64_t mb_get_alignment(mb_drive *d);
 
 /* Enqueue a request; 0 on success, a negative errno if refused (closed
  * drive: -EBADF; bad range, flags or alignment: -EINVAL; read-only drive
  * for writes: -EPERM).  Nothing is submitted until mbq_do_io. */
-int mbq_read(mb_queue *q, int64_t offset, void *buf, size_t len, void *user_data, uint32_t flags);
-int mbq_write(mb_queue *q, int64_t offset, const void *buf, size_t len, void *user_data,
+MB_API int mbq_read(mb_queue *q, int64_t offset, void *buf, size_t len, void *user_data, uint32_t flags);
+MB_API int mbq_write(mb_queue *q, int64_t offset, const void *buf, size_t len, void *user_data,
               uint32_t flags);
-int mbq_write_zeroes(mb_queue *q, int64_t offset, size_t len, void *user_data, uint32_t flags);
-int mbq_discard(mb_queue *q, int64_t offset, size_t len, void *user_data, uint32_t flags);
-int mbq_flush(mb_queue *q, void *user_data, uint32_t flags);
+MB_API int mbq_write_zeroes(mb_queue *q, int64_t offset, size_t len, void *user_data, uint32_t flags);
+MB_API int mbq_discard(mb_queue *q, int64_t offset, size_t len, void *user_data, uint32_t flags);
+MB_API int mbq_flush(mb_queue *q, void *user_data, uint32_t flags);
 
 /* Submits every enqueued request, then waits until at least `min`
  * completions are available (0: does not wait) or `timeout` (relative; NULL
@@ -142,7 +148,7 @@ int mbq_flush(mb_queue *q, void *user_data, uint32_t flags);
  * call), -EINVAL when min > max or min exceeds the requests in flight.
  * Completions beyond `max` stay queued: call again until fewer than `max`
  * come back. */
-int mbq_do_io(mb_queue *q, struct mb_completion *out, int min, int max,
+MB_API int mbq_do_io(mb_queue *q, struct mb_completion *out, int min, int max,
               const struct timespec *timeout);
 
 /* An eventfd that is readable when the queue has work to finish: call
@@ -150,7 +156,7 @@ int mbq_do_io(mb_queue *q, struct mb_completion *out, int min, int max,
  * happen and return 0 completions).  Covers file-backed graphs; an nbd
  * drive's socket is not behind it, so drive nbd queues with mbq_do_io(min
  * >= 1) or mbq_attach_glib.  -EBADF on a closed drive. */
-int mbq_get_completion_fd(mb_queue *q);
+MB_API int mbq_get_completion_fd(mb_queue *q);
 
 /* For GLib embedders: completions of `q` are delivered by calling `cb` from
  * a source attached to `ctx` (a GMainContext *), which must be iterated by
@@ -158,11 +164,11 @@ int mbq_get_completion_fd(mb_queue *q);
  * mbq_do_io(q, NULL, 0, 0, NULL).  One context per queue; detach with
  * mbq_detach_glib (also done by mb_close).  0 or a negative errno. */
 typedef void mb_completion_cb(const struct mb_completion *c, void *opaque);
-int mbq_attach_glib(mb_queue *q, void *gmain_context, mb_completion_cb *cb, void *opaque);
-int mbq_detach_glib(mb_queue *q);
+MB_API int mbq_attach_glib(mb_queue *q, void *gmain_context, mb_completion_cb *cb, void *opaque);
+MB_API int mbq_detach_glib(mb_queue *q);
 
 /* The message of the last refused call of this thread ("" if none). */
-const char *mb_last_error(void);
+MB_API const char *mb_last_error(void);
 
 /* --- Structured errors ------------------------------------------------------
  *
@@ -196,7 +202,7 @@ struct mb_error {
 };
 
 /* This thread's last error (never NULL). */
-const struct mb_error *mb_get_error(void);
+MB_API const struct mb_error *mb_get_error(void);
 
 /* --- Control plane: 0 or a negative errno, details in mb_get_error() ------
  *
@@ -206,11 +212,11 @@ const struct mb_error *mb_get_error(void);
 /* Changes "read-only=on|off" and/or "lock=shared|auto|exclusive" as one
  * permission transaction over the whole graph (QEMU's blockdev-reopen): on
  * failure nothing changed, not a flag, not a lock byte. */
-int mb_reopen(mb_drive *d, const char *options);
+MB_API int mb_reopen(mb_drive *d, const char *options);
 /* Resizes the image (needs a writable drive). */
-int mb_truncate(mb_drive *d, int64_t size);
+MB_API int mb_truncate(mb_drive *d, int64_t size);
 /* Discards a range (a hint: drivers without discard do nothing). */
-int mb_discard(mb_drive *d, int64_t len, int64_t offset);
+MB_API int mb_discard(mb_drive *d, int64_t len, int64_t offset);
 
 /* Block status flags. */
 #define MB_BLOCK_DATA (1 << 0)      /* reads return data */
@@ -218,26 +224,26 @@ int mb_discard(mb_drive *d, int64_t len, int64_t offset);
 #define MB_BLOCK_ALLOCATED (1 << 3) /* the top layer defines it (else a backing file) */
 /* The status of the top layer at `offset`: MB_BLOCK_* flags for the first
  * *pnum bytes (1 <= *pnum <= len), or a negative errno. */
-int mb_block_status(mb_drive *d, int64_t offset, int64_t len, int64_t *pnum);
+MB_API int mb_block_status(mb_drive *d, int64_t offset, int64_t len, int64_t *pnum);
 
 /* Commits the drive's overlay into its backing file (`base` NULL), or into
  * the file or node `base` deeper in the chain, under a temporary exclusive
  * lock on the base; refused with nothing changed if anyone else uses it.
  * `progress` (may be NULL) is called with bytes done and the total. */
 typedef void mb_progress_cb(int64_t done, int64_t total, void *opaque);
-int mb_commit(mb_drive *d, const char *base, mb_progress_cb *progress, void *opaque);
+MB_API int mb_commit(mb_drive *d, const char *base, mb_progress_cb *progress, void *opaque);
 
 /* Everyone holding QEMU's lock bytes of `path` (this process included):
  * stores a malloc'ed array in *holders (free with mb_free_lock_holders) and
  * returns its length, or a negative errno. */
-int mb_lock_holders(const char *path, struct mb_lock_holder **holders);
-void mb_free_lock_holders(struct mb_lock_holder *holders, int n);
+MB_API int mb_lock_holders(const char *path, struct mb_lock_holder **holders);
+MB_API void mb_free_lock_holders(struct mb_lock_holder *holders, int n);
 
 /* Where the library's warnings go (e.g. "a probed raw image ..."): by
  * default stderr as "WARNING: <message>"; `fn` NULL restores that.
  * Process-wide; fn may be called from any thread that calls miniblock. */
 typedef void mb_log_fn(const char *message, void *opaque);
-void mb_set_log_handler(mb_log_fn *fn, void *opaque);
+MB_API void mb_set_log_handler(mb_log_fn *fn, void *opaque);
 
 #ifdef __cplusplus
 }
