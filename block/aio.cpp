@@ -34,12 +34,26 @@ AioContext::~AioContext() {
     g_main_context_unref(ctx_);
 }
 
+namespace {
+thread_local AioContext *current_ctx = nullptr;
+}
+
 AioContext &AioContext::main() {
+    if (current_ctx) return *current_ctx;
     // Leaked on purpose: worker threads and sources may still refer to it
-    // while static destructors run.
-    static AioContext *ctx = new AioContext(nullptr);
+    // while static destructors run.  Its own GMainContext, not GLib's
+    // default, so that nothing of ours runs inside an embedder's loop.
+    static AioContext *ctx = [] {
+        GMainContext *g = g_main_context_new();
+        auto *c = new AioContext(g);
+        g_main_context_unref(g);
+        return c;
+    }();
     return *ctx;
 }
+
+AioContext::Scope::Scope(AioContext &ctx) : prev_(current_ctx) { current_ctx = &ctx; }
+AioContext::Scope::~Scope() { current_ctx = prev_; }
 
 void AioContext::schedule(std::coroutine_handle<> h) {
     bool was_empty;
@@ -74,7 +88,10 @@ bool AioContext::run_scheduled(bool from_loop) {
 }
 
 gboolean AioContext::dispatch_cb(gint, GIOCondition, gpointer opaque) {
-    static_cast<AioContext *>(opaque)->run_scheduled(true);
+    auto *self = static_cast<AioContext *>(opaque);
+    self->run_scheduled(true);
+    // Native AIO signals the same eventfd (one fd for an embedder to poll).
+    if (self->laio_) self->laio_->complete();
     return G_SOURCE_CONTINUE;
 }
 
@@ -118,6 +135,16 @@ Result<LinuxAio *> AioContext::linux_aio() {
         laio_ = std::move(r.value());
     }
     return laio_.get();
+}
+
+void AioContext::io_plug() {
+    if (laio_) laio_->in_completion_ = true;
+}
+
+void AioContext::io_unplug() {
+    if (!laio_) return;
+    laio_->in_completion_ = false;
+    laio_->submit_pending();
 }
 
 // --- spawn ----------------------------------------------------------------
@@ -209,11 +236,9 @@ Result<std::unique_ptr<LinuxAio>> LinuxAio::create(AioContext &ctx) {
     int r = io_setup(LAIO_MAX_EVENTS, &ioctx);
     if (r < 0) return PosixError("Failed to set up Linux native AIO (io_setup)", -r);
     a->io_ctx_ = ioctx;
-    a->efd_ = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-    if (a->efd_ < 0) return PosixError("Failed to create an eventfd for Linux native AIO", errno);
-    a->source_ = g_unix_fd_source_new(a->efd_, G_IO_IN);
-    g_source_set_callback(a->source_, G_SOURCE_FUNC(completion_cb), a.get(), nullptr);
-    g_source_attach(a->source_, ctx.gcontext());
+    // Completions signal the context's own eventfd, whose source reaps them:
+    // the loop (and an embedder polling a queue) watches one fd, not two.
+    a->efd_ = ctx.notify_fd();
     return a;
 }
 
@@ -223,7 +248,7 @@ LinuxAio::~LinuxAio() {
         g_source_unref(source_);
     }
     if (io_ctx_) io_destroy(static_cast<io_context_t>(io_ctx_));
-    if (efd_ >= 0) close(efd_);
+    // efd_ belongs to the AioContext.
 }
 
 LinuxAio::Awaiter LinuxAio::pread(int fd, void *buf, size_t len, int64_t offset) {
@@ -316,9 +341,7 @@ void LinuxAio::handle(struct io_event *events, int n) {
 }
 
 void LinuxAio::complete() {
-    uint64_t cnt;
-    ssize_t rd = read(efd_, &cnt, sizeof(cnt));
-    (void)rd;
+    // The context's source has read (reset) the shared eventfd.
     struct io_event events[LAIO_MAX_EVENTS];
     in_completion_ = true;
     for (int n; (n = reap(events, LAIO_MAX_EVENTS)) > 0;) handle(events, n);

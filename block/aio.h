@@ -37,8 +37,38 @@ public:
     AioContext(const AioContext &) = delete;
     AioContext &operator=(const AioContext &) = delete;
 
-    // The context of the calling thread's block layer (one per process for now).
+    // The context the calling thread's block layer runs on: the one a
+    // Scope made current (a queue's own context, block/queue.h), else a
+    // process-wide fallback on a private GMainContext (never GLib's default:
+    // an embedder's loop on the default context must not run our sources).
     static AioContext &main();
+    static AioContext &current() { return main(); }
+
+    // Makes `ctx` the calling thread's current context until destroyed;
+    // nests (the previous one comes back).
+    class Scope {
+    public:
+        explicit Scope(AioContext &ctx);
+        ~Scope();
+        Scope(const Scope &) = delete;
+        Scope &operator=(const Scope &) = delete;
+
+    private:
+        AioContext *prev_;
+    };
+
+    // The eventfd that becomes readable whenever the loop has work (a
+    // scheduled coroutine, a native AIO completion): what a queue hands to
+    // an embedder as its completion fd.
+    int notify_fd() const { return efd_; }
+    // Runs whatever is ready without blocking and without waiting on the
+    // GLib loop (scheduled coroutines, completions in the AIO ring); true
+    // if anything ran.
+    bool run_pending() { return poll_queues(); }
+    // Native AIO requests issued between io_plug and io_unplug reach the
+    // kernel in one io_submit (a queue submits its whole batch this way).
+    void io_plug();
+    void io_unplug();
 
     GMainContext *gcontext() const { return ctx_; }
 

@@ -198,6 +198,10 @@ struct BlockDriverState {
     NodeRole role = NodeRole::Top;
     int64_t lock_wait_ms = 0;  // retry a refused lock this long
     uint32_t request_alignment = 1;
+    // Requests come from several queues on several threads at once (the C
+    // API's queues=N): only drivers without per-request shared state may
+    // be in such a graph, and they must not take coroutine locks.
+    bool multiqueue = false;
     qapi::OptionDict options;  // as opened, children included
     std::string option_path;   // "backing.file." for messages about options
 

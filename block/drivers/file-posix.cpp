@@ -180,6 +180,10 @@ Task<int> file_co_pwritev(BlockDriverState *bs, int64_t offset, int64_t bytes, c
     int r;
     if (!s->o_direct) {
         r = co_await submit_rw(s, Op::Write, const_cast<uint8_t *>(buf), bytes, offset);
+    } else if (bs->multiqueue) {
+        // The queue layer refuses unaligned requests on a multi-queue drive,
+        // so no read-modify-write exists to be serialized against.
+        r = co_await submit_rw(s, Op::Write, const_cast<uint8_t *>(buf), bytes, offset);
     } else if (is_aligned(bs, offset, bytes, buf)) {
         co_await s->write_lock.lock_shared();
         r = co_await submit_rw(s, Op::Write, const_cast<uint8_t *>(buf), bytes, offset);

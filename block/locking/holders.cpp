@@ -16,6 +16,7 @@
 #include <memory>
 #include <mutex>
 #include <sstream>
+#include <utility>
 
 #include "block/locking/posix-inode.h"
 #include "block/permissions.h"
@@ -358,5 +359,13 @@ std::string describe_holder(const LockHolder &h) {
     if (h.write_lock) s += "; holds a write lock (not QEMU's protocol, e.g. a whole-file lock)";
     return s;
 }
+
+namespace {
+thread_local std::vector<LockHolder> conflict_holders;
+}
+
+void record_conflict_holders(std::vector<LockHolder> holders) { conflict_holders = std::move(holders); }
+
+std::vector<LockHolder> take_conflict_holders() { return std::exchange(conflict_holders, {}); }
 
 }  // namespace mb

@@ -57,6 +57,12 @@ std::string describe_holder(const LockHolder &h);
 inline constexpr const char *kNoVisibleHolder =
     "No holder is visible from here: it may be on another host or in another pid namespace";
 
+// The holders named by this thread's last lock-conflict error, as data (the
+// C API's structured errors hand them out).  Each conflict replaces the
+// previous record; take_ empties it.
+void record_conflict_holders(std::vector<LockHolder> holders);
+std::vector<LockHolder> take_conflict_holders();
+
 // The process-wide registry naming our own lock fds after their node.
 void register_lock_node(int fd, std::string node_name);
 void unregister_lock_node(int fd);

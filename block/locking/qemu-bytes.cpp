@@ -163,6 +163,7 @@ Status QemuByteLock::conflict_error(bool want_use, int bit, LockBits want) const
     // Name whoever holds a byte that stands in our way (not ourselves).
     const LockBits test = lb::as_bits(conflict_test_for(want));
     int shown = 0;
+    std::vector<LockHolder> in_way_list;
     for (const LockHolder &h : find_lock_holders(fd_)) {
         if (h.this_process && (h.fd == fd_ || (!h.node_name.empty() && h.node_name == node_)))
             continue;
@@ -170,9 +171,11 @@ Status QemuByteLock::conflict_error(bool want_use, int bit, LockBits want) const
                             (h.write_lock && ((h.use & want.use) || (h.forbid & want.forbid)));
         if (!in_way) continue;
         s.add_detail(describe_holder(h));
+        in_way_list.push_back(h);
         shown++;
     }
     if (!shown) s.add_detail(kNoVisibleHolder);
+    record_conflict_holders(std::move(in_way_list));
     return s;
 }
 

@@ -129,14 +129,17 @@ private:
         Status s = Status::Error(EAGAIN, msg);
         s.add_detail("Is another process using the image [" + path_ + "]?");
         int shown = 0;
+        std::vector<LockHolder> in_way_list;
         for (const LockHolder &h : find_lock_holders(fd_)) {
             if (h.this_process && (h.fd == fd_ || h.node_name == node_)) continue;
             // A read lock only meets write locks; a write lock meets all.
             if (want == WholeFileMode::Read && !h.write_lock) continue;
             s.add_detail(describe_holder(h));
+            in_way_list.push_back(h);
             shown++;
         }
         if (!shown) s.add_detail(kNoVisibleHolder);
+        record_conflict_holders(std::move(in_way_list));
         return s;
     }
 
