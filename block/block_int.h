@@ -228,6 +228,15 @@ struct BlockDriverState {
 extern const BlockDriver *const block_drivers[];
 const BlockDriver *bdrv_find_driver(std::string_view name);
 const BlockDriver *bdrv_find_protocol(std::string_view filename);
+// The same, loading a module for the name or URI scheme if none is
+// registered: nullptr (and *searched, if given, lists the directories
+// searched) when there is none, an error naming the file when a module is
+// there but cannot be used.
+Result<const BlockDriver *> bdrv_find_or_load_driver(std::string_view name, std::string *searched);
+Result<const BlockDriver *> bdrv_find_or_load_protocol(std::string_view filename);
+// block_drivers[] only.
+const BlockDriver *bdrv_find_builtin_driver(std::string_view name);
+const BlockDriver *bdrv_find_builtin_protocol(std::string_view scheme);
 // The format whose probe scores highest for these bytes, or nullptr.
 const BlockDriver *bdrv_probe_format(const uint8_t *buf, size_t len, const char *filename);
 // Bytes read from a file for probing.
