@@ -237,6 +237,9 @@ Result<const BlockDriver *> bdrv_find_or_load_protocol(std::string_view filename
 // block_drivers[] only.
 const BlockDriver *bdrv_find_builtin_driver(std::string_view name);
 const BlockDriver *bdrv_find_builtin_protocol(std::string_view scheme);
+// The end of `miniblock-img --help`: the drivers linked in, then those the
+// module directories hold (listed, not loaded), as qemu-img's help ends.
+std::string bdrv_supported_formats_text();
 // The format whose probe scores highest for these bytes, or nullptr.
 const BlockDriver *bdrv_probe_format(const uint8_t *buf, size_t len, const char *filename);
 // Bytes read from a file for probing.

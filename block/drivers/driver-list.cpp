@@ -3,7 +3,11 @@
 // against the C plugin ABI (include/miniblock/driver.h) are listed in the
 // second table when linked in, or built as modules (-Dmodules=enabled) and
 // loaded on first use (block/plugin/module.cpp).
+#include <dirent.h>
+
 #include <cstring>
+#include <map>
+#include <set>
 #include <mutex>
 
 #include "block/block_int.h"
@@ -112,6 +116,42 @@ Result<const BlockDriver *> bdrv_find_or_load_protocol(std::string_view filename
 const BlockDriver *bdrv_find_protocol(std::string_view filename) {
     auto r = bdrv_find_or_load_protocol(filename);
     return r.ok() ? *r : nullptr;
+}
+
+std::string bdrv_supported_formats_text() {
+    plugin_register_builtins();
+    std::set<std::string> linked;
+    for (const BlockDriver *const *d = block_drivers; *d; d++) linked.insert((*d)->format_name);
+    for (const PluginDriver *pd : plugin_drivers())
+        if (!pd->from_module) linked.insert(pd->name);
+    // Modules are listed from the directories, not loaded: a broken one
+    // must not stop --help.
+    std::map<std::string, std::string> modules;  // name -> directory (the first wins)
+    for (const std::string &dir : module_dirs()) {
+        DIR *d = opendir(dir.c_str());
+        if (!d) continue;
+        while (struct dirent *e = readdir(d)) {
+            std::string_view n = e->d_name;
+            if (!n.starts_with("block-") || !n.ends_with(".so") || n.size() <= 9) continue;
+            std::string name(n.substr(6, n.size() - 9));
+            if (!linked.count(name)) modules.emplace(name, dir);
+        }
+        closedir(d);
+    }
+    std::string out = "Supported formats:";
+    for (const std::string &n : linked) out += " " + n;
+    out += "\nSupported formats from modules:";
+    if (modules.empty()) out += " none";
+    for (auto &[n, dir] : modules) out += " " + n;
+    for (const char *const *m = builtin_module_names; *m; m++)
+        if (!modules.count(*m)) out += std::string(" ") + *m + " (module not installed)";
+    out += "\nModule directories:";
+    std::string sep = " ";
+    for (const std::string &dir : module_dirs()) {
+        out += sep + dir;
+        sep = ", ";
+    }
+    return out + "\n";
 }
 
 const BlockDriver *bdrv_probe_format(const uint8_t *buf, size_t len, const char *filename) {

@@ -121,6 +121,16 @@ expect_fail_text "an older plugin's shorter struct loads; fields past its end ar
     "write failed: Operation not supported" \
     "$IO" -c length -c 'write 0 512' --image-opts driver=raw,file.driver=short
 
+expect_text "--help ends with the linked-in formats" "Supported formats: cloop file nbd null-co qcow2 raw" \
+    "$IMG" --help
+expect_text "... and says which come from modules" \
+    "Supported formats from modules: abinew abiold dup hostile misnamed noentry otherbuild passthru short" \
+    "$IMG" --help
+expect_text "... and where modules are looked for" "Module directories: $P, " "$IMG" --help
+expect_text "--help DRIVER shows a module driver's declared options" \
+    "      how to misbehave (default none)" "$IMG" --help hostile
+expect_text "--help null-co shows QEMU's option names" "read-zeroes=<bool>" "$IMG" --help null-co
+
 # --- hostile plugins ---------------------------------------------------------------
 H=driver=raw,file.driver=hostile
 expect_fail_text "open failing: the plugin's message and hint" "Hostile device refuses to open" \
