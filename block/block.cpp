@@ -7,6 +7,7 @@
 
 #include "block/aio.h"
 #include "block/block_int.h"
+#include "block/plugin/plugin.h"
 #include "block/warn.h"
 
 namespace mb {
@@ -65,11 +66,16 @@ Result<BdrvRef> bdrv_open(OptionDict opts, const InheritedOptions &inh, std::str
     // 1. The driver: given, implied by a protocol filename, or probed.
     const BlockDriver *drv = nullptr;
     auto driver_name = opts.get_str("driver");
+    std::string searched;  // module directories, for an unknown driver
     if (driver_name) {
-        drv = bdrv_find_driver(*driver_name);
+        auto found = bdrv_find_or_load_driver(*driver_name, &searched);
+        if (!found.ok()) return found.take_status();
+        drv = *found;
         // Unknown names are reported by validation, with the valid list.
     } else if (auto fn = opts.get_str("filename")) {
-        drv = bdrv_find_protocol(*fn);
+        auto found = bdrv_find_or_load_protocol(*fn);
+        if (!found.ok()) return found.take_status();
+        drv = *found;
         if (!drv) drv = bdrv_find_driver("file");
         opts.set_str("driver", drv->format_name);
     } else if (OptionDict *file = opts.dict("file")) {
@@ -89,7 +95,11 @@ Result<BdrvRef> bdrv_open(OptionDict opts, const InheritedOptions &inh, std::str
         }
         opts.set_str("driver", drv->format_name);
     }
-    MB_TRY(qapi::validate_node_options(opts, opts.get_str("driver").value_or(""), pfx));
+    if (Status st = qapi::validate_node_options(opts, opts.get_str("driver").value_or(""), pfx);
+        !st.ok()) {
+        if (!drv && !searched.empty()) st.add_detail(searched);
+        return st;
+    }
     if (!drv) drv = bdrv_find_driver(*opts.get_str("driver"));
     if (!drv) return Status::Error(EINVAL, "Unknown driver '" + *opts.get_str("driver") + "'");
 
@@ -196,6 +206,8 @@ Status bdrv_create(std::string_view driver, const std::string &filename, int64_t
                    OptionDict opts) {
     const BlockDriver *drv = bdrv_find_driver(driver);
     if (!drv) return Status::Error(EINVAL, "Unknown driver '" + std::string(driver) + "'");
+    if (size < 0) return Status::Error(EINVAL, "Invalid image size " + std::to_string(size));
+    if (const PluginDriver *pd = plugin_of(drv)) return plugin_create(pd, filename, size, opts);
     if (!drv->create) return Status::Error(ENOTSUP, "Driver '" + std::string(driver) + "' does not support image creation");
     if (size < 0) return Status::Error(EINVAL, "Invalid image size " + std::to_string(size));
     return drv->create(filename, size, opts);

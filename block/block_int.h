@@ -232,6 +232,18 @@ struct BlockDriverState {
 extern const BlockDriver *const block_drivers[];
 const BlockDriver *bdrv_find_driver(std::string_view name);
 const BlockDriver *bdrv_find_protocol(std::string_view filename);
+// The same, loading a module for the name or URI scheme if none is
+// registered: nullptr (and *searched, if given, lists the directories
+// searched) when there is none, an error naming the file when a module is
+// there but cannot be used.
+Result<const BlockDriver *> bdrv_find_or_load_driver(std::string_view name, std::string *searched);
+Result<const BlockDriver *> bdrv_find_or_load_protocol(std::string_view filename);
+// block_drivers[] only.
+const BlockDriver *bdrv_find_builtin_driver(std::string_view name);
+const BlockDriver *bdrv_find_builtin_protocol(std::string_view scheme);
+// The end of `miniblock-img --help`: the drivers linked in, then those the
+// module directories hold (listed, not loaded), as qemu-img's help ends.
+std::string bdrv_supported_formats_text();
 // The format whose probe scores highest for these bytes, or nullptr.
 const BlockDriver *bdrv_probe_format(const uint8_t *buf, size_t len, const char *filename);
 // Bytes read from a file for probing.

@@ -79,4 +79,24 @@ Status validate_node_options(OptionDict &opts, std::string_view driver, std::str
 std::vector<std::string> schema_drivers(const schema::Schema &schema);
 std::string driver_options_help(std::string_view driver, const schema::Schema &schema);
 
+// The schema the block layer validates against: the generated tables plus
+// every driver registered at run time (qapi/plugin-schema.cpp).
+const schema::Schema &live_schema();
+
+// One run-time driver's options: a struct of the common node options plus
+// these, and a branch of the node union named after the driver.  Types are
+// the schema's names ("str", "int", "bool", "size", "BlockdevRef").
+struct DriverSchema {
+    struct Option {
+        std::string name;
+        std::string type;
+        bool required = false;
+        std::string doc;
+    };
+    std::string name;
+    std::string doc;
+    std::vector<Option> options;
+};
+Status register_driver_schema(const DriverSchema &d);
+
 }  // namespace mb::qapi

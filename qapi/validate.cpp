@@ -480,13 +480,13 @@ std::string driver_options_help(std::string_view driver, const Schema &schema) {
 }
 
 Status validate_node_options(OptionDict &opts, std::string_view driver, std::string_view path) {
-    return validate_node_options(opts, driver, path, schema_tables);
+    return validate_node_options(opts, driver, path, live_schema());
 }
 
-std::vector<std::string> schema_drivers() { return schema_drivers(schema_tables); }
+std::vector<std::string> schema_drivers() { return schema_drivers(live_schema()); }
 
 std::string driver_options_help(std::string_view driver) {
-    return driver_options_help(driver, schema_tables);
+    return driver_options_help(driver, live_schema());
 }
 
 }  // namespace mb::qapi

@@ -64,7 +64,20 @@ void usage(FILE *out) {
             "  -i AIO          aio mode: threads, native (native needs -t none)\n"
             "  -U              force share: open with lock=shared\n"
             "  --image-opts    FILE is an option string (driver=raw,file.filename=a.img,...)\n"
-            "  -h, --help      show this help\n");
+            "  -h, --help      show this help\n"
+            "  --help DRIVER   show the options of DRIVER (loading its module if needed)\n"
+            "\n");
+    fputs(mb::bdrv_supported_formats_text().c_str(), out);
+}
+
+// --help DRIVER: a driver's options, from the schema (plugins' included).
+int img_driver_help(const char *driver) {
+    auto d = mb::bdrv_find_or_load_driver(driver, nullptr);
+    if (!d.ok()) return img_fail(d.take_status());
+    std::string h = mb::qapi::driver_options_help(driver);
+    if (h.empty()) return img_fail(Status::Error(EINVAL, std::string("Unknown driver '") + driver + "'"));
+    fputs(h.c_str(), stdout);
+    return 0;
 }
 
 // Options shared by the subcommands.
@@ -310,6 +323,7 @@ int main(int argc, char **argv) {
     if (argc < 2) return img_bad_usage("a command is needed");
     std::string cmd = argv[1];
     if (cmd == "-h" || cmd == "--help" || cmd == "help") {
+        if (argc > 2) return img_driver_help(argv[2]);
         usage(stdout);
         return 0;
     }

@@ -1,0 +1,404 @@
+// Requests to plugin drivers.  A plugin completes a request by handing back
+// its mbd_request token, from any thread, maybe before the callback that
+// started it returns, maybe never, maybe twice.  Every token is therefore
+// an index into one process-wide slot table plus a generation: a slot is
+// never freed (so a late or repeated completion reads valid memory), and a
+// completion whose generation does not match is reported and ignored.
+//
+// A slot's state and generation share one atomic word, so "is this still
+// the request I was given, and is it waiting?" is a single compare-exchange:
+//
+//   SUBMITTED --complete--> DONE                    (inline: no suspension)
+//   SUBMITTED --suspend--> WAITING --complete--> DONE --resume on the loop
+//   WAITING --watchdog--> TIMED_OUT --late completion--> free
+//
+// The blocking thread models run the plugin's callbacks on a small pool of
+// worker threads that complete the slot exactly like a plugin would.
+#include <glib.h>
+
+#include <algorithm>
+#include <array>
+#include <atomic>
+#include <cerrno>
+#include <chrono>
+#include <condition_variable>
+#include <deque>
+#include <thread>
+
+#include "block/aio.h"
+#include "block/plugin/plugin.h"
+#include "block/warn.h"
+
+namespace mb {
+
+namespace {
+
+enum : uint32_t { FREE = 0, SUBMITTED = 1, WAITING = 2, DONE = 3, TIMED_OUT = 4 };
+
+struct Slot {
+    std::atomic<uint64_t> word{0};  // generation << 8 | state
+    int ret = 0;
+    std::coroutine_handle<> waiter;
+    int64_t deadline_ns = 0;
+    const PluginDriver *pd = nullptr;  // kept after free, for messages
+    PluginNode *node = nullptr;
+    PluginOp op = PluginOp::Read;
+    void *buf = nullptr;
+    uint64_t count = 0, offset = 0;
+    uint32_t flags = 0;
+};
+
+constexpr uint32_t kChunk = 1024, kChunks = 256;  // 262144 requests in flight at most
+
+struct Table {
+    std::array<std::atomic<Slot *>, kChunks> chunks{};
+    std::mutex lock;
+    std::vector<uint32_t> free;
+    uint32_t used = 0;  // high-water mark
+    std::atomic<int> waiting{0};
+    bool watchdog = false;
+};
+
+Table &table() {
+    static Table t;
+    return t;
+}
+
+Slot &slot_at(uint32_t i) { return table().chunks[i / kChunk].load(std::memory_order_acquire)[i % kChunk]; }
+
+int64_t now_ns() {
+    return std::chrono::duration_cast<std::chrono::nanoseconds>(
+               std::chrono::steady_clock::now().time_since_epoch())
+        .count();
+}
+
+uint64_t pack(uint64_t gen, uint32_t state) { return gen << 8 | state; }
+uint32_t state_of(uint64_t w) { return uint32_t(w & 0xff); }
+uint64_t gen_of(uint64_t w) { return w >> 8; }
+
+// The token handed to the plugin: index + 1 in the low 32 bits (never NULL),
+// the low 31 bits of the generation above.
+mbd_request *token(uint32_t i, uint64_t gen) {
+    return reinterpret_cast<mbd_request *>(uintptr_t((gen & 0x7fffffff) << 32 | (i + 1)));
+}
+
+// -1 when the slot table cannot hold another request.
+int64_t slot_alloc() {
+    Table &t = table();
+    std::lock_guard<std::mutex> g(t.lock);
+    if (!t.free.empty()) {
+        uint32_t i = t.free.back();
+        t.free.pop_back();
+        return i;
+    }
+    if (t.used == kChunk * kChunks) return -1;
+    uint32_t i = t.used++;
+    if (i % kChunk == 0) t.chunks[i / kChunk].store(new Slot[kChunk], std::memory_order_release);
+    return i;
+}
+
+void slot_free(uint32_t i) {
+    Slot &s = slot_at(i);
+    uint64_t w = s.word.load(std::memory_order_relaxed);
+    s.word.store(pack(gen_of(w) + 1, FREE), std::memory_order_release);
+    Table &t = table();
+    std::lock_guard<std::mutex> g(t.lock);
+    t.free.push_back(i);
+}
+
+std::string describe(const Slot &s) {
+    std::string d = plugin_op_name(s.op);
+    if (s.op != PluginOp::Flush) d += " at offset " + std::to_string(s.offset);
+    return d;
+}
+
+// --- the watchdog: times out requests a plugin never completes ---------------
+
+gboolean watchdog_cb(gpointer) {
+    Table &t = table();
+    uint32_t used;
+    {
+        std::lock_guard<std::mutex> g(t.lock);
+        used = t.used;
+    }
+    int64_t now = now_ns();
+    for (uint32_t i = 0; i < used; i++) {
+        Slot &s = slot_at(i);
+        uint64_t w = s.word.load(std::memory_order_acquire);
+        if (state_of(w) != WAITING || s.deadline_ns > now) continue;
+        if (!s.word.compare_exchange_strong(w, pack(gen_of(w), TIMED_OUT), std::memory_order_acq_rel))
+            continue;  // completed meanwhile
+        t.waiting.fetch_sub(1, std::memory_order_relaxed);
+        s.node->broken.store(true);
+        warn_report("Driver '" + s.pd->name + "' did not complete a " + describe(s) + " within " +
+                    std::to_string(s.node->timeout_ns / 1'000'000'000) +
+                    " s; the request fails with ETIMEDOUT and the node with EIO from now on");
+        AioContext::main().schedule(s.waiter);
+    }
+    std::lock_guard<std::mutex> g(t.lock);
+    if (t.waiting.load() > 0) return G_SOURCE_CONTINUE;
+    t.watchdog = false;
+    return G_SOURCE_REMOVE;
+}
+
+void watchdog_arm() {
+    Table &t = table();
+    std::lock_guard<std::mutex> g(t.lock);
+    if (t.watchdog) return;
+    t.watchdog = true;
+    GSource *src = g_timeout_source_new(250);
+    g_source_set_callback(src, watchdog_cb, nullptr, nullptr);
+    g_source_attach(src, AioContext::main().gcontext());
+    g_source_unref(src);
+}
+
+// --- the worker pool of the blocking thread models ------------------------------
+
+thread_local bool tls_worker = false;
+std::atomic<std::thread::id> loop_thread{};
+
+class Pool {
+public:
+    void submit(uint32_t i) {
+        std::unique_lock<std::mutex> g(lock_);
+        queue_.push_back(i);
+        if (idle_ == 0 && threads_ < kMaxThreads) {
+            threads_++;
+            std::thread([this] { run(); }).detach();
+        }
+        g.unlock();
+        cond_.notify_one();
+    }
+
+private:
+    static constexpr int kMaxThreads = 32;
+    void run() {
+        tls_worker = true;
+        std::unique_lock<std::mutex> g(lock_);
+        for (;;) {
+            idle_++;
+            cond_.wait(g, [this] { return !queue_.empty(); });
+            idle_--;
+            uint32_t i = queue_.front();
+            queue_.pop_front();
+            g.unlock();
+            execute(i);
+            g.lock();
+        }
+    }
+    static void execute(uint32_t i);
+
+    std::mutex lock_;
+    std::condition_variable cond_;
+    std::deque<uint32_t> queue_;
+    int idle_ = 0, threads_ = 0;
+};
+
+Pool &pool() {
+    // Never destroyed: detached workers may still hold it at exit.
+    static Pool *p = new Pool;
+    return *p;
+}
+
+int call_blocking(const Slot &s) {
+    const mbd_driver &c = s.node->pd->c;
+    void *h = s.node->handle;
+    switch (s.op) {
+    case PluginOp::Read: return c.pread(h, s.buf, s.count, s.offset, s.flags);
+    case PluginOp::Write: return c.pwrite ? c.pwrite(h, s.buf, s.count, s.offset, s.flags) : -ENOTSUP;
+    case PluginOp::Flush: return c.flush ? c.flush(h) : 0;
+    case PluginOp::Zero: return c.zero ? c.zero(h, s.count, s.offset, s.flags) : -ENOTSUP;
+    case PluginOp::Discard: return c.discard ? c.discard(h, s.count, s.offset) : 0;
+    }
+    return -EINVAL;
+}
+
+void Pool::execute(uint32_t i) {
+    Slot &s = slot_at(i);
+    uint64_t gen = gen_of(s.word.load(std::memory_order_acquire));
+    int r;
+    if (s.node->pd->c.thread_model == MBD_THREAD_SERIALIZE) {
+        std::lock_guard<std::mutex> g(s.node->serialize);
+        r = call_blocking(s);
+    } else {
+        r = call_blocking(s);
+    }
+    mbd_request_complete(token(i, gen), r);
+}
+
+void call_async(Slot &s, mbd_request *req) {
+    const mbd_driver &c = s.node->pd->c;
+    void *h = s.node->handle;
+    switch (s.op) {
+    case PluginOp::Read: c.aio_read(h, req, s.buf, s.count, s.offset, s.flags); return;
+    case PluginOp::Write:
+        if (c.aio_write) return c.aio_write(h, req, s.buf, s.count, s.offset, s.flags);
+        break;
+    case PluginOp::Flush:
+        if (c.aio_flush) return c.aio_flush(h, req);
+        return mbd_request_complete(req, 0);  // nothing cached: nothing to flush
+    case PluginOp::Zero:
+        if (c.aio_zero) return c.aio_zero(h, req, s.count, s.offset, s.flags);
+        break;
+    case PluginOp::Discard:
+        if (c.aio_discard) return c.aio_discard(h, req, s.count, s.offset);
+        return mbd_request_complete(req, 0);  // discard is a hint
+    }
+    mbd_request_complete(req, -ENOTSUP);
+}
+
+}  // namespace
+
+const char *plugin_op_name(PluginOp op) {
+    switch (op) {
+    case PluginOp::Read: return "read";
+    case PluginOp::Write: return "write";
+    case PluginOp::Flush: return "flush";
+    case PluginOp::Zero: return "write-zeroes";
+    case PluginOp::Discard: return "discard";
+    }
+    return "request";
+}
+
+bool plugin_on_loop_thread() {
+    return !tls_worker && loop_thread.load(std::memory_order_relaxed) == std::this_thread::get_id();
+}
+
+void plugin_note_loop_thread() { loop_thread.store(std::this_thread::get_id(), std::memory_order_relaxed); }
+
+bool PluginRequest::await_ready() {
+    if (node->broken.load(std::memory_order_relaxed)) {
+        immediate = -EIO;
+        return true;
+    }
+    int64_t i = slot_alloc();
+    if (i < 0) {
+        immediate = -EAGAIN;
+        return true;
+    }
+    slot = uint32_t(i);
+    Slot &s = slot_at(slot);
+    s.pd = node->pd;
+    s.node = node;
+    s.op = op;
+    s.buf = buf;
+    s.count = count;
+    s.offset = offset;
+    s.flags = flags;
+    s.ret = 0;
+    uint64_t gen = gen_of(s.word.load(std::memory_order_relaxed));
+    s.word.store(pack(gen, SUBMITTED), std::memory_order_release);
+    if (node->pd->c.thread_model == MBD_THREAD_ASYNC) {
+        call_async(s, token(slot, gen));
+        // Completed inline (null-co, a cache hit): no suspension at all.
+        return state_of(s.word.load(std::memory_order_acquire)) == DONE;
+    }
+    pool().submit(slot);
+    return false;
+}
+
+bool PluginRequest::await_suspend(std::coroutine_handle<> h) {
+    Slot &s = slot_at(slot);
+    s.waiter = h;
+    s.deadline_ns = now_ns() + node->timeout_ns;
+    uint64_t w = s.word.load(std::memory_order_relaxed);
+    if (state_of(w) != SUBMITTED) return false;
+    table().waiting.fetch_add(1, std::memory_order_relaxed);
+    if (!s.word.compare_exchange_strong(w, pack(gen_of(w), WAITING), std::memory_order_acq_rel)) {
+        table().waiting.fetch_sub(1, std::memory_order_relaxed);
+        return false;  // completed meanwhile: go on without suspending
+    }
+    watchdog_arm();
+    return true;
+}
+
+int PluginRequest::await_resume() {
+    if (immediate != 1) return immediate;
+    Slot &s = slot_at(slot);
+    uint64_t w = s.word.load(std::memory_order_acquire);
+    if (state_of(w) == TIMED_OUT) return -ETIMEDOUT;  // freed by a late completion, if any
+    int r = s.ret;
+    slot_free(slot);
+    // Data completions are 0 or a negative errno; anything else is the
+    // plugin's bug, reported once per request and turned into EIO.
+    if (r > 0 || r < -4095) {
+        warn_report("Driver '" + node->pd->name + "' completed a " + plugin_op_name(op) +
+                    (op == PluginOp::Flush ? "" : " at offset " + std::to_string(offset)) + " with " +
+                    std::to_string(r) + ", which is neither 0 nor a negative errno");
+        return -EIO;
+    }
+    return r;
+}
+
+}  // namespace mb
+
+extern "C" {
+
+MB_DRIVER_API void mbd_request_complete(mbd_request *req, int ret) {
+    using namespace mb;
+    uintptr_t v = reinterpret_cast<uintptr_t>(req);
+    uint32_t idx = uint32_t(v & 0xffffffff);
+    uint64_t gen = v >> 32;
+    Table &t = table();
+    uint32_t used;
+    {
+        std::lock_guard<std::mutex> g(t.lock);
+        used = t.used;
+    }
+    if (idx == 0 || idx > used) {
+        warn_report("mbd_request_complete() called with an invalid request; ignored");
+        return;
+    }
+    Slot &s = slot_at(idx - 1);
+    for (;;) {
+        uint64_t w = s.word.load(std::memory_order_acquire);
+        uint32_t st = state_of(w);
+        if ((gen_of(w) & 0x7fffffff) != gen || st == DONE || st == FREE) {
+            warn_report("Driver '" + (s.pd ? s.pd->name : std::string("?")) +
+                        "' completed a request that was already completed; ignored");
+            return;
+        }
+        if (st == TIMED_OUT) {
+            warn_report("Driver '" + s.pd->name + "' completed a " + describe(s) +
+                        " after it had timed out; ignored");
+            slot_free(idx - 1);
+            return;
+        }
+        s.ret = ret;
+        if (!s.word.compare_exchange_weak(w, pack(gen_of(w), DONE), std::memory_order_acq_rel)) continue;
+        if (st == WAITING) {
+            t.waiting.fetch_sub(1, std::memory_order_relaxed);
+            AioContext::main().schedule(s.waiter);
+        }
+        return;
+    }
+}
+
+namespace {
+struct Delayed {
+    mbd_request *req;
+    int ret;
+};
+gboolean delayed_cb(gpointer p) {
+    auto *d = static_cast<Delayed *>(p);
+    mbd_request_complete(d->req, d->ret);
+    return G_SOURCE_REMOVE;
+}
+}  // namespace
+
+MB_DRIVER_API void mbd_request_complete_after(mbd_request *req, int ret, uint64_t ns) {
+    if (ns == 0) return mbd_request_complete(req, ret);
+    // A source driven by its ready time alone: nanosecond latencies, no
+    // rounding to GLib's millisecond timeouts.
+    static GSourceFuncs funcs = {nullptr, nullptr,
+                                 [](GSource *, GSourceFunc cb, gpointer data) { return cb(data); },
+                                 nullptr, nullptr, nullptr};
+    GSource *src = g_source_new(&funcs, sizeof(GSource));
+    g_source_set_ready_time(src, g_get_monotonic_time() + gint64(std::min<uint64_t>(ns, 3600'000'000'000) / 1000));
+    g_source_set_callback(src, delayed_cb, new Delayed{req, ret},
+                          [](gpointer p) { delete static_cast<Delayed *>(p); });
+    g_source_attach(src, mb::AioContext::main().gcontext());
+    g_source_unref(src);
+}
+
+}  // extern "C"

@@ -1,0 +1,320 @@
+/*
+ * miniblock driver ABI: write a block driver (protocol, format or filter)
+ * in C, outside miniblock's tree, and have miniblock load it.  The guide is
+ * docs/plugins.md; this header is the contract.
+ *
+ * A driver is one `struct mbd_driver` of optional callbacks, declared at the
+ * bottom of its source file and handed to miniblock by MBD_REGISTER:
+ *
+ *   static struct mbd_driver my_driver = {
+ *       .name = "my", .kind = MBD_PROTOCOL, .open = my_open, ...
+ *   };
+ *   MBD_REGISTER(my_driver)
+ *
+ * Built as a shared object named block-NAME.so and put in the install's
+ * module directory or a directory of MINIBLOCK_MODULE_DIR, it is loaded the
+ * first time a node asks for driver=NAME (or a filename NAME://..., or
+ * NAME+SUFFIX://...).
+ *
+ * THE ABI PROMISE
+ *   - MBD_ABI_VERSION counts incompatible changes; there are none so far.
+ *     A driver built against ABI version N loads into every miniblock that
+ *     supports N (today: 1 only).  A driver stamped with a version this
+ *     miniblock does not know is refused with a message naming the file.
+ *   - struct mbd_driver and struct mbd_option only ever grow at the end.
+ *     MBD_REGISTER records sizeof(struct mbd_driver) as the plugin saw it;
+ *     miniblock treats every field past that size as absent (NULL / 0), so a
+ *     plugin built against an older header keeps loading, and a newer
+ *     plugin's extra fields are ignored by an older core only if its
+ *     abi_version says they may be.
+ *   - Functions declared here are never removed or changed; new ones are
+ *     added.  Every value a callback returns is checked: an out-of-range
+ *     value is an error naming the driver, never a crash of the core.
+ *   - Modules built inside miniblock's own tree are also stamped with that
+ *     build's identity and refused by any other build (like QEMU's modules);
+ *     out-of-tree drivers are not stamped and rely on the promise above.
+ *
+ * THREADS
+ *   Control callbacks (probe, open, close, get_length, permissions, lock
+ *   hooks, create) run on the thread of miniblock's event loop.  Data
+ *   callbacks depend on .thread_model:
+ *     MBD_THREAD_ASYNC      aio_* run on the loop thread and must not block;
+ *                           each request is completed exactly once by
+ *                           mbd_request_complete(), from any thread, at any
+ *                           later time (or before the callback returns).
+ *     MBD_THREAD_SERIALIZE  blocking callbacks (pread, pwrite, ...) run on a
+ *                           worker thread, one request of a node at a time.
+ *     MBD_THREAD_PARALLEL   the same, several requests at once.
+ *   A request not completed within the node's request-timeout (seconds,
+ *   default 30; an option every plugin node accepts) fails with ETIMEDOUT.
+ *
+ * ERRORS
+ *   Control callbacks return 0 (or a handle) on success and -1 (or NULL) on
+ *   failure after calling mbd_error() with a positive errno and a message (a
+ *   single phrase naming the offending value, no trailing punctuation).  Data
+ *   callbacks return or complete with 0 or a negative errno.
+ */
+#ifndef MINIBLOCK_DRIVER_H
+#define MINIBLOCK_DRIVER_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Functions miniblock exports to drivers (part of the library's public API). */
+#if defined(__GNUC__)
+#define MB_DRIVER_API __attribute__((visibility("default")))
+#else
+#define MB_DRIVER_API
+#endif
+
+#define MBD_ABI_VERSION 1
+
+/* Driver kinds. */
+enum {
+    MBD_PROTOCOL = 1, /* opens something named by a filename or URI; no children */
+    MBD_FORMAT = 2,   /* interprets the bytes of its "file" child */
+    MBD_FILTER = 3    /* passes requests to its "file" child, changing some */
+};
+
+/* Thread models (see THREADS above). */
+enum { MBD_THREAD_ASYNC = 0, MBD_THREAD_SERIALIZE = 1, MBD_THREAD_PARALLEL = 2 };
+
+/* Option types, checked by miniblock's schema engine before open. */
+enum {
+    MBD_OPT_STR = 1,
+    MBD_OPT_INT = 2,  /* decimal or 0x hex, may be negative */
+    MBD_OPT_BOOL = 3, /* on/off/true/false */
+    MBD_OPT_SIZE = 4  /* bytes with an optional k/M/G/T/P/E suffix */
+};
+/* Option flags. */
+enum { MBD_OPT_REQUIRED = 1 };
+
+/* Permission bits (QEMU's): what a parent does with a child, or lets others do. */
+enum {
+    MBD_PERM_CONSISTENT_READ = 1,
+    MBD_PERM_WRITE = 2,
+    MBD_PERM_WRITE_UNCHANGED = 4,
+    MBD_PERM_RESIZE = 8,
+    MBD_PERM_ALL = 15
+};
+
+/* Block status flags. */
+enum { MBD_STATUS_DATA = 1, MBD_STATUS_ZERO = 2, MBD_STATUS_ALLOCATED = 8 };
+
+/* Request flags. */
+enum { MBD_REQ_FUA = 1 };
+
+/* Child roles. */
+enum { MBD_CHILD_FILE = 0, MBD_CHILD_BACKING = 1 };
+
+typedef struct mbd_node mbd_node;       /* a node being opened (valid during open) */
+typedef struct mbd_child mbd_child;     /* an edge to a child node, valid until close */
+typedef struct mbd_request mbd_request; /* a request to complete (async model) */
+typedef struct mbd_create mbd_create;   /* an image being created */
+
+/* One option a driver accepts; an array ends with an entry whose name is NULL. */
+struct mbd_option {
+    const char *name;
+    int type;                  /* MBD_OPT_* */
+    int flags;                 /* MBD_OPT_REQUIRED */
+    const char *default_value; /* as the user would write it, or NULL */
+    const char *help;          /* one line, shown by --help */
+};
+
+struct mbd_driver {
+    /* Stamped by MBD_REGISTER: do not set. */
+    uint32_t struct_size;
+    uint32_t abi_version;
+
+    const char *name;        /* the driver= value: letters, digits, '-', '_' */
+    const char *description; /* one line */
+    int kind;                /* MBD_PROTOCOL, MBD_FORMAT, MBD_FILTER */
+    int thread_model;        /* MBD_THREAD_* */
+    /* Protocols: URI schemes claimed (NULL-terminated), or NULL. */
+    const char *const *uri_schemes;
+    /* Options beyond the ones every node has; NULL-terminated, or NULL.
+     * Formats and filters get a required "file" child, protocols an
+     * optional "filename", unless they declare them. */
+    const struct mbd_option *options;
+    /* Non-zero: several writers may share the data (raw-like); zero: the
+     * driver keeps metadata, and lock=shared is refused read-write. */
+    int sharable_writes;
+
+    /* Formats: how sure (0..100) that these first bytes are this format. */
+    int (*probe)(const uint8_t *buf, size_t len, const char *filename);
+
+    /* Returns the node's handle, passed to every other callback (any
+     * non-NULL value), or NULL after mbd_error().  Options are read with
+     * mbd_opt_*(); children are opened with mbd_open_child(). */
+    void *(*open)(mbd_node *node);
+    /* Frees the handle; children are closed by the core afterwards. */
+    void (*close)(void *handle);
+    /* Bytes, or a negative errno. */
+    int64_t (*get_length)(void *handle);
+    /* Formats and filters: what this node asks of child c given what its
+     * parents ask of it (perm, shared).  NULL: the core's default (the file
+     * child gets the same; a backing child the backing row of the lock
+     * table). */
+    void (*child_perm)(void *handle, mbd_child *c, uint32_t perm, uint32_t shared,
+                       uint32_t *child_perm, uint32_t *child_shared);
+
+    /* Protocols: the lock hooks, all four or none.  prepare takes what
+     * (perm, shared) needs while still holding the previous state, and
+     * fails (-1 after mbd_error(EAGAIN, ...) naming who is in the way) on a
+     * conflict; commit drops what only the previous state needed; abort
+     * returns exactly to the previous state; release drops everything
+     * (before close).  Without hooks the node takes no locks: lock=auto and
+     * lock=off open, lock=shared and lock=exclusive are refused. */
+    int (*lock_prepare)(void *handle, uint32_t perm, uint32_t shared);
+    void (*lock_commit)(void *handle);
+    void (*lock_abort)(void *handle);
+    void (*lock_release)(void *handle);
+
+    /* MBD_THREAD_ASYNC data plane: start the request, complete it with
+     * mbd_request_complete(req, 0 or -errno).  NULL: not supported. */
+    void (*aio_read)(void *handle, mbd_request *req, void *buf, uint64_t count,
+                     uint64_t offset, uint32_t flags);
+    void (*aio_write)(void *handle, mbd_request *req, const void *buf, uint64_t count,
+                      uint64_t offset, uint32_t flags);
+    void (*aio_flush)(void *handle, mbd_request *req);
+    void (*aio_zero)(void *handle, mbd_request *req, uint64_t count, uint64_t offset,
+                     uint32_t flags);
+    void (*aio_discard)(void *handle, mbd_request *req, uint64_t count, uint64_t offset);
+
+    /* MBD_THREAD_SERIALIZE / PARALLEL data plane: blocking, 0 or -errno. */
+    int (*pread)(void *handle, void *buf, uint64_t count, uint64_t offset, uint32_t flags);
+    int (*pwrite)(void *handle, const void *buf, uint64_t count, uint64_t offset,
+                  uint32_t flags);
+    int (*flush)(void *handle);
+    int (*zero)(void *handle, uint64_t count, uint64_t offset, uint32_t flags);
+    int (*discard)(void *handle, uint64_t count, uint64_t offset);
+
+    /* The status of [offset, offset + count): MBD_STATUS_* flags, or a
+     * negative errno; *pnum (1..count) is how far it holds.  Runs like the
+     * data callbacks of the thread model but returns directly.  NULL:
+     * everything is data. */
+    int (*block_status)(void *handle, uint64_t offset, uint64_t count, uint64_t *pnum);
+
+    /* Creates an image: reads mbd_create_*(), returns 0 or -1 after
+     * mbd_error().  NULL: creation is not supported. */
+    int (*create)(mbd_create *c);
+
+    /* New fields go here, at the end, and only here. */
+};
+
+/* --- what a driver calls --------------------------------------------------- */
+
+/* Sets the error of the failing control callback (thread-local). */
+MB_DRIVER_API void mbd_error(int errnum, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 2, 3)))
+#endif
+    ;
+/* Adds a hint line below the error message. */
+MB_DRIVER_API void mbd_error_hint(const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 1, 2)))
+#endif
+    ;
+
+/* Options of the node being opened (validated, defaults applied), during
+ * open only.  str: NULL when absent, valid until open returns (copy what
+ * you keep); int (int, size, bool as 0/1): def when absent. */
+MB_DRIVER_API const char *mbd_opt_str(mbd_node *node, const char *name);
+MB_DRIVER_API int64_t mbd_opt_int(mbd_node *node, const char *name, int64_t def);
+/* Non-zero when the node is opened read-only. */
+MB_DRIVER_API int mbd_node_read_only(mbd_node *node);
+/* Sets the alignment (a power of two) requests to this node must have. */
+MB_DRIVER_API void mbd_node_set_alignment(mbd_node *node, uint32_t bytes);
+
+/* Opens the child in option `name` ("file", "backing") with a role
+ * (MBD_CHILD_*); NULL after setting the error.  Only during open. */
+MB_DRIVER_API mbd_child *mbd_open_child(mbd_node *node, const char *name, int role);
+/* The child's length in bytes, or a negative errno. */
+MB_DRIVER_API int64_t mbd_child_length(mbd_child *c);
+/* The child's file name, for messages. */
+MB_DRIVER_API const char *mbd_child_filename(mbd_child *c);
+/* Blocking child I/O, 0 or -errno: from open, and from worker threads of
+ * the SERIALIZE / PARALLEL models (never from an async callback). */
+MB_DRIVER_API int mbd_child_pread(mbd_child *c, void *buf, uint64_t count, uint64_t offset,
+                                  uint32_t flags);
+MB_DRIVER_API int mbd_child_pwrite(mbd_child *c, const void *buf, uint64_t count,
+                                   uint64_t offset, uint32_t flags);
+MB_DRIVER_API int mbd_child_flush(mbd_child *c);
+/* Asynchronous child I/O from any thread: cb(opaque, 0 or -errno) runs later
+ * on the loop thread. */
+typedef void mbd_child_cb(void *opaque, int ret);
+MB_DRIVER_API void mbd_child_aio_read(mbd_child *c, void *buf, uint64_t count, uint64_t offset,
+                                      uint32_t flags, mbd_child_cb *cb, void *opaque);
+MB_DRIVER_API void mbd_child_aio_write(mbd_child *c, const void *buf, uint64_t count,
+                                       uint64_t offset, uint32_t flags, mbd_child_cb *cb,
+                                       void *opaque);
+MB_DRIVER_API void mbd_child_aio_flush(mbd_child *c, mbd_child_cb *cb, void *opaque);
+
+/* Completes a request of the async model with 0 or a negative errno; from
+ * any thread, exactly once. */
+MB_DRIVER_API void mbd_request_complete(mbd_request *req, int ret);
+/* The same, `ns` nanoseconds from now (a latency model without a thread). */
+MB_DRIVER_API void mbd_request_complete_after(mbd_request *req, int ret, uint64_t ns);
+
+/* Image creation: the target, its size, and the creation options (-o);
+ * each option read is consumed, and an option no one read is an error. */
+MB_DRIVER_API const char *mbd_create_filename(mbd_create *c);
+MB_DRIVER_API int64_t mbd_create_size(mbd_create *c);
+MB_DRIVER_API const char *mbd_create_option(mbd_create *c, const char *name);
+
+/* --- registration ------------------------------------------------------------ */
+
+#if defined(__GNUC__)
+#define MBD_EXPORT __attribute__((visibility("default")))
+#else
+#define MBD_EXPORT
+#endif
+
+/* The entry point miniblock looks up in a module. */
+#define MBD_ENTRY_POINT "mbd_driver_init"
+typedef struct mbd_driver *mbd_entry_fn(void);
+
+/* Modules built in miniblock's tree carry the build's identity. */
+#ifdef __cplusplus
+#define MBD_EXTERN_C_ extern "C"
+#else
+#define MBD_EXTERN_C_
+#endif
+#ifdef MB_MODULE_BUILD_ID
+#define MBD_BUILD_STAMP_                                                      \
+    MBD_EXTERN_C_ MBD_EXPORT extern const char mbd_module_build_id[];         \
+    MBD_EXTERN_C_ MBD_EXPORT const char mbd_module_build_id[] = MB_MODULE_BUILD_ID;
+#else
+#define MBD_BUILD_STAMP_
+#endif
+
+#define MBD_STAMP_(drv)                                           \
+    (drv).struct_size = (uint32_t)sizeof(struct mbd_driver);      \
+    (drv).abi_version = MBD_ABI_VERSION;                          \
+    return &(drv);
+
+/* In a driver's source, after its struct: the module's entry point.  (In
+ * miniblock's tree, with -DMB_BUILTIN_DRIVER=NAME, a linked-in driver's.) */
+#ifdef MB_BUILTIN_DRIVER
+#define MBD_CAT2_(a, b) a##b
+#define MBD_CAT_(a, b) MBD_CAT2_(a, b)
+#define MBD_REGISTER(drv)                                                          \
+    MBD_EXTERN_C_ struct mbd_driver *MBD_CAT_(mbd_builtin_, MB_BUILTIN_DRIVER)(void); \
+    MBD_EXTERN_C_ struct mbd_driver *MBD_CAT_(mbd_builtin_, MB_BUILTIN_DRIVER)(void) { MBD_STAMP_(drv) }
+#else
+#define MBD_REGISTER(drv)                                          \
+    MBD_BUILD_STAMP_                                               \
+    MBD_EXTERN_C_ MBD_EXPORT struct mbd_driver *mbd_driver_init(void);     \
+    MBD_EXTERN_C_ MBD_EXPORT struct mbd_driver *mbd_driver_init(void) { MBD_STAMP_(drv) }
+#endif
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* MINIBLOCK_DRIVER_H */

@@ -1,0 +1,179 @@
+#!/bin/bash
+# The plugin framework (docs/plugins.md): null-co through the public driver
+# ABI against QEMU's null-co, modules loaded on first use from
+# MINIBLOCK_MODULE_DIR, every way a module can be refused, and plugins that
+# misbehave on purpose (tests/plugins/*.c, real shared objects).
+. "$(dirname "$0")/lib.sh"
+need qemu-img qemu-io cmp
+IMG=$MINIBLOCK_IMG
+IO=$MINIBLOCK_IO
+P=$MINIBLOCK_TEST_PLUGINS
+
+# expect_fail_text NAME TEXT CMD...: CMD fails and its output has the line
+# fragment TEXT verbatim.
+expect_fail_text() {
+    local name=$1 text=$2; shift 2
+    local out
+    if out=$("$@" 2>&1); then
+        not_ok "$name" "command succeeded but should have failed: $*" "output: $out"
+    elif ! grep -qF -- "$text" <<<"$out"; then
+        not_ok "$name" "output lacks: $text" "output: $out"
+    else
+        ok "$name"
+    fi
+}
+# expect_text NAME TEXT CMD...: CMD succeeds and its output has TEXT.
+expect_text() {
+    local name=$1 text=$2; shift 2
+    local out
+    if ! out=$("$@" 2>&1); then
+        not_ok "$name" "command failed: $*" "output: $out"
+    elif ! grep -qF -- "$text" <<<"$out"; then
+        not_ok "$name" "output lacks: $text" "output: $out"
+    else
+        ok "$name"
+    fi
+}
+
+# --- null-co: one option string, two block layers --------------------------
+O=driver=raw,file.driver=null-co,file.size=1073741824
+expect_text "qemu-img opens the null-co option string" "virtual size: 1 GiB (1073741824 bytes)" \
+    qemu-img info --image-opts "$O"
+expect_text "miniblock-img opens the same string" "virtual size: 1 GiB (1073741824 bytes)" \
+    "$IMG" info --image-opts "$O"
+expect_text "null-co's default size is QEMU's (1 GiB)" "1 GiB" \
+    "$IO" -c length --image-opts driver=raw,file.driver=null-co
+expect_text "null-co:// names the protocol" "1 GiB" "$IO" -f raw -c length null-co://
+Z=driver=raw,file.driver=null-co,file.size=1M,file.read-zeroes=on
+expect_ok "qemu-io reads zeroes with read-zeroes=on" qemu-io -c 'read -P 0 0 1M' --image-opts "$Z"
+expect_ok "miniblock-io reads the same zeroes" "$IO" -c 'read -P 0 0 1M' --image-opts "$Z"
+qemu-img convert -O raw --image-opts "$Z" "$T/qemu.raw"
+"$MINIBLOCK_DUMP" "$Z" "$T/mb.raw" >/dev/null 2>&1
+if cmp -s "$T/qemu.raw" "$T/mb.raw" && [ "$(stat -c %s "$T/mb.raw")" = 1048576 ]; then
+    ok "null-co reads bit-identical to qemu-img convert"
+else
+    not_ok "null-co reads bit-identical to qemu-img convert"
+fi
+expect_ok "a write is dropped: zeroes read back" \
+    "$IO" -c 'write -P 0x55 0 4096' -c 'read -P 0 0 4096' --image-opts "$Z"
+expect_text "latency-ns delays each request (QEMU's option)" "read 4096/4096" \
+    "$IO" -c 'read 0 4096' --image-opts "$Z,file.latency-ns=2000000"
+expect_fail_text "a bad size names the option" "Invalid value 'big' for parameter 'file.size'" \
+    "$IO" -c length --image-opts driver=raw,file.driver=null-co,file.size=big
+expect_fail_text "a misspelt option names it" "Invalid parameter 'file.sise'" \
+    "$IO" -c length --image-opts driver=raw,file.driver=null-co,file.sise=1M
+expect_fail_text "... and lists null-co's options" \
+    "Valid parameters for driver 'null-co': cache, driver, filename, inactive, latency-ns, lock, lock-wait, node-name, read-only, read-zeroes, request-timeout, size" \
+    "$IO" -c length --image-opts driver=raw,file.driver=null-co,file.sise=1M
+expect_fail_text "a bad boolean names the option" "Invalid value 'maybe' for parameter 'file.read-zeroes'" \
+    "$IO" -c length --image-opts driver=raw,file.driver=null-co,file.read-zeroes=maybe
+expect_fail_text "latency-ns must not be negative" "latency-ns must be a non-negative integer, not -1" \
+    "$IO" -c length --image-opts driver=raw,file.driver=null-co,file.latency-ns=-1
+
+# No lock hooks: auto and off open, shared and exclusive are refused (as nbd).
+expect_ok "lock=off opens null-co" "$IO" -c length --image-opts "$O,lock=off"
+expect_fail_text "lock=exclusive is refused" \
+    "lock=exclusive cannot be honoured by driver 'null-co': it implements no lock hooks" \
+    "$IO" -c length --image-opts "$O,file.lock=exclusive"
+expect_fail_text "... saying what to use" \
+    "Nothing takes locks for it; use lock=auto (nothing to lock) or lock=off" \
+    "$IO" -c length --image-opts "$O,file.lock=exclusive"
+expect_fail_text "lock=shared given above is refused too, and says so" \
+    "The lock mode was given to a node above this null-co node and applies to it too" \
+    "$IO" -c length --image-opts "$O,lock=shared"
+
+# --- modules: loaded on first use ----------------------------------------------
+export MINIBLOCK_MODULE_DIR="$P"
+expect_text "a module loads on first use of its name" "read 4096/4096 bytes at offset 0" \
+    "$IO" -c 'read -P 0x5a 0 4096' --image-opts driver=raw,file.driver=hostile
+expect_fail_text "a name no module provides lists the directories searched" \
+    "No module block-nosuch.so in $P, " "$IO" -c length --image-opts driver=raw,file.driver=nosuch
+expect_fail_text "... after the usual message" "Unknown driver 'nosuch' for parameter 'file.driver'" \
+    "$IO" -c length --image-opts driver=raw,file.driver=nosuch
+mkdir "$T/cwd" && cp "$P/block-hostile.so" "$T/cwd/"
+expect_fail_text "never from the current directory (relative entries are ignored)" \
+    "Unknown driver 'hostile'" \
+    env -C "$T/cwd" MINIBLOCK_MODULE_DIR=.:: "$IO" -c length --image-opts driver=raw,file.driver=hostile
+expect_fail_text "an ABI from the future is refused" \
+    "Module '$P/block-abinew.so' needs driver ABI version 99, newer than this miniblock's (1)" \
+    "$IO" -c length --image-opts driver=raw,file.driver=abinew
+expect_fail_text "an ABI from the past is refused" \
+    "Module '$P/block-abiold.so' has driver ABI version 0, older than any this miniblock supports (1 to 1)" \
+    "$IO" -c length --image-opts driver=raw,file.driver=abiold
+expect_fail_text "a module without the entry point is refused" \
+    "Module '$P/block-noentry.so' has no entry point 'mbd_driver_init'" \
+    "$IO" -c length --image-opts driver=raw,file.driver=noentry
+expect_fail_text "a module registering a taken name is refused" \
+    "Module '$P/block-dup.so' registers driver 'raw', which is already registered" \
+    "$IO" -c length --image-opts driver=raw,file.driver=dup
+expect_fail_text "a module named after another driver is refused" \
+    "Module '$P/block-misnamed.so' provides driver 'other-name', not 'misnamed'" \
+    "$IO" -c length --image-opts driver=raw,file.driver=misnamed
+expect_fail_text "a module of another build is refused" \
+    "Module '$P/block-otherbuild.so' comes from another build of miniblock (build 0123456789abcdef; this is build " \
+    "$IO" -c length --image-opts driver=raw,file.driver=otherbuild
+mkdir "$T/mods" && head -c 4096 /dev/zero | tr "\\0" x >"$T/mods/block-garbage.so"
+expect_fail_text "a file dlopen refuses gives dlopen's reason" \
+    "Could not load module '$T/mods/block-garbage.so': $T/mods/block-garbage.so: invalid ELF header" \
+    env MINIBLOCK_MODULE_DIR="$T/mods" "$IO" -c length --image-opts driver=raw,file.driver=garbage
+
+expect_fail_text "an older plugin's shorter struct loads; fields past its end are absent" \
+    "write failed: Operation not supported" \
+    "$IO" -c length -c 'write 0 512' --image-opts driver=raw,file.driver=short
+
+expect_text "--help ends with the linked-in formats" "Supported formats: cloop file nbd null-co qcow2 raw" \
+    "$IMG" --help
+expect_text "... and says which come from modules" \
+    "Supported formats from modules: abinew abiold dup hostile misnamed noentry otherbuild passthru short" \
+    "$IMG" --help
+expect_text "... and where modules are looked for" "Module directories: $P, " "$IMG" --help
+expect_text "--help DRIVER shows a module driver's declared options" \
+    "      how to misbehave (default none)" "$IMG" --help hostile
+expect_text "--help null-co shows QEMU's option names" "read-zeroes=<bool>" "$IMG" --help null-co
+
+# --- hostile plugins ---------------------------------------------------------------
+H=driver=raw,file.driver=hostile
+expect_fail_text "open failing: the plugin's message and hint" "Hostile device refuses to open" \
+    "$IO" -c length --image-opts "$H,file.misbehave=open-fails"
+expect_fail_text "open failing silently: the core says so" \
+    "Driver 'hostile' failed without saying why (no mbd_error())" \
+    "$IO" -c length --image-opts "$H,file.misbehave=open-silent"
+expect_fail_text "a length out of range" \
+    "Driver 'hostile' returned -5000 from get_length, which is neither a length nor a negative errno" \
+    "$IO" -c length --image-opts "$H,file.misbehave=bad-length"
+expect_fail_text "a completion out of range is EIO, named" \
+    "Driver 'hostile' completed a read at offset 0 with 7, which is neither 0 nor a negative errno" \
+    "$IO" -c 'read 0 512' --image-opts "$H,file.misbehave=bad-ret"
+expect_text "a completion called twice is reported and ignored" \
+    "Driver 'hostile' completed a request that was already completed; ignored" \
+    "$IO" -c 'read -P 0x5a 0 512' -c 'read -P 0x5a 512 512' --image-opts "$H,file.misbehave=double-complete"
+expect_fail_text "a request never completed times out with a message" \
+    "Driver 'hostile' did not complete a read at offset 0 within 1 s; the request fails with ETIMEDOUT and the node with EIO from now on" \
+    "$IO" -c 'read 0 512' --image-opts "$H,file.misbehave=never,file.request-timeout=1"
+out=$("$IO" -c 'read 0 512' -c 'sleep 3000' --image-opts "$H,file.misbehave=late,file.request-timeout=1" 2>&1)
+if grep -qF "Driver 'hostile' completed a read at offset 0 after it had timed out; ignored" <<<"$out"; then
+    ok "a late completion after the timeout is reported, not a crash"
+else
+    not_ok "a late completion after the timeout is reported, not a crash" "output: $out"
+fi
+expect_fail_text "request-timeout is bounded" \
+    "Invalid value '0' for parameter 'file.request-timeout'" \
+    "$IO" -c length --image-opts "$H,file.request-timeout=0"
+
+# --- a blocking-model filter over file keeps the file's locks -------------------------
+qemu-img create -f raw "$T/disk.raw" 4M >/dev/null
+qemu-io -f raw -c 'write -P 0x33 0 1M' "$T/disk.raw" >/dev/null
+F="driver=passthru,file.driver=file,file.filename=$T/disk.raw"
+expect_ok "the passthru filter reads what qemu-io wrote" "$IO" -c 'read -P 0x33 0 1M' --image-opts "$F"
+expect_ok "... and writes through its worker threads" "$IO" -c 'write -P 0x44 1M 1M' -c flush --image-opts "$F"
+expect_ok "qemu-io reads the filter's write" qemu-io -f raw -c 'read -P 0x44 1M 1M' "$T/disk.raw"
+hold pt "$IO" --image-opts "$F"
+echo "read 0 512" >&"$HOLD_FD_pt"
+if wait_for "$T/hold-pt.out" '\[ok\]'; then ok "miniblock-io holds the image through the filter"; else not_ok "miniblock-io holds the image through the filter"; fi
+expect_fail "qemu-io writer refused while the filter's file node holds it" \
+    'Failed to get "write" lock' qemu-io -f raw -c 'write 0 512' "$T/disk.raw"
+eval "exec $HOLD_FD_pt>&-"
+wait "$HOLD_PID_pt"
+expect_ok "the writer gets in once the filter is closed" qemu-io -f raw -c 'write 0 512' "$T/disk.raw"
+
+finish
