@@ -22,6 +22,13 @@ bool parse_output(const char *arg, bool *json);
 // Prints the builder's tree as qemu-img does (pretty, 4 spaces).
 void print_json(JsonBuilder *b);
 
+// tools/img-help.cpp: "Usage: miniblock-img SYNOPSIS" and the command's own
+// text; false for a command without an entry.
+bool print_img_command_help(const char *cmd, FILE *out);
+
+// tools/img-info.cpp
+int cmd_info(int argc, char **argv);
+
 // tools/img-qcow2.cpp
 int cmd_check(int argc, char **argv);
 int cmd_map(int argc, char **argv);

@@ -156,7 +156,7 @@ int cmd_check(int argc, char **argv) {
     flags.read_only = repair.empty();
     std::string image = argv[optind];
     auto blk = open_image(image, flags);
-    if (!blk.ok()) return img_fail(Status(blk.status()).prefix("Could not open '" + image + "'"));
+    if (!blk.ok()) return img_fail(Status(blk.status()).prefix("Could not open '" + qapi::shown_name(image) + "'"));
     BlockDriverState *bs = (*blk)->bs();
     if (strcmp(bs->drv->format_name, "qcow2") != 0) {
         fprintf(stderr, "%s: This image format does not support checks\n", img_prog);
@@ -205,7 +205,7 @@ int cmd_map(int argc, char **argv) {
     if (argc - optind != 1) return img_bad_usage("map needs exactly one FILE");
     std::string image = argv[optind];
     auto blk = open_image(image, flags);
-    if (!blk.ok()) return img_fail(Status(blk.status()).prefix("Could not open '" + image + "'"));
+    if (!blk.ok()) return img_fail(Status(blk.status()).prefix("Could not open '" + qapi::shown_name(image) + "'"));
     BlockDriverState *bs = (*blk)->bs();
     int64_t len = (*blk)->length();
     std::vector<MapEntry> out;
@@ -281,7 +281,7 @@ int cmd_convert(int argc, char **argv) {
     if (argc - optind != 2) return img_bad_usage("convert needs SOURCE and TARGET");
     std::string src = argv[optind], dst = argv[optind + 1];
     auto in = open_image(src, src_flags);
-    if (!in.ok()) return img_fail(Status(in.status()).prefix("Could not open '" + src + "'"));
+    if (!in.ok()) return img_fail(Status(in.status()).prefix("Could not open '" + qapi::shown_name(src) + "'"));
     int64_t size = (*in)->length();
     if (size < 0) return img_fail(PosixError("Could not get the size of '" + src + "'", (int)-size));
     qapi::OptionDict copts;
@@ -300,7 +300,7 @@ int cmd_convert(int argc, char **argv) {
     // (cache=unsafe); -t overrides.
     dst_flags.cache = cache.empty() ? "unsafe" : cache;
     auto out = open_image(dst, dst_flags);
-    if (!out.ok()) return img_fail(Status(out.status()).prefix("Could not open '" + dst + "'"));
+    if (!out.ok()) return img_fail(Status(out.status()).prefix("Could not open '" + qapi::shown_name(dst) + "'"));
     // The new target reads as zeroes: only non-zero pieces are written.
     const int64_t chunk = 2 << 20, piece = 64 << 10;
     std::vector<uint8_t> buf(chunk);

@@ -42,8 +42,8 @@ void usage(FILE *out) {
             "      create an image of SIZE bytes (k, M, G, T suffixes); FMT defaults to raw;\n"
             "      -b: a qcow2 overlay of BACKING (SIZE defaults to the backing file's)\n"
             "  info [-f FMT] [-U] [--image-opts] [--backing-chain] [--output=human|json] FILE\n"
-            "      describe an image (opened read-only, with the default lock unless -U);\n"
-            "      --backing-chain: every image of its backing chain\n"
+            "      describe an image, as qemu-img info (a raw image is opened without locks;\n"
+            "      --backing-chain: every image of its backing chain)\n"
             "  locks [--output=human|json] FILE...\n"
             "      list every process (and node of this process) holding lock bytes on each\n"
             "      file, with what it uses and forbids; takes no lock itself\n"
@@ -65,7 +65,8 @@ void usage(FILE *out) {
             "  -i AIO          aio mode: threads, native (native needs -t none)\n"
             "  -U              force share: open with lock=shared\n"
             "  --image-opts    FILE is an option string (driver=raw,file.filename=a.img,...)\n"
-            "  -h, --help      show this help\n");
+            "  -h, --help      show this help (COMMAND --help or help COMMAND: that command's)\n"
+            "  -V, --version   show the version\n");
 }
 
 // Options shared by the subcommands.
@@ -94,7 +95,7 @@ int cmd_create(int argc, char **argv) {
     if (nargs == 2) {
         size = parse_number(argv[optind + 1]);
         if (!size || *size < 0) {
-            return img_fail(Status::Error(EINVAL, std::string("Invalid image size '") + argv[optind + 1] + "'",
+            return img_fail(Status::Error(EINVAL, "Invalid image size '" + qapi::shown_name(argv[optind + 1]) + "'",
                                       "Expected bytes with an optional k, M, G, T, P or E suffix"));
         }
     }
@@ -125,101 +126,6 @@ int cmd_create(int argc, char **argv) {
     printf("Formatting '%s', fmt=%s size=%" PRId64 "\n", file.c_str(), fmt.c_str(), *size);
     Status st = bdrv_create(fmt, file, *size, opts);
     if (!st.ok()) return img_fail(st);
-    return 0;
-}
-
-// --- info ---------------------------------------------------------------------------
-
-int cmd_info(int argc, char **argv) {
-    ImageFlags flags;
-    flags.read_only = true;
-    bool json = false, chain = false;
-    static const struct option longopts[] = {
-        {"output", required_argument, nullptr, OPT_OUTPUT},
-        {"backing-chain", no_argument, nullptr, OPT_BACKING_CHAIN},
-        {"image-opts", no_argument, nullptr, OPT_IMAGE_OPTS},
-        {"force-share", no_argument, nullptr, 'U'},
-        {"format", required_argument, nullptr, 'f'},
-        {"help", no_argument, nullptr, 'h'},
-        {nullptr, 0, nullptr, 0}};
-    int c;
-    while ((c = getopt_long(argc, argv, "f:Uh", longopts, nullptr)) != -1) {
-        switch (c) {
-        case 'f': flags.format = optarg; break;
-        case 'U': flags.force_share = true; break;
-        case OPT_IMAGE_OPTS: flags.image_opts = true; break;
-        case OPT_BACKING_CHAIN: chain = true; break;
-        case OPT_OUTPUT:
-            if (!parse_output(optarg, &json)) return img_bad_usage(std::string("--output must be human or json, not '") + optarg + "'");
-            break;
-        case 'h': usage(stdout); return 0;
-        default: return img_bad_usage("invalid option for info");
-        }
-    }
-    if (argc - optind != 1) return img_bad_usage("info needs exactly one FILE");
-    std::string image = argv[optind];
-    auto blk = open_image(image, flags);
-    if (!blk.ok()) return img_fail(Status(blk.status()).prefix("Could not open '" + image + "'"));
-    // With --backing-chain, every image down the chain (JSON: an array).
-    JsonBuilder *arr = nullptr;
-    if (json && chain) {
-        arr = json_builder_new();
-        json_builder_begin_array(arr);
-    }
-    for (BlockDriverState *bs = (*blk)->bs(); bs; bs = chain && bs->backing() ? bs->backing()->bs.get() : nullptr) {
-    if (!json && bs != (*blk)->bs()) printf("\n");
-    int64_t vsize = bdrv_getlength(bs);
-    BlockDriverState *proto = bs;
-    while (!proto->drv->is_protocol && proto->file()) proto = proto->file()->bs.get();
-    int64_t actual = proto->drv->get_allocated_size ? proto->drv->get_allocated_size(proto) : -1;
-    FormatInfo fi;
-    if (bs->drv->get_info) bs->drv->get_info(bs, &fi);
-
-    if (json) {
-        JsonBuilder *b = arr ? arr : json_builder_new();
-        json_builder_begin_object(b);
-        json_builder_set_member_name(b, "virtual-size");
-        json_builder_add_int_value(b, vsize);
-        json_builder_set_member_name(b, "filename");
-        json_builder_add_string_value(b, bs->filename.c_str());
-        json_builder_set_member_name(b, "format");
-        json_builder_add_string_value(b, bs->drv->format_name);
-        if (actual >= 0) {
-            json_builder_set_member_name(b, "actual-size");
-            json_builder_add_int_value(b, actual);
-        }
-        if (!fi.fields.empty()) {
-            json_builder_set_member_name(b, "format-specific");
-            json_builder_begin_object(b);
-            for (auto &[k, v] : fi.fields) {
-                json_builder_set_member_name(b, k.c_str());
-                json_builder_add_string_value(b, v.c_str());
-            }
-            json_builder_end_object(b);
-        }
-        json_builder_set_member_name(b, "dirty-flag");
-        json_builder_add_boolean_value(b, FALSE);
-        json_builder_end_object(b);
-        if (!arr) {
-            print_json(b);
-            g_object_unref(b);
-        }
-        continue;
-    }
-    printf("image: %s\n", bs->filename.c_str());
-    printf("file format: %s\n", bs->drv->format_name);
-    printf("virtual size: %s (%" PRId64 " bytes)\n", human_size(vsize).c_str(), vsize);
-    if (actual >= 0) printf("disk size: %s\n", human_size(actual).c_str());
-    if (!fi.fields.empty()) {
-        printf("Format specific information:\n");
-        for (auto &[k, v] : fi.fields) printf("    %s: %s\n", k.c_str(), v.c_str());
-    }
-    }
-    if (arr) {
-        json_builder_end_array(arr);
-        print_json(arr);
-        g_object_unref(arr);
-    }
     return 0;
 }
 
@@ -400,13 +306,23 @@ int cmd_bench(int argc, char **argv) {
 int main(int argc, char **argv) {
     if (argc < 2) return img_bad_usage("a command is needed");
     std::string cmd = argv[1];
+    if (cmd == "-V" || cmd == "--version") {
+        print_version(img_prog);
+        return 0;
+    }
+    if ((cmd == "help" && argc == 3) || (argc >= 3 && (!strcmp(argv[2], "-h") || !strcmp(argv[2], "--help")))) {
+        // Each command's own help (tools/img-help.cpp).
+        const char *name = cmd == "help" ? argv[2] : argv[1];
+        if (print_img_command_help(name, stdout)) return 0;
+        if (cmd == "help") return img_bad_usage(std::string("Command not found: ") + name);
+    }
     if (cmd == "-h" || cmd == "--help" || cmd == "help") {
         usage(stdout);
         return 0;
     }
     setvbuf(stdout, nullptr, _IOLBF, 0);
     std::map<std::string, std::function<int(int, char **)>> cmds = {
-        {"create", cmd_create}, {"info", cmd_info}, {"locks", cmd_locks}, {"bench", cmd_bench},
+        {"create", cmd_create}, {"info", mb::tools::cmd_info}, {"locks", cmd_locks}, {"bench", cmd_bench},
         {"check", mb::tools::cmd_check}, {"map", mb::tools::cmd_map}, {"convert", mb::tools::cmd_convert},
         {"commit", img_cmd_commit}};
     auto it = cmds.find(cmd);

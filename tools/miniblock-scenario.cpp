@@ -30,6 +30,7 @@
 #include <vector>
 
 #include "block/locking/holders.h"
+#include "tools/tool-common.h"
 
 namespace {
 
@@ -45,6 +46,7 @@ void usage(FILE *out) {
             "  --tap       print TAP (one test point per image and step; the table as comments)\n"
             "  --keep      keep each scenario's working directory\n"
             "  -h, --help  show this help\n"
+            "  -V, --version  show the version\n"
             "\n"
             "The exit status is 0 when every step had its expected outcome, 1 when one did\n"
             "not, 2 when a scenario file is invalid.\n");
@@ -866,16 +868,18 @@ int main(int argc, char **argv) {
         {"tap", no_argument, nullptr, 'T'},
         {"keep", no_argument, nullptr, 'k'},
         {"help", no_argument, nullptr, 'h'},
+        {"version", no_argument, nullptr, 'V'},
         {nullptr, 0, nullptr, 0},
     };
     Reporter rep;
     bool keep = false;
     int c;
-    while ((c = getopt_long(argc, argv, "h", longopts, nullptr)) != -1) {
+    while ((c = getopt_long(argc, argv, "hV", longopts, nullptr)) != -1) {
         switch (c) {
         case 'T': rep.tap = true; break;
         case 'k': keep = true; break;
         case 'h': usage(stdout); return 0;
+        case 'V': mb::tools::print_version(prog); return 0;
         default: fprintf(stderr, "Try 'miniblock-scenario --help' for more information.\n"); return 2;
         }
     }

@@ -12,6 +12,19 @@
 
 namespace mb::tools {
 
+namespace {
+
+// Whether the top node's options set a lock mode -U would contradict:
+// lock= anything but shared, or QEMU's force-share=off.
+bool image_options_conflict_with_share(const qapi::OptionDict &opts) {
+    if (auto l = opts.get_str("lock"); l && *l != "shared") return true;
+    if (auto f = opts.get_str("force-share"); f && (*f == "off" || *f == "false")) return true;
+    if (auto f = opts.get_bool("force-share"); f && !*f) return true;
+    return false;
+}
+
+}  // namespace
+
 Result<qapi::OptionDict> image_options(std::string_view image, const ImageFlags &flags) {
     qapi::OptionDict opts;
     if (flags.image_opts) {
@@ -44,6 +57,12 @@ Result<qapi::OptionDict> image_options(std::string_view image, const ImageFlags 
         if (!flags.lock.empty() && flags.lock != "shared") {
             return Status::Error(EINVAL, "-U (force-share) conflicts with --lock=" + flags.lock);
         }
+        // An explicit lock mode in the image's own options other than the
+        // one -U means is a contradiction, not something -U may override
+        // silently (qemu-img's rule and text, for its force-share=off).
+        if (flags.lock.empty() && image_options_conflict_with_share(opts)) {
+            return Status::Error(EINVAL, "--force-share/-U conflicts with image options");
+        }
         opts.set_str("lock", "shared");
     }
     return opts;
@@ -69,6 +88,9 @@ Result<std::unique_ptr<BlockBackend>> open_snapshot(std::string_view image, Imag
         size = (*blk)->length();
         if (size < 0) return PosixError("Could not get the size of '" + std::string(image) + "'", (int)-size);
     }
+    // qcow2 sizes are whole sectors: as QEMU's -snapshot, the overlay is
+    // rounded up (its tail beyond the image reads as zeroes).
+    size = (size + 511) & ~int64_t(511);
     const char *dir = getenv("TMPDIR");
     std::string tmpl = std::string(dir && *dir ? dir : "/tmp") + "/miniblock-snapshot.XXXXXX";
     int fd = mkostemp(tmpl.data(), O_CLOEXEC);
@@ -122,6 +144,15 @@ std::string human_size(int64_t bytes) {
     else if (v == static_cast<int64_t>(v)) snprintf(buf, sizeof(buf), "%" PRId64 " %s", static_cast<int64_t>(v), units[u]);
     else snprintf(buf, sizeof(buf), "%.3g %s", v, units[u]);
     return buf;
+}
+
+#ifndef MINIBLOCK_VERSION
+#define MINIBLOCK_VERSION "unknown"
+#endif
+
+void print_version(const char *prog) {
+    printf("%s version " MINIBLOCK_VERSION "\n"
+           "miniblock: a QEMU-style block layer that locks images correctly\n", prog);
 }
 
 void print_error(const char *prog, const Status &st) {

@@ -43,6 +43,9 @@ std::optional<int64_t> parse_number(std::string_view s);
 // "1 MiB", "512 B": qemu-img's human sizes.
 std::string human_size(int64_t bytes);
 
+// --version: "prog version X.Y.Z" (the meson project's version).
+void print_version(const char *prog);
+
 // Prints "prog: message" then the detail lines to stderr.
 void print_error(const char *prog, const Status &st);
 

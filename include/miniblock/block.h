@@ -37,7 +37,8 @@ public:
     BlockBackend(const BlockBackend &) = delete;
     BlockBackend &operator=(const BlockBackend &) = delete;
 
-    // Data plane: 0 or negative errno.
+    // Data plane: 0 or negative errno.  A request past the image's end
+    // fails with -EIO (the image never grows by a write).
     int pread(int64_t offset, int64_t bytes, void *buf);
     int pwrite(int64_t offset, int64_t bytes, const void *buf, int flags = 0);
     int pwrite_zeroes(int64_t offset, int64_t bytes, int flags = 0);
@@ -72,8 +73,13 @@ public:
     BdrvChild *root() const { return root_; }
     const std::string &name() const { return name_; }
     bool read_only() const;
+    // For image creation only: writes may extend the image (QEMU's
+    // BLK_ALLOW_WRITE_BEYOND_EOF).
+    void set_allow_write_beyond_eof(bool allow) { allow_write_beyond_eof_ = allow; }
 
 private:
+    int check_range(int64_t offset, int64_t bytes, bool write);
+    bool allow_write_beyond_eof_ = false;
     BlockBackend() = default;
     BdrvChild *root_ = nullptr;  // owned
     std::string name_;
