@@ -6,7 +6,7 @@ set -eu
 PACKAGES="
   g++ meson ninja-build pkg-config python3
   libglib2.0-dev libjson-glib-dev libaio-dev libcmocka-dev zlib1g-dev
-  qemu-utils fio nbdkit libnbd-bin cloop-utils
+  qemu-utils fio nbdkit libnbd-bin cloop-utils strace
   g++-mingw-w64-x86-64 wine64
 "
 

@@ -153,20 +153,8 @@ bool cmd_truncate(Session &s, const Words &w) {
     if (!io_need_image(s, w[0])) return false;
     io_reap_aio(s, true);
     if (s.blk->read_only()) return io_error("truncate: %s: the image is read-only\n", strerror(EPERM));
-    BdrvChild *root = s.blk->root();
-    const PermPair old = root->perm;
-    if (!(old.perm & BLK_PERM_RESIZE)) {
-        // Resizing is a permission like writing: others may forbid it.
-        Status st = bdrv_child_try_set_perm(root, {old.perm | BLK_PERM_RESIZE, old.shared});
-        if (!st.ok()) return io_error("truncate: %s\n", st.to_string().c_str());
-    }
-    int r = s.blk->truncate(*size);
-    Status back = bdrv_child_try_set_perm(root, old);  // gives the permission back: releases only
-    (void)back;
-    if (r < 0) {
-        printf("truncate failed: %s\n", strerror(-r));
-        return false;
-    }
+    auto r = truncate_with_resize_perm(*s.blk, *size);
+    if (!r.ok()) return io_error("truncate: %s\n", r.status().to_string().c_str());
     return true;
 }
 

@@ -38,9 +38,11 @@ void usage(FILE *out) {
             "Create, inspect and measure disk images through miniblock's block layer.\n"
             "\n"
             "Commands:\n"
-            "  create [-f FMT] [-b BACKING [-F BACKING_FMT]] [-o OPTIONS] FILE [SIZE]\n"
-            "      create an image of SIZE bytes (k, M, G, T suffixes); FMT defaults to raw;\n"
-            "      -b: a qcow2 overlay of BACKING (SIZE defaults to the backing file's)\n"
+            "  create [-q] [-u] [-f FMT] [-b BACKING -F BACKING_FMT] [-o OPTIONS] FILE [SIZE]\n"
+            "      create an image of SIZE bytes (k, M, G, T suffixes, 1.5M); FMT defaults to\n"
+            "      raw; -b: a qcow2 overlay of BACKING (SIZE defaults to the backing file's)\n"
+            "  compare, resize, measure, dd\n"
+            "      as qemu-img's (miniblock-img CMD --help says more)\n"
             "  info [-f FMT] [-U] [--image-opts] [--backing-chain] [--output=human|json] FILE\n"
             "      describe an image, as qemu-img info (a raw image is opened without locks;\n"
             "      --backing-chain: every image of its backing chain)\n"
@@ -76,20 +78,24 @@ enum { OPT_OUTPUT = 256, OPT_IMAGE_OPTS, OPT_BACKING_CHAIN };
 
 int cmd_create(int argc, char **argv) {
     std::string fmt = "raw", o, backing, backing_fmt;
+    bool quiet = false, unsafe = false;
     int c;
     static const struct option longopts[] = {{"help", no_argument, nullptr, 'h'}, {nullptr, 0, nullptr, 0}};
-    while ((c = getopt_long(argc, argv, "f:o:b:F:h", longopts, nullptr)) != -1) {
+    while ((c = getopt_long(argc, argv, "f:o:b:F:quh", longopts, nullptr)) != -1) {
         switch (c) {
         case 'f': fmt = optarg; break;
         case 'o': o = o.empty() ? optarg : o + "," + optarg; break;
         case 'b': backing = optarg; break;
         case 'F': backing_fmt = optarg; break;
-        case 'h': usage(stdout); return 0;
+        case 'q': quiet = true; break;
+        case 'u': unsafe = true; break;
+        case 'h': print_img_command_help("create", stdout); return 0;
         default: return img_bad_usage("invalid option for create");
         }
     }
+    if (o == "help" || o == "?") return print_img_create_options(fmt.c_str(), stdout) ? 0 : img_fail(Status::Error(EINVAL, "Unknown driver '" + fmt + "'"));
     int nargs = argc - optind;
-    if (nargs != 2 && !(nargs == 1 && !backing.empty())) return img_bad_usage("create needs FILE and SIZE");
+    if (nargs < 1 || nargs > 2) return img_bad_usage("create needs FILE and SIZE");
     std::string file = argv[optind];
     std::optional<int64_t> size;
     if (nargs == 2) {
@@ -109,21 +115,33 @@ int cmd_create(int argc, char **argv) {
         opts.set_str("backing_file", backing);
         if (!backing_fmt.empty()) opts.set_str("backing_fmt", backing_fmt);
         // The backing file must open (relative names are relative to FILE's
-        // directory); its size is the default size.
+        // directory); its size is the default size.  With -u it is not
+        // opened: the size must be given.
         std::string path = backing;
         size_t slash = file.rfind('/');
         if (backing[0] != '/' && slash != std::string::npos) path = file.substr(0, slash + 1) + backing;
-        ImageFlags bf;
-        bf.format = backing_fmt;
-        bf.read_only = true;
-        bf.force_share = true;
-        auto b = open_image(path, bf);
-        if (!b.ok()) return img_fail(Status(b.status()).prefix("Could not open backing file '" + path + "'"));
-        if (!size) size = (*b)->length();
+        if (!unsafe) {
+            ImageFlags bf;
+            bf.format = backing_fmt;
+            bf.read_only = true;
+            bf.force_share = true;
+            auto b = open_image(path, bf);
+            if (!b.ok()) return img_fail(Status(b.status()).prefix("Could not open backing file '" + qapi::shown_name(path) + "'"));
+            if (backing_fmt.empty()) {
+                // As qemu-img 7.2: a probed backing format is not recorded
+                // silently (a raw base probed today may probe as qcow2 later).
+                return img_fail(Status::Error(EINVAL, file + ": Backing file specified without backing format",
+                                              std::string("Detected format of ") + (*b)->bs()->drv->format_name + "."));
+            }
+            if (!size) size = (*b)->length();
+        } else if (backing_fmt.empty()) {
+            return img_fail(Status::Error(EINVAL, file + ": Backing file specified without backing format"));
+        }
     } else if (!backing_fmt.empty()) {
         return img_bad_usage("-F needs -b");
     }
-    printf("Formatting '%s', fmt=%s size=%" PRId64 "\n", file.c_str(), fmt.c_str(), *size);
+    if (!size) return img_fail(Status::Error(EINVAL, file + ": Image creation needs a size parameter"));
+    if (!quiet) printf("Formatting '%s', fmt=%s size=%" PRId64 "\n", file.c_str(), fmt.c_str(), *size);
     Status st = bdrv_create(fmt, file, *size, opts);
     if (!st.ok()) return img_fail(st);
     return 0;
@@ -324,7 +342,9 @@ int main(int argc, char **argv) {
     std::map<std::string, std::function<int(int, char **)>> cmds = {
         {"create", cmd_create}, {"info", mb::tools::cmd_info}, {"locks", cmd_locks}, {"bench", cmd_bench},
         {"check", mb::tools::cmd_check}, {"map", mb::tools::cmd_map}, {"convert", mb::tools::cmd_convert},
-        {"commit", img_cmd_commit}};
+        {"commit", img_cmd_commit},
+        {"compare", mb::tools::cmd_compare}, {"resize", mb::tools::cmd_resize},
+        {"measure", mb::tools::cmd_measure}, {"dd", mb::tools::cmd_dd}};
     auto it = cmds.find(cmd);
     if (it == cmds.end()) return img_bad_usage("Command not found: " + cmd);
     // getopt sees the subcommand as argv[0].

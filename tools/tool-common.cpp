@@ -126,9 +126,42 @@ Result<std::unique_ptr<BlockBackend>> open_image(std::string_view image, const I
 }
 
 std::optional<int64_t> parse_number(std::string_view s) {
-    auto r = qapi::parse_size(s);
-    if (!r) return std::nullopt;
-    return *r;
+    if (auto r = qapi::parse_size(s)) return *r;
+    // qemu-img's decimal sizes: "1.5M" (a fraction needs a suffix; the
+    // result is truncated to whole bytes).
+    size_t dot = s.find('.');
+    if (dot == std::string_view::npos || s.size() < 3) return std::nullopt;
+    char suffix = s.back();
+    auto unit = qapi::parse_size(std::string("1") + suffix);
+    if (!unit || *unit == 1) return std::nullopt;
+    std::string_view whole = s.substr(0, dot), frac = s.substr(dot + 1, s.size() - dot - 2);
+    if (frac.empty() || frac.size() > 12 || frac.find_first_not_of("0123456789") != std::string_view::npos)
+        return std::nullopt;
+    auto w = whole.empty() ? std::optional<int64_t>(0) : qapi::parse_size(whole);
+    if (!w || whole.find_first_not_of("0123456789") != std::string_view::npos) return std::nullopt;
+    if (*w > INT64_MAX / *unit) return std::nullopt;
+    int64_t f = 0, scale = 1;
+    for (char c : frac) f = f * 10 + (c - '0'), scale *= 10;
+    // unit * f / scale without overflow: unit is a power of 1024, f < 10^12.
+    long double part = (long double)*unit * f / scale;
+    if ((long double)(*w * *unit) + part > (long double)INT64_MAX) return std::nullopt;
+    return *w * *unit + (int64_t)part;
+}
+
+Result<int64_t> truncate_with_resize_perm(BlockBackend &blk, int64_t size) {
+    if (blk.read_only()) return Status::Error(EPERM, "The image is read-only");
+    BdrvChild *root = blk.root();
+    const PermPair old = root->perm;
+    if (!(old.perm & BLK_PERM_RESIZE)) {
+        // Resizing is a permission like writing: others may forbid it, and
+        // the transaction names them with every lock as before.
+        MB_TRY(bdrv_child_try_set_perm(root, {old.perm | BLK_PERM_RESIZE, old.shared}));
+    }
+    int r = blk.truncate(size);
+    Status back = bdrv_child_try_set_perm(root, old);  // gives it back: releases only
+    (void)back;
+    if (r < 0) return PosixError("Could not resize the image", -r);
+    return blk.length();
 }
 
 std::string human_size(int64_t bytes) {
