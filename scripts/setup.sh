@@ -7,6 +7,7 @@ PACKAGES="
   g++ meson ninja-build pkg-config python3
   libglib2.0-dev libjson-glib-dev libaio-dev libcmocka-dev zlib1g-dev
   qemu-utils fio nbdkit libnbd-bin cloop-utils strace
+  pandoc man-db
   g++-mingw-w64-x86-64 wine64
 "
 

@@ -328,7 +328,10 @@ int main(int argc, char **argv) {
         print_version(img_prog);
         return 0;
     }
-    if ((cmd == "help" && argc == 3) || (argc >= 3 && (!strcmp(argv[2], "-h") || !strcmp(argv[2], "--help")))) {
+    bool wants_help = false;  // CMD ... --help anywhere before "--"
+    for (int i = 2; i < argc && strcmp(argv[i], "--"); i++)
+        if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) wants_help = true;
+    if ((cmd == "help" && argc == 3) || wants_help) {
         // Each command's own help (tools/img-help.cpp).
         const char *name = cmd == "help" ? argv[2] : argv[1];
         if (print_img_command_help(name, stdout)) return 0;

@@ -10,6 +10,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -22,6 +23,12 @@ struct BlockDriverState;
 struct BdrvChild;
 template <class T> class Task;
 namespace qapi { class OptionDict; }
+
+// Warnings of the block layer (a probed raw image opened writable, a
+// damaged qcow2 table, an NBD server's complaint) go to stderr as
+// "WARNING: ..." unless an embedder installs a handler here (nullptr: back
+// to stderr).  Not thread-safe: set it before opening drives.
+void set_warning_handler(std::function<void(const std::string &)> handler);
 
 class BlockBackend {
 public:

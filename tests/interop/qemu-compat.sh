@@ -80,6 +80,7 @@ for cmd in check map convert commit info create; do
     expect_output "$cmd --help is its own" "^Usage: miniblock-img $cmd " "$MI" "$cmd" --help
     expect_output "help $cmd" "^Usage: miniblock-img $cmd " "$MI" help "$cmd"
 done
+expect_output "check -f qcow2 --help: still check's own" '^Usage: miniblock-img check ' "$MI" check -f qcow2 --help
 a=$("$MI" check --help); b=$("$MI" map --help)
 if [ "$a" != "$b" ]; then ok "check and map have different help"; else not_ok "check and map have different help"; fi
 
@@ -207,4 +208,17 @@ expect_output "libvirt's -blockdev JSON opens in miniblock" '^read 512/512 bytes
     "$IO" -c 'write -P 0x42 512 512' -c 'read -P 0x42 512 512' "json:$LV"
 expect_output "and in qemu-io, which reads what miniblock wrote" '^read 512/512 bytes at offset 512$' \
     qemu-io -c 'read -P 0x42 512 512' "json:$LV"
+
+# --- miniblock-scenario: --wide, and a step count without setup lines ---------------
+cat >"$T/w.scn" <<'SCN'
+title wide table
+image disk.img raw 1M
+actor t run
+t: miniblock-io -f raw -c "write -P 0x11 0 512" -c "read -P 0x11 0 512" -c "read -P 0x11 0 512" disk.img => ok
+t: miniblock-io -f raw -c length disk.img => ok output /1 MiB/
+SCN
+SC=$MINIBLOCK_BUILD/tools/miniblock-scenario
+expect_output "scenario: 2 steps (the image line is not one)" '^2 steps, 0 mismatched$' "$SC" "$T/w.scn"
+expect_output "scenario: the default table cuts the command" 'miniblock-io -f raw -c "write -P 0x11 0 5\.\.\.' "$SC" "$T/w.scn"
+expect_output "scenario --wide: the whole command" '-c "read -P 0x11 0 512" disk.img +ok +ok$' "$SC" --wide "$T/w.scn"
 finish

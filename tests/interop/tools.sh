@@ -50,6 +50,12 @@ expect_output "json: pseudo-filename" '^1 MiB$' "$MINIBLOCK_IO" -c length \
 # The installed library, found by pkg-config, from a plain C program.
 DEST=$T/root
 if meson install -C "$MINIBLOCK_BUILD" --destdir "$DEST" --no-rebuild >"$T/install.log" 2>&1; then
+    # The man pages, made by pandoc at build time, are installed and render.
+    for page in man1/miniblock-img.1 man1/miniblock-io.1 man1/miniblock-scenario.1 man7/miniblock.7; do
+        f=$(find "$DEST" -path "*/man/$page" | head -1)
+        name=$(basename "$page" | sed 's/\.[17]$//')
+        expect_output "man page $page installed" "^ +$name - " bash -c "[ -n '$f' ] && MANWIDTH=100 man -l '$f' 2>/dev/null"
+    done
     pcdir=$(dirname "$(find "$DEST" -name miniblock.pc | head -1)")
     cat >"$T/embed.c" <<'C'
 #include <miniblock/miniblock.h>
