@@ -11,6 +11,21 @@ namespace {
 int next_drive_id = 0;
 }
 
+// A user's request must lie within the image, as QEMU's
+// blk_check_byte_request demands: a read past the end is an error, and a
+// write there would grow the file without the resize permission the locks
+// were taken for.  Only image creation, which writes a new file from
+// nothing, may write beyond the end (QEMU's BLK_ALLOW_WRITE_BEYOND_EOF).
+int BlockBackend::check_range(int64_t offset, int64_t bytes, bool write) {
+    if (!root_) return -ENOMEDIUM;
+    if (offset < 0 || bytes < 0 || offset > INT64_MAX - bytes) return -EINVAL;
+    if (write && allow_write_beyond_eof_) return 0;
+    int64_t len = bdrv_getlength(bs());
+    if (len < 0) return (int)len;
+    if (offset > len || bytes > len - offset) return -EIO;
+    return 0;
+}
+
 Result<std::unique_ptr<BlockBackend>> BlockBackend::open(std::string_view spec) {
     auto opts = qapi::parse_drive_options(spec);
     if (!opts.ok()) return opts.take_status();
@@ -84,10 +99,12 @@ BlockDriverState *BlockBackend::bs() const { return root_ ? root_->bs.get() : nu
 bool BlockBackend::read_only() const { return !bs() || bs()->read_only; }
 
 Task<int> BlockBackend::co_pread(int64_t offset, int64_t bytes, void *buf) {
-    return bdrv_co_preadv(root_, offset, bytes, static_cast<uint8_t *>(buf), 0);
+    if (int r = check_range(offset, bytes, false)) co_return r;
+    co_return co_await bdrv_co_preadv(root_, offset, bytes, static_cast<uint8_t *>(buf), 0);
 }
 Task<int> BlockBackend::co_pwrite(int64_t offset, int64_t bytes, const void *buf, int flags) {
-    return bdrv_co_pwritev(root_, offset, bytes, static_cast<const uint8_t *>(buf), flags);
+    if (int r = check_range(offset, bytes, true)) co_return r;
+    co_return co_await bdrv_co_pwritev(root_, offset, bytes, static_cast<const uint8_t *>(buf), flags);
 }
 Task<int> BlockBackend::co_flush() { return bdrv_co_flush(bs()); }
 
@@ -98,9 +115,11 @@ int BlockBackend::pwrite(int64_t offset, int64_t bytes, const void *buf, int fla
     return sync_wait(co_pwrite(offset, bytes, buf, flags));
 }
 int BlockBackend::pwrite_zeroes(int64_t offset, int64_t bytes, int flags) {
+    if (int r = check_range(offset, bytes, true)) return r;
     return sync_wait(bdrv_co_pwrite_zeroes(root_, offset, bytes, flags));
 }
 int BlockBackend::pdiscard(int64_t offset, int64_t bytes) {
+    if (int r = check_range(offset, bytes, true)) return r;
     return sync_wait(bdrv_co_pdiscard(root_, offset, bytes));
 }
 int BlockBackend::flush() { return sync_wait(co_flush()); }

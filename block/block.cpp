@@ -62,6 +62,7 @@ Result<const BlockDriver *> probe_format(const OptionDict &file_opts, const Inhe
 Result<BdrvRef> bdrv_open(OptionDict opts, const InheritedOptions &inh, std::string_view path) {
     std::string pfx(path);
     bool probed = false;
+    std::string probed_name;
 
     // 1. The driver: given, implied by a protocol filename, or probed.
     const BlockDriver *drv = nullptr;
@@ -86,12 +87,7 @@ Result<BdrvRef> bdrv_open(OptionDict opts, const InheritedOptions &inh, std::str
         if (!drv) {
             drv = bdrv_find_driver("raw");
             probed = true;
-            warn_report("Image format was not specified for '" + fname +
-                        "' and probing guessed raw.\n"
-                        "         Automatically detecting the format is dangerous for raw "
-                        "images, write operations on block 0 will be restricted.\n"
-                        "         Specify the 'raw' format explicitly to remove the "
-                        "restrictions.");
+            probed_name = fname;
         }
         opts.set_str("driver", drv->format_name);
     }
@@ -100,6 +96,8 @@ Result<BdrvRef> bdrv_open(OptionDict opts, const InheritedOptions &inh, std::str
         if (!drv && !searched.empty()) st.add_detail(searched);
         return st;
     }
+    int qemu_flags = 0;
+    MB_TRY(bdrv_translate_qemu_options(opts, inh, pfx, &qemu_flags));
     if (!drv) drv = bdrv_find_driver(*opts.get_str("driver"));
     if (!drv) return Status::Error(EINVAL, "Unknown driver '" + *opts.get_str("driver") + "'");
 
@@ -137,6 +135,18 @@ Result<BdrvRef> bdrv_open(OptionDict opts, const InheritedOptions &inh, std::str
     }
     if (inh.inactive || opts.get_bool("inactive").value_or(false)) bs->open_flags |= BDRV_O_INACTIVE;
     if (probed) bs->open_flags |= BDRV_O_PROBED;
+    bs->open_flags |= qemu_flags;
+    // As QEMU's raw driver: the warning only where a write could hit
+    // sector 0.  A read-only open (info, check, -r) stays silent, so that
+    // `--output=json 2>&1` remains JSON.
+    if (probed && !bs->read_only) {
+        warn_report("Image format was not specified for '" + probed_name +
+                    "' and probing guessed raw.\n"
+                    "         Automatically detecting the format is dangerous for raw "
+                    "images, write operations on block 0 will be restricted.\n"
+                    "         Specify the 'raw' format explicitly to remove the "
+                    "restrictions.");
+    }
     if (auto fn = opts.get_str("filename")) bs->filename = *fn;
 
     // 3. The driver opens, and opens its children through bdrv_open_child.

@@ -38,6 +38,10 @@ enum : int {
     BDRV_O_WRITETHROUGH = 1 << 4,
     BDRV_O_INACTIVE = 1 << 5,    // fds open, no locks, no writes (migration)
     BDRV_O_PROBED = 1 << 6,      // raw chosen by probing: guard sector 0
+    // QEMU's discard=ignore and detect-zeroes=on|unmap (block/qemu-options.cpp).
+    BDRV_O_DISCARD_IGNORE = 1 << 20,
+    BDRV_O_DETECT_ZEROES = 1 << 21,
+    BDRV_O_DETECT_ZEROES_UNMAP = 1 << 22,
 };
 
 // What co_block_status reports of a range.
@@ -270,6 +274,14 @@ struct InheritedOptions {
 Result<BdrvRef> bdrv_open(qapi::OptionDict opts, const InheritedOptions &inherit,
                           std::string_view path = "");
 
+// QEMU's -blockdev keys of one node (force-share, locking, cache.direct,
+// cache.no-flush, auto-read-only, discard, detect-zeroes) turned into
+// miniblock's (lock, cache, read-only) and open flags (*flags); a
+// contradiction between the two spellings is an error
+// (block/qemu-options.cpp).
+Status bdrv_translate_qemu_options(qapi::OptionDict &opts, const InheritedOptions &inh,
+                                   std::string_view path, int *flags);
+
 // For drivers' open(): opens the child in option `name` ("file", "backing")
 // and attaches it to bs with `role`.  Fails if absent and required.
 Result<BdrvChild *> bdrv_open_child(BlockDriverState *bs, qapi::OptionDict &opts,
@@ -311,6 +323,10 @@ struct CommitParams {
     void *progress_opaque = nullptr;
 };
 Status bdrv_commit(BdrvChild *root, const CommitParams &p);
+// Drops every cluster of bs's own layer so that reads fall through to its
+// backing file (qemu-img commit empties the overlay so); bs must be
+// writable (block/make-empty.cpp).
+Status bdrv_make_empty(BlockDriverState *bs);
 
 // The (perm, shared) a parent asks of a node in the lock table's terms.
 Result<PermPair> bdrv_table_perms(const BlockDriverState *bs);

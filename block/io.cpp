@@ -49,6 +49,12 @@ Task<int> bdrv_co_pwritev(BdrvChild *c, int64_t offset, int64_t bytes, const uin
     BlockDriverState *bs = c->bs.get();
     if (!bs->drv->co_pwritev) co_return -ENOTSUP;
     if (bs->open_flags & BDRV_O_WRITETHROUGH) flags |= BDRV_REQ_FUA;
+    if ((bs->open_flags & BDRV_O_DETECT_ZEROES) && buf[0] == 0 && !memcmp(buf, buf + 1, bytes - 1)) {
+        // QEMU's detect-zeroes: the zeroes become a zero write (unmapped
+        // where the driver can, with detect-zeroes=unmap).
+        if (bs->open_flags & BDRV_O_DETECT_ZEROES_UNMAP) flags |= BDRV_REQ_MAY_UNMAP;
+        co_return co_await bdrv_co_pwrite_zeroes(c, offset, bytes, flags);
+    }
     int r = co_await bs->drv->co_pwritev(bs, offset, bytes, buf, flags);
     if (r == 0 && (flags & BDRV_REQ_FUA) && !bs->drv->is_protocol) r = co_await bdrv_co_flush(bs);
     co_return r;
@@ -79,8 +85,9 @@ Task<int> bdrv_co_pwrite_zeroes(BdrvChild *c, int64_t offset, int64_t bytes, int
 Task<int> bdrv_co_pdiscard(BdrvChild *c, int64_t offset, int64_t bytes) {
     if (int r = check_write(c, offset, bytes)) co_return r;
     BlockDriverState *bs = c->bs.get();
-    // Discard is a hint: a driver without it does nothing, successfully.
-    if (bytes == 0 || !bs->drv->co_pdiscard) co_return 0;
+    // Discard is a hint: a driver without it does nothing, successfully,
+    // and so does a node opened with QEMU's discard=ignore.
+    if (bytes == 0 || !bs->drv->co_pdiscard || (bs->open_flags & BDRV_O_DISCARD_IGNORE)) co_return 0;
     co_return co_await bs->drv->co_pdiscard(bs, offset, bytes);
 }
 

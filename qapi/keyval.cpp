@@ -48,9 +48,10 @@ void set_leaf(OptionDict &d, const std::string &key, Leaf &&leaf) {
 
 }  // namespace
 
-std::string shown(std::string_view value) {
+namespace {
+
+std::string shown_cut(std::string_view value, size_t kMax) {
     static const char hex[] = "0123456789abcdef";
-    constexpr size_t kMax = 64;
     std::string out;
     size_t n = 0;
     for (unsigned char c : value) {
@@ -68,6 +69,10 @@ std::string shown(std::string_view value) {
     }
     return out;
 }
+
+}  // namespace
+
+std::string shown(std::string_view value) { return shown_cut(value, 64); }
 
 std::string join_key(const std::vector<std::string> &parts) {
     std::string out;
@@ -160,21 +165,23 @@ Status TreeBuilder::insert(std::vector<std::string> parts, Leaf leaf) {
 }
 
 Result<OptionDict> TreeBuilder::finish() {
-    if (sugar_ && root_.has("aio") && root_.dict("file")) {
-        // aio belongs to the protocol node: move it to the file child.
+    // aio and QEMU's locking belong to the protocol node: moved to the file
+    // child, as QEMU's -drive passes them down.
+    for (const char *key : {"aio", "locking"}) {
+        if (!sugar_ || !root_.has(key) || !root_.dict("file")) continue;
         OptionDict *file = root_.dict("file");
-        if (file->has("aio")) return error("Duplicate parameter 'file.aio'");
-        if (const OptionDict *d = root_.dict("aio")) {
-            file->set_dict("aio", *d);
+        if (file->has(key)) return error(std::string("Duplicate parameter 'file.") + key + "'");
+        if (const OptionDict *d = root_.dict(key)) {
+            file->set_dict(key, *d);
         } else {
-            switch (*root_.type("aio")) {
-            case OptionType::String: file->set_str("aio", *root_.get_str("aio")); break;
-            case OptionType::Int: file->set_int("aio", *root_.get_int("aio")); break;
-            case OptionType::Bool: file->set_bool("aio", *root_.get_bool("aio")); break;
-            default: file->set_null("aio"); break;
+            switch (*root_.type(key)) {
+            case OptionType::String: file->set_str(key, *root_.get_str(key)); break;
+            case OptionType::Int: file->set_int(key, *root_.get_int(key)); break;
+            case OptionType::Bool: file->set_bool(key, *root_.get_bool(key)); break;
+            default: file->set_null(key); break;
             }
         }
-        root_.erase("aio");
+        root_.erase(key);
     }
     return std::move(root_);
 }
@@ -257,5 +264,9 @@ Result<OptionDict> parse_drive_options(std::string_view spec) {
 Result<OptionDict> parse_keyval_options(std::string_view spec) {
     return detail::parse(spec, false);
 }
+
+// File names and whole option strings: long enough for any real path
+// (PATH_MAX), short enough that a hostile 1 MB argument gives a short error.
+std::string shown_name(std::string_view name) { return detail::shown_cut(name, 4096); }
 
 }  // namespace mb::qapi

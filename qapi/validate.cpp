@@ -191,9 +191,19 @@ std::string Validator::expected(const TypeDef &t) {
         return has_null_branch(s_, t) ? "Expected a filename, a node name, nested options or null"
                     : "Expected a filename, a node name or nested options";
     }
+    // An enum or nested options (cache): the enum's values, then "or
+    // nested options".
+    std::string out;
+    bool nested = false;
     std::vector<std::string> alts;
-    for (const Branch &b : t.branches) alts.push_back(s_.type(b.type).name);
-    return "Expected one of: " + join(alts, false);
+    for (const Branch &b : t.branches) {
+        const TypeDef &bt = s_.type(b.type);
+        if (bt.kind == Kind::Enum && out.empty()) out = enum_values(bt);
+        if (bt.kind == Kind::Struct || bt.kind == Kind::Union) nested = true;
+        alts.push_back(bt.name);
+    }
+    if (out.empty() || !nested || alts.size() != 2) return "Expected one of: " + join(alts, false);
+    return out + "; or nested options";
 }
 
 Status Validator::value(OptionDict &d, const std::string &key, int type_index,

@@ -23,6 +23,21 @@ bool parse_output(const char *arg, bool *json);
 // Prints the builder's tree as qemu-img does (pretty, 4 spaces).
 void print_json(JsonBuilder *b);
 
+// tools/img-help.cpp: "Usage: miniblock-img SYNOPSIS" and the command's own
+// text; false for a command without an entry.
+bool print_img_command_help(const char *cmd, FILE *out);
+// create -o help: the format's creation options; false for an unknown format.
+bool print_img_create_options(const char *fmt, FILE *out);
+
+// tools/img-info.cpp
+int cmd_info(int argc, char **argv);
+
+// tools/img-compare.cpp, img-resize.cpp, img-measure.cpp, img-dd.cpp
+int cmd_compare(int argc, char **argv);
+int cmd_resize(int argc, char **argv);
+int cmd_measure(int argc, char **argv);
+int cmd_dd(int argc, char **argv);
+
 // tools/img-qcow2.cpp
 int cmd_check(int argc, char **argv);
 int cmd_map(int argc, char **argv);

@@ -5,6 +5,8 @@
 #include <cstdio>
 #include <string>
 
+#include "block/block_int.h"
+#include "tools/img-commands.h"
 #include "tools/tool-common.h"
 
 using namespace mb;
@@ -30,33 +32,20 @@ int img_cmd_commit(int argc, char **argv) {
     };
     ImageFlags flags;
     std::string base;
-    bool show_progress = false, check = false, quiet = false;
+    bool show_progress = false, check = false, quiet = false, keep = false;
     int c;
     while ((c = getopt_long(argc, argv, "f:t:b:dpqh", longopts, nullptr)) != -1) {
         switch (c) {
         case 'f': flags.format = optarg; break;
         case 't': flags.cache = optarg; break;
         case 'b': base = optarg; break;
-        case 'd': break;  // the overlay is never emptied (see the --help text)
+        case 'd': keep = true; break;
         case 'p': show_progress = true; break;
         case 'q': quiet = true; break;
         case OPT_CHECK: check = true; break;
         case OPT_IMAGE_OPTS: flags.image_opts = true; break;
         case 'h':
-            printf("Usage: miniblock-img commit [-f FMT] [-t CACHE] [-b BASE] [-d] [-p] [-q] [--check]\n"
-                   "                            [--image-opts] OVERLAY\n"
-                   "Copy OVERLAY's data into its backing file (or into BASE, deeper in its chain).\n"
-                   "The base is locked exclusively for the duration (use consistent read, write,\n"
-                   "resize; forbid all) and drops back to its previous locks afterwards; if anyone\n"
-                   "else uses it, commit is refused naming them, with every lock as before.\n"
-                   "\n"
-                   "  -b BASE     commit into BASE (a file name in the chain); the images in between\n"
-                   "              are not readable consistently by others meanwhile\n"
-                   "  -d          accepted for qemu-img compatibility: the overlay is never emptied\n"
-                   "  -p          show progress\n"
-                   "  -q          quiet\n"
-                   "  --check     dry run: say whether the lock on the base could be taken now and,\n"
-                   "              if not, who is in the way (exit status 1)\n");
+            print_img_command_help("commit", stdout);
             return 0;
         default:
             fprintf(stderr, "Try 'miniblock-img commit --help' for more information.\n");
@@ -80,6 +69,16 @@ int img_cmd_commit(int argc, char **argv) {
     if (!st.ok()) {
         print_error("miniblock-img", st);
         return 1;
+    }
+    // As qemu-img: the overlay is emptied (its clusters dropped, so reads
+    // fall through to the base that now holds the data) unless -d, or -b
+    // named the base explicitly (iotest 097's rule).
+    if (!check && !keep && base.empty()) {
+        st = bdrv_make_empty((*blk)->bs());
+        if (!st.ok()) {
+            print_error("miniblock-img", st.prefix("Image committed, but not emptied"));
+            return 1;
+        }
     }
     if (!quiet) printf(check ? "Commit could take the lock now.\n" : "Image committed.\n");
     return 0;

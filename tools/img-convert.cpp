@@ -220,7 +220,7 @@ int cmd_convert(int argc, char **argv) {
     if (!backing.empty() && no_create) return img_bad_usage("-B and -n cannot be used together");
     std::string src = argv[optind], dst = argv[optind + 1];
     auto in = open_image(src, src_flags);
-    if (!in.ok()) return img_fail(Status(in.status()).prefix("Could not open '" + src + "'"));
+    if (!in.ok()) return img_fail(Status(in.status()).prefix("Could not open '" + qapi::shown_name(src) + "'"));
     int64_t size = (*in)->length();
     if (size < 0) return img_fail(PosixError("Could not get the size of '" + src + "'", (int)-size));
     if (!no_create) {
@@ -242,7 +242,7 @@ int cmd_convert(int argc, char **argv) {
     // overrides.
     dst_flags.cache = cache.empty() ? "unsafe" : cache;
     auto out = open_image(dst, dst_flags);
-    if (!out.ok()) return img_fail(Status(out.status()).prefix("Could not open '" + dst + "'"));
+    if (!out.ok()) return img_fail(Status(out.status()).prefix("Could not open '" + qapi::shown_name(dst) + "'"));
     if (no_create && (*out)->length() < size) {
         return img_fail(Status::Error(EINVAL, "Target '" + dst + "' is smaller than the source (" +
                                                   std::to_string((*out)->length()) + " < " + std::to_string(size) +

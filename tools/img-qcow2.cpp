@@ -148,7 +148,7 @@ int cmd_check(int argc, char **argv) {
     flags.read_only = repair.empty();
     std::string image = argv[optind];
     auto blk = open_image(image, flags);
-    if (!blk.ok()) return img_fail(Status(blk.status()).prefix("Could not open '" + image + "'"));
+    if (!blk.ok()) return img_fail(Status(blk.status()).prefix("Could not open '" + qapi::shown_name(image) + "'"));
     BlockDriverState *bs = (*blk)->bs();
     if (strcmp(bs->drv->format_name, "qcow2") != 0) {
         fprintf(stderr, "%s: This image format does not support checks\n", img_prog);
@@ -197,7 +197,7 @@ int cmd_map(int argc, char **argv) {
     if (argc - optind != 1) return img_bad_usage("map needs exactly one FILE");
     std::string image = argv[optind];
     auto blk = open_image(image, flags);
-    if (!blk.ok()) return img_fail(Status(blk.status()).prefix("Could not open '" + image + "'"));
+    if (!blk.ok()) return img_fail(Status(blk.status()).prefix("Could not open '" + qapi::shown_name(image) + "'"));
     BlockDriverState *bs = (*blk)->bs();
     int64_t len = (*blk)->length();
     std::vector<MapEntry> out;

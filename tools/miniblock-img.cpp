@@ -38,12 +38,14 @@ void usage(FILE *out) {
             "Create, inspect and measure disk images through miniblock's block layer.\n"
             "\n"
             "Commands:\n"
-            "  create [-f FMT] [-b BACKING [-F BACKING_FMT]] [-o OPTIONS] FILE [SIZE]\n"
-            "      create an image of SIZE bytes (k, M, G, T suffixes); FMT defaults to raw;\n"
-            "      -b: a qcow2 overlay of BACKING (SIZE defaults to the backing file's)\n"
+            "  create [-q] [-u] [-f FMT] [-b BACKING -F BACKING_FMT] [-o OPTIONS] FILE [SIZE]\n"
+            "      create an image of SIZE bytes (k, M, G, T suffixes, 1.5M); FMT defaults to\n"
+            "      raw; -b: a qcow2 overlay of BACKING (SIZE defaults to the backing file's)\n"
+            "  compare, resize, measure, dd\n"
+            "      as qemu-img's (miniblock-img CMD --help says more)\n"
             "  info [-f FMT] [-U] [--image-opts] [--backing-chain] [--output=human|json] FILE\n"
-            "      describe an image (opened read-only, with the default lock unless -U);\n"
-            "      --backing-chain: every image of its backing chain\n"
+            "      describe an image, as qemu-img info (a raw image is opened without locks;\n"
+            "      --backing-chain: every image of its backing chain)\n"
             "  locks [--output=human|json] FILE...\n"
             "      list every process (and node of this process) holding lock bytes on each\n"
             "      file, with what it uses and forbids; takes no lock itself\n"
@@ -64,8 +66,9 @@ void usage(FILE *out) {
             "  -i AIO          aio mode: threads, native (native needs -t none)\n"
             "  -U              force share: open with lock=shared\n"
             "  --image-opts    FILE is an option string (driver=raw,file.filename=a.img,...)\n"
-            "  -h, --help      show this help\n"
+            "  -h, --help      show this help (COMMAND --help or help COMMAND: that command's)\n"
             "  --help DRIVER   show the options of DRIVER (loading its module if needed)\n"
+            "  -V, --version   show the version\n"
             "\n");
     fputs(mb::bdrv_supported_formats_text().c_str(), out);
 }
@@ -87,26 +90,30 @@ enum { OPT_OUTPUT = 256, OPT_IMAGE_OPTS, OPT_BACKING_CHAIN };
 
 int cmd_create(int argc, char **argv) {
     std::string fmt = "raw", o, backing, backing_fmt;
+    bool quiet = false, unsafe = false;
     int c;
     static const struct option longopts[] = {{"help", no_argument, nullptr, 'h'}, {nullptr, 0, nullptr, 0}};
-    while ((c = getopt_long(argc, argv, "f:o:b:F:h", longopts, nullptr)) != -1) {
+    while ((c = getopt_long(argc, argv, "f:o:b:F:quh", longopts, nullptr)) != -1) {
         switch (c) {
         case 'f': fmt = optarg; break;
         case 'o': o = o.empty() ? optarg : o + "," + optarg; break;
         case 'b': backing = optarg; break;
         case 'F': backing_fmt = optarg; break;
-        case 'h': usage(stdout); return 0;
+        case 'q': quiet = true; break;
+        case 'u': unsafe = true; break;
+        case 'h': print_img_command_help("create", stdout); return 0;
         default: return img_bad_usage("invalid option for create");
         }
     }
+    if (o == "help" || o == "?") return print_img_create_options(fmt.c_str(), stdout) ? 0 : img_fail(Status::Error(EINVAL, "Unknown driver '" + fmt + "'"));
     int nargs = argc - optind;
-    if (nargs != 2 && !(nargs == 1 && !backing.empty())) return img_bad_usage("create needs FILE and SIZE");
+    if (nargs < 1 || nargs > 2) return img_bad_usage("create needs FILE and SIZE");
     std::string file = argv[optind];
     std::optional<int64_t> size;
     if (nargs == 2) {
         size = parse_number(argv[optind + 1]);
         if (!size || *size < 0) {
-            return img_fail(Status::Error(EINVAL, std::string("Invalid image size '") + argv[optind + 1] + "'",
+            return img_fail(Status::Error(EINVAL, "Invalid image size '" + qapi::shown_name(argv[optind + 1]) + "'",
                                       "Expected bytes with an optional k, M, G, T, P or E suffix"));
         }
     }
@@ -120,118 +127,35 @@ int cmd_create(int argc, char **argv) {
         opts.set_str("backing_file", backing);
         if (!backing_fmt.empty()) opts.set_str("backing_fmt", backing_fmt);
         // The backing file must open (relative names are relative to FILE's
-        // directory); its size is the default size.
+        // directory); its size is the default size.  With -u it is not
+        // opened: the size must be given.
         std::string path = backing;
         size_t slash = file.rfind('/');
         if (backing[0] != '/' && slash != std::string::npos) path = file.substr(0, slash + 1) + backing;
-        ImageFlags bf;
-        bf.format = backing_fmt;
-        bf.read_only = true;
-        bf.force_share = true;
-        auto b = open_image(path, bf);
-        if (!b.ok()) return img_fail(Status(b.status()).prefix("Could not open backing file '" + path + "'"));
-        if (!size) size = (*b)->length();
+        if (!unsafe) {
+            ImageFlags bf;
+            bf.format = backing_fmt;
+            bf.read_only = true;
+            bf.force_share = true;
+            auto b = open_image(path, bf);
+            if (!b.ok()) return img_fail(Status(b.status()).prefix("Could not open backing file '" + qapi::shown_name(path) + "'"));
+            if (backing_fmt.empty()) {
+                // As qemu-img 7.2: a probed backing format is not recorded
+                // silently (a raw base probed today may probe as qcow2 later).
+                return img_fail(Status::Error(EINVAL, file + ": Backing file specified without backing format",
+                                              std::string("Detected format of ") + (*b)->bs()->drv->format_name + "."));
+            }
+            if (!size) size = (*b)->length();
+        } else if (backing_fmt.empty()) {
+            return img_fail(Status::Error(EINVAL, file + ": Backing file specified without backing format"));
+        }
     } else if (!backing_fmt.empty()) {
         return img_bad_usage("-F needs -b");
     }
-    printf("Formatting '%s', fmt=%s size=%" PRId64 "\n", file.c_str(), fmt.c_str(), *size);
+    if (!size) return img_fail(Status::Error(EINVAL, file + ": Image creation needs a size parameter"));
+    if (!quiet) printf("Formatting '%s', fmt=%s size=%" PRId64 "\n", file.c_str(), fmt.c_str(), *size);
     Status st = bdrv_create(fmt, file, *size, opts);
     if (!st.ok()) return img_fail(st);
-    return 0;
-}
-
-// --- info ---------------------------------------------------------------------------
-
-int cmd_info(int argc, char **argv) {
-    ImageFlags flags;
-    flags.read_only = true;
-    bool json = false, chain = false;
-    static const struct option longopts[] = {
-        {"output", required_argument, nullptr, OPT_OUTPUT},
-        {"backing-chain", no_argument, nullptr, OPT_BACKING_CHAIN},
-        {"image-opts", no_argument, nullptr, OPT_IMAGE_OPTS},
-        {"force-share", no_argument, nullptr, 'U'},
-        {"format", required_argument, nullptr, 'f'},
-        {"help", no_argument, nullptr, 'h'},
-        {nullptr, 0, nullptr, 0}};
-    int c;
-    while ((c = getopt_long(argc, argv, "f:Uh", longopts, nullptr)) != -1) {
-        switch (c) {
-        case 'f': flags.format = optarg; break;
-        case 'U': flags.force_share = true; break;
-        case OPT_IMAGE_OPTS: flags.image_opts = true; break;
-        case OPT_BACKING_CHAIN: chain = true; break;
-        case OPT_OUTPUT:
-            if (!parse_output(optarg, &json)) return img_bad_usage(std::string("--output must be human or json, not '") + optarg + "'");
-            break;
-        case 'h': usage(stdout); return 0;
-        default: return img_bad_usage("invalid option for info");
-        }
-    }
-    if (argc - optind != 1) return img_bad_usage("info needs exactly one FILE");
-    std::string image = argv[optind];
-    auto blk = open_image(image, flags);
-    if (!blk.ok()) return img_fail(Status(blk.status()).prefix("Could not open '" + image + "'"));
-    // With --backing-chain, every image down the chain (JSON: an array).
-    JsonBuilder *arr = nullptr;
-    if (json && chain) {
-        arr = json_builder_new();
-        json_builder_begin_array(arr);
-    }
-    for (BlockDriverState *bs = (*blk)->bs(); bs; bs = chain && bs->backing() ? bs->backing()->bs.get() : nullptr) {
-    if (!json && bs != (*blk)->bs()) printf("\n");
-    int64_t vsize = bdrv_getlength(bs);
-    BlockDriverState *proto = bs;
-    while (!proto->drv->is_protocol && proto->file()) proto = proto->file()->bs.get();
-    int64_t actual = proto->drv->get_allocated_size ? proto->drv->get_allocated_size(proto) : -1;
-    FormatInfo fi;
-    if (bs->drv->get_info) bs->drv->get_info(bs, &fi);
-
-    if (json) {
-        JsonBuilder *b = arr ? arr : json_builder_new();
-        json_builder_begin_object(b);
-        json_builder_set_member_name(b, "virtual-size");
-        json_builder_add_int_value(b, vsize);
-        json_builder_set_member_name(b, "filename");
-        json_builder_add_string_value(b, bs->filename.c_str());
-        json_builder_set_member_name(b, "format");
-        json_builder_add_string_value(b, bs->drv->format_name);
-        if (actual >= 0) {
-            json_builder_set_member_name(b, "actual-size");
-            json_builder_add_int_value(b, actual);
-        }
-        if (!fi.fields.empty()) {
-            json_builder_set_member_name(b, "format-specific");
-            json_builder_begin_object(b);
-            for (auto &[k, v] : fi.fields) {
-                json_builder_set_member_name(b, k.c_str());
-                json_builder_add_string_value(b, v.c_str());
-            }
-            json_builder_end_object(b);
-        }
-        json_builder_set_member_name(b, "dirty-flag");
-        json_builder_add_boolean_value(b, FALSE);
-        json_builder_end_object(b);
-        if (!arr) {
-            print_json(b);
-            g_object_unref(b);
-        }
-        continue;
-    }
-    printf("image: %s\n", bs->filename.c_str());
-    printf("file format: %s\n", bs->drv->format_name);
-    printf("virtual size: %s (%" PRId64 " bytes)\n", human_size(vsize).c_str(), vsize);
-    if (actual >= 0) printf("disk size: %s\n", human_size(actual).c_str());
-    if (!fi.fields.empty()) {
-        printf("Format specific information:\n");
-        for (auto &[k, v] : fi.fields) printf("    %s: %s\n", k.c_str(), v.c_str());
-    }
-    }
-    if (arr) {
-        json_builder_end_array(arr);
-        print_json(arr);
-        g_object_unref(arr);
-    }
     return 0;
 }
 
@@ -322,6 +246,19 @@ int cmd_locks(int argc, char **argv) {
 int main(int argc, char **argv) {
     if (argc < 2) return img_bad_usage("a command is needed");
     std::string cmd = argv[1];
+    if (cmd == "-V" || cmd == "--version") {
+        print_version(img_prog);
+        return 0;
+    }
+    bool wants_help = false;  // CMD ... --help anywhere before "--"
+    for (int i = 2; i < argc && strcmp(argv[i], "--"); i++)
+        if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) wants_help = true;
+    if ((cmd == "help" && argc == 3) || wants_help) {
+        // Each command's own help (tools/img-help.cpp).
+        const char *name = cmd == "help" ? argv[2] : argv[1];
+        if (print_img_command_help(name, stdout)) return 0;
+        if (cmd == "help") return img_bad_usage(std::string("Command not found: ") + name);
+    }
     if (cmd == "-h" || cmd == "--help" || cmd == "help") {
         if (argc > 2) return img_driver_help(argv[2]);
         usage(stdout);
@@ -329,9 +266,11 @@ int main(int argc, char **argv) {
     }
     setvbuf(stdout, nullptr, _IOLBF, 0);
     std::map<std::string, std::function<int(int, char **)>> cmds = {
-        {"create", cmd_create}, {"info", cmd_info}, {"locks", cmd_locks}, {"bench", mb::tools::cmd_bench},
+        {"create", cmd_create}, {"info", mb::tools::cmd_info}, {"locks", cmd_locks}, {"bench", mb::tools::cmd_bench},
         {"check", mb::tools::cmd_check}, {"map", mb::tools::cmd_map}, {"convert", mb::tools::cmd_convert},
-        {"commit", img_cmd_commit}};
+        {"commit", img_cmd_commit},
+        {"compare", mb::tools::cmd_compare}, {"resize", mb::tools::cmd_resize},
+        {"measure", mb::tools::cmd_measure}, {"dd", mb::tools::cmd_dd}};
     auto it = cmds.find(cmd);
     if (it == cmds.end()) return img_bad_usage("Command not found: " + cmd);
     // getopt sees the subcommand as argv[0].

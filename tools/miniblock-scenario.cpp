@@ -30,6 +30,7 @@
 #include <vector>
 
 #include "block/locking/holders.h"
+#include "tools/tool-common.h"
 
 namespace {
 
@@ -37,14 +38,16 @@ const char *const prog = "miniblock-scenario";
 
 void usage(FILE *out) {
     fprintf(out,
-            "Usage: miniblock-scenario [--tap] [--keep] FILE...\n"
+            "Usage: miniblock-scenario [--tap] [--keep] [--wide] FILE...\n"
             "Run lock scenarios: images, actors (separate processes) and steps with their\n"
             "expected outcomes (docs/tools/miniblock-scenario.md describes the format).\n"
             "\n"
             "Options:\n"
             "  --tap       print TAP (one test point per image and step; the table as comments)\n"
             "  --keep      keep each scenario's working directory\n"
+            "  --wide      never cut the table's cells (commands and replies of any length)\n"
             "  -h, --help  show this help\n"
+            "  -V, --version  show the version\n"
             "\n"
             "The exit status is 0 when every step had its expected outcome, 1 when one did\n"
             "not, 2 when a scenario file is invalid.\n");
@@ -661,18 +664,24 @@ std::string holders_of(const std::string &output, const Scenario &sc) {
     return out;
 }
 
+// --wide: the table's cells are never cut (a command or a reply of any
+// length is shown whole; columns then no longer line up).
+bool wide_table = false;
+
 std::string one_line(std::string s, size_t max) {
     for (char &c : s)
         if (c == '\n' || c == '\t') c = ' ';
     s = trim(s);
-    if (s.size() > max) s = s.substr(0, max - 3) + "...";
+    if (!wide_table && s.size() > max) s = s.substr(0, max - 3) + "...";
     return s;
 }
 
 struct Reporter {
     bool tap = false;
-    int n = 0;
-    int failed = 0;
+    int n = 0;        // TAP points: setup lines and steps
+    int steps = 0;    // numbered steps only
+    int failed = 0;   // steps that mismatched
+    int setup_failed = 0;
 
     void comment(const std::string &s) {
         if (tap) printf("# %s\n", s.c_str());
@@ -684,17 +693,20 @@ struct Reporter {
     static std::string fmt_row(const std::string &step, const std::string &actor,
                                const std::string &cmd, const std::string &exp,
                                const std::string &got, const std::string &holders) {
-        char buf[1024];
-        snprintf(buf, sizeof(buf), "%-5s %-8s %-44s %-24s %-24s %s", step.c_str(),
-                 one_line(actor, 8).c_str(), one_line(cmd, 44).c_str(), one_line(exp, 24).c_str(),
-                 one_line(got, 24).c_str(), one_line(holders, 80).c_str());
-        std::string s = buf;
+        auto pad = [](std::string v, size_t w) {
+            if (v.size() < w) v.resize(w, ' ');
+            return v;
+        };
+        std::string s = pad(step, 5) + " " + pad(one_line(actor, 8), 8) + " " + pad(one_line(cmd, 44), 44) + " " +
+                        pad(one_line(exp, 24), 24) + " " + pad(one_line(got, 24), 24) + " " + one_line(holders, 80);
         return trim(s);
     }
+    // numbered: a step of the scenario (else a setup line: an image, an actor).
     void point(bool pass, const std::string &desc, const std::string &row,
-               const std::vector<std::string> &diag) {
+               const std::vector<std::string> &diag, bool numbered = true) {
         n++;
-        if (!pass) failed++;
+        if (numbered) steps++;
+        if (!pass) (numbered ? failed : setup_failed)++;
         if (tap) {
             printf("# %s\n", row.c_str());
             printf("%s %d - %s\n", pass ? "ok" : "not ok", n, one_line(desc, 160).c_str());
@@ -725,7 +737,7 @@ std::string indent_output(const std::string &out) {
 void run_scenario(Scenario &sc, Reporter &rep, bool keep) {
     char tmpl[] = "/tmp/mb-scenario.XXXXXX";
     if (!mkdtemp(tmpl)) {
-        rep.point(false, sc.file + ": working directory", "", {std::string("mkdtemp: ") + strerror(errno)});
+        rep.point(false, sc.file + ": working directory", "", {std::string("mkdtemp: ") + strerror(errno)}, false);
         return;
     }
     const std::string dir = tmpl;
@@ -742,7 +754,7 @@ void run_scenario(Scenario &sc, Reporter &rep, bool keep) {
         Outcome o = run_oneshot(img.argv, dir, Clock::now() + timeout);
         std::string row = Reporter::fmt_row("img", "-", cmd, "ok", o.ok ? "ok" : "error " + o.note, "");
         rep.point(o.ok, "line " + std::to_string(img.line) + ": " + cmd, row,
-                  {"output: " + indent_output(o.output)});
+                  {"output: " + indent_output(o.output)}, false);
         setup_ok &= o.ok;
     }
     // Pipe actors start now, in order of declaration, and wait for their
@@ -754,7 +766,7 @@ void run_scenario(Scenario &sc, Reporter &rep, bool keep) {
         std::string err;
         auto p = spawn(a.argv, dir, true, &err);
         if (!p) {
-            rep.point(false, "start actor " + name, "", {err});
+            rep.point(false, "start actor " + name, "", {err}, false);
             setup_ok = false;
             break;
         }
@@ -764,7 +776,7 @@ void run_scenario(Scenario &sc, Reporter &rep, bool keep) {
             Outcome o = wait_reply(a, Clock::now() + timeout);
             if (!o.note.empty()) {
                 rep.point(false, "start actor " + name, "",
-                          {"qemu-io did not prompt: " + o.note, "output: " + indent_output(o.output)});
+                          {"qemu-io did not prompt: " + o.note, "output: " + indent_output(o.output)}, false);
                 setup_ok = false;
             }
         }
@@ -866,16 +878,20 @@ int main(int argc, char **argv) {
         {"tap", no_argument, nullptr, 'T'},
         {"keep", no_argument, nullptr, 'k'},
         {"help", no_argument, nullptr, 'h'},
+        {"version", no_argument, nullptr, 'V'},
+        {"wide", no_argument, nullptr, 'w'},
         {nullptr, 0, nullptr, 0},
     };
     Reporter rep;
     bool keep = false;
     int c;
-    while ((c = getopt_long(argc, argv, "h", longopts, nullptr)) != -1) {
+    while ((c = getopt_long(argc, argv, "hV", longopts, nullptr)) != -1) {
         switch (c) {
         case 'T': rep.tap = true; break;
         case 'k': keep = true; break;
+        case 'w': wide_table = true; break;
         case 'h': usage(stdout); return 0;
+        case 'V': mb::tools::print_version(prog); return 0;
         default: fprintf(stderr, "Try 'miniblock-scenario --help' for more information.\n"); return 2;
         }
     }
@@ -907,6 +923,7 @@ int main(int argc, char **argv) {
     }
     for (auto &sc : scenarios) run_scenario(sc, rep, keep);
     if (rep.tap) printf("1..%d\n", rep.n);
-    else printf("%d steps, %d mismatched\n", rep.n, rep.failed);
-    return rep.failed ? 1 : 0;
+    else if (rep.setup_failed) printf("%d steps, %d mismatched; %d setup lines failed\n", rep.steps, rep.failed, rep.setup_failed);
+    else printf("%d steps, %d mismatched\n", rep.steps, rep.failed);
+    return rep.failed || rep.setup_failed ? 1 : 0;
 }

@@ -12,6 +12,19 @@
 
 namespace mb::tools {
 
+namespace {
+
+// Whether the top node's options set a lock mode -U would contradict:
+// lock= anything but shared, or QEMU's force-share=off.
+bool image_options_conflict_with_share(const qapi::OptionDict &opts) {
+    if (auto l = opts.get_str("lock"); l && *l != "shared") return true;
+    if (auto f = opts.get_str("force-share"); f && (*f == "off" || *f == "false")) return true;
+    if (auto f = opts.get_bool("force-share"); f && !*f) return true;
+    return false;
+}
+
+}  // namespace
+
 Result<qapi::OptionDict> image_options(std::string_view image, const ImageFlags &flags) {
     qapi::OptionDict opts;
     if (flags.image_opts) {
@@ -44,6 +57,12 @@ Result<qapi::OptionDict> image_options(std::string_view image, const ImageFlags 
         if (!flags.lock.empty() && flags.lock != "shared") {
             return Status::Error(EINVAL, "-U (force-share) conflicts with --lock=" + flags.lock);
         }
+        // An explicit lock mode in the image's own options other than the
+        // one -U means is a contradiction, not something -U may override
+        // silently (qemu-img's rule and text, for its force-share=off).
+        if (flags.lock.empty() && image_options_conflict_with_share(opts)) {
+            return Status::Error(EINVAL, "--force-share/-U conflicts with image options");
+        }
         opts.set_str("lock", "shared");
     }
     return opts;
@@ -69,6 +88,9 @@ Result<std::unique_ptr<BlockBackend>> open_snapshot(std::string_view image, Imag
         size = (*blk)->length();
         if (size < 0) return PosixError("Could not get the size of '" + std::string(image) + "'", (int)-size);
     }
+    // qcow2 sizes are whole sectors: as QEMU's -snapshot, the overlay is
+    // rounded up (its tail beyond the image reads as zeroes).
+    size = (size + 511) & ~int64_t(511);
     const char *dir = getenv("TMPDIR");
     std::string tmpl = std::string(dir && *dir ? dir : "/tmp") + "/miniblock-snapshot.XXXXXX";
     int fd = mkostemp(tmpl.data(), O_CLOEXEC);
@@ -104,9 +126,42 @@ Result<std::unique_ptr<BlockBackend>> open_image(std::string_view image, const I
 }
 
 std::optional<int64_t> parse_number(std::string_view s) {
-    auto r = qapi::parse_size(s);
-    if (!r) return std::nullopt;
-    return *r;
+    if (auto r = qapi::parse_size(s)) return *r;
+    // qemu-img's decimal sizes: "1.5M" (a fraction needs a suffix; the
+    // result is truncated to whole bytes).
+    size_t dot = s.find('.');
+    if (dot == std::string_view::npos || s.size() < 3) return std::nullopt;
+    char suffix = s.back();
+    auto unit = qapi::parse_size(std::string("1") + suffix);
+    if (!unit || *unit == 1) return std::nullopt;
+    std::string_view whole = s.substr(0, dot), frac = s.substr(dot + 1, s.size() - dot - 2);
+    if (frac.empty() || frac.size() > 12 || frac.find_first_not_of("0123456789") != std::string_view::npos)
+        return std::nullopt;
+    auto w = whole.empty() ? std::optional<int64_t>(0) : qapi::parse_size(whole);
+    if (!w || whole.find_first_not_of("0123456789") != std::string_view::npos) return std::nullopt;
+    if (*w > INT64_MAX / *unit) return std::nullopt;
+    int64_t f = 0, scale = 1;
+    for (char c : frac) f = f * 10 + (c - '0'), scale *= 10;
+    // unit * f / scale without overflow: unit is a power of 1024, f < 10^12.
+    long double part = (long double)*unit * f / scale;
+    if ((long double)(*w * *unit) + part > (long double)INT64_MAX) return std::nullopt;
+    return *w * *unit + (int64_t)part;
+}
+
+Result<int64_t> truncate_with_resize_perm(BlockBackend &blk, int64_t size) {
+    if (blk.read_only()) return Status::Error(EPERM, "The image is read-only");
+    BdrvChild *root = blk.root();
+    const PermPair old = root->perm;
+    if (!(old.perm & BLK_PERM_RESIZE)) {
+        // Resizing is a permission like writing: others may forbid it, and
+        // the transaction names them with every lock as before.
+        MB_TRY(bdrv_child_try_set_perm(root, {old.perm | BLK_PERM_RESIZE, old.shared}));
+    }
+    int r = blk.truncate(size);
+    Status back = bdrv_child_try_set_perm(root, old);  // gives it back: releases only
+    (void)back;
+    if (r < 0) return PosixError("Could not resize the image", -r);
+    return blk.length();
 }
 
 std::string human_size(int64_t bytes) {
@@ -122,6 +177,15 @@ std::string human_size(int64_t bytes) {
     else if (v == static_cast<int64_t>(v)) snprintf(buf, sizeof(buf), "%" PRId64 " %s", static_cast<int64_t>(v), units[u]);
     else snprintf(buf, sizeof(buf), "%.3g %s", v, units[u]);
     return buf;
+}
+
+#ifndef MINIBLOCK_VERSION
+#define MINIBLOCK_VERSION "unknown"
+#endif
+
+void print_version(const char *prog) {
+    printf("%s version " MINIBLOCK_VERSION "\n"
+           "miniblock: a QEMU-style block layer that locks images correctly\n", prog);
 }
 
 void print_error(const char *prog, const Status &st) {

@@ -38,10 +38,18 @@ Result<qapi::OptionDict> image_options(std::string_view image, const ImageFlags 
 // files are never locked more than auto.
 Result<std::unique_ptr<BlockBackend>> open_image(std::string_view image, const ImageFlags &flags);
 
-// "123", "4k", "1M", "2G" (powers of 1024), like qemu-img's sizes.
+// Resizes under the resize permission, taken for the duration in one
+// transaction (refused, naming who forbids resizing, with every lock as
+// before) and given back; the new length.
+Result<int64_t> truncate_with_resize_perm(BlockBackend &blk, int64_t size);
+
+// "123", "4k", "1M", "2G", "1.5M" (powers of 1024), like qemu-img's sizes.
 std::optional<int64_t> parse_number(std::string_view s);
 // "1 MiB", "512 B": qemu-img's human sizes.
 std::string human_size(int64_t bytes);
+
+// --version: "prog version X.Y.Z" (the meson project's version).
+void print_version(const char *prog);
 
 // Prints "prog: message" then the detail lines to stderr.
 void print_error(const char *prog, const Status &st);

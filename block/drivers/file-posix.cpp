@@ -295,7 +295,7 @@ Status file_open(BlockDriverState *bs, qapi::OptionDict &opts) {
         return Status::Error(EINVAL, "Could not open '" + s->path + "': the file system does not support O_DIRECT",
                              "Use cache=writeback (the default)");
     }
-    if (fd < 0) return PosixError("Could not open '" + s->path + "'", errno);
+    if (fd < 0) return PosixError("Could not open '" + qapi::shown_name(s->path) + "'", errno);
     s->fd.reset(fd);
     struct stat st;
     if (fstat(fd, &st) < 0) return PosixError("Could not stat '" + s->path + "'", errno);

@@ -157,6 +157,7 @@ Status create(const std::string &filename, int64_t size, qapi::OptionDict &opts)
     fo.set_str("filename", filename);
     auto blk = BlockBackend::open(fo);
     if (!blk.ok()) return blk.take_status();
+    (*blk)->set_allow_write_beyond_eof(true);
     // The file ends after the L1 entries, as qemu-img leaves it.
     int r = (*blk)->pwrite(0, (1 + R + B) * cs + l1_entries * 8, img.data());
     if (r == 0) r = (*blk)->flush();

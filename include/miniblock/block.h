@@ -10,6 +10,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -22,6 +23,12 @@ struct BlockDriverState;
 struct BdrvChild;
 template <class T> class Task;
 namespace qapi { class OptionDict; }
+
+// Warnings of the block layer (a probed raw image opened writable, a
+// damaged qcow2 table, an NBD server's complaint) go to stderr as
+// "WARNING: ..." unless an embedder installs a handler here (nullptr: back
+// to stderr).  Not thread-safe: set it before opening drives.
+void set_warning_handler(std::function<void(const std::string &)> handler);
 
 class BlockBackend {
 public:
@@ -37,7 +44,8 @@ public:
     BlockBackend(const BlockBackend &) = delete;
     BlockBackend &operator=(const BlockBackend &) = delete;
 
-    // Data plane: 0 or negative errno.
+    // Data plane: 0 or negative errno.  A request past the image's end
+    // fails with -EIO (the image never grows by a write).
     int pread(int64_t offset, int64_t bytes, void *buf);
     int pwrite(int64_t offset, int64_t bytes, const void *buf, int flags = 0);
     int pwrite_zeroes(int64_t offset, int64_t bytes, int flags = 0);
@@ -72,8 +80,13 @@ public:
     BdrvChild *root() const { return root_; }
     const std::string &name() const { return name_; }
     bool read_only() const;
+    // For image creation only: writes may extend the image (QEMU's
+    // BLK_ALLOW_WRITE_BEYOND_EOF).
+    void set_allow_write_beyond_eof(bool allow) { allow_write_beyond_eof_ = allow; }
 
 private:
+    int check_range(int64_t offset, int64_t bytes, bool write);
+    bool allow_write_beyond_eof_ = false;
     BlockBackend() = default;
     BdrvChild *root_ = nullptr;  // owned
     std::string name_;

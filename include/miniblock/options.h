@@ -95,6 +95,11 @@ private:
     std::unique_ptr<Impl> impl_;  // nullptr while empty
 };
 
+// A file name or option string as a message quotes it: control bytes
+// escaped, cut with "..." beyond 4096 bytes (a 1 MB argument gives a short
+// error).
+std::string shown_name(std::string_view name);
+
 // Parses a -drive style option string into a tree; three spellings:
 //   "file=a.img,format=raw,lock=exclusive,file.aio=native,backing.lock=exclusive"
 //       key=value pairs; a comma inside a value is doubled (",,"); dotted

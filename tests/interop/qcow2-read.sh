@@ -90,8 +90,9 @@ fi
 
 # A backing file with no recorded format: probed, and refused in strict mode.
 qemu-img create -q -f raw nofmt-base.raw 1M
-# (qemu-img 7.2 insists on -F; miniblock-img create does not record a format without it.)
-"$MINIBLOCK_IMG" create -f qcow2 -b nofmt-base.raw nofmt.qcow2 >/dev/null 2>&1
+# (qemu-img 7.2 and miniblock-img insist on -F with -b; -o backing_file alone still makes
+# such a legacy image.)
+"$MINIBLOCK_IMG" create -f qcow2 -o backing_file=nofmt-base.raw nofmt.qcow2 1M >/dev/null 2>&1
 if qemu-img info nofmt.qcow2 | grep -q 'backing file format'; then
     not_ok "no backing format recorded without -F"
 else

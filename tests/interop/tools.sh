@@ -17,8 +17,8 @@ expect_fail "unknown command" '^miniblock-img: Command not found: frob$' "$MINIB
 expect_fail "bad --output" "^miniblock-img: --output must be human or json, not 'yaml'$" "$MINIBLOCK_IMG" info --output=yaml "$IMG"
 expect_output "info" '^virtual size: 1 MiB \(1048576 bytes\)$' "$MINIBLOCK_IMG" info -f raw "$IMG"
 expect_output "info --output=json" '"virtual-size" : 1048576' "$MINIBLOCK_IMG" info -f raw --output=json "$IMG"
-expect_output "probing guesses raw, with QEMU's warning" \
-    "^WARNING: Image format was not specified for '$IMG' and probing guessed raw.$" "$MINIBLOCK_IMG" info "$IMG"
+expect_output "probing guesses raw, with QEMU's warning where writes are possible" \
+    "^WARNING: Image format was not specified for '$IMG' and probing guessed raw.$" "$MINIBLOCK_IO" -c 'read 0 512' "$IMG"
 expect_output "locks: nobody" '^  no locks held$' "$MINIBLOCK_IMG" locks "$IMG"
 expect_fail "locks: missing file" "^miniblock-img: Could not stat '$T/nope': No such file or directory$" \
     "$MINIBLOCK_IMG" locks "$T/nope"
@@ -42,7 +42,7 @@ expect_fail "bad lock mode" "^miniblock-io: can't open device $IMG: Invalid valu
     "$MINIBLOCK_IO" -f raw -l exclusiv -c length "$IMG"
 expect_output "stdin mode: one reply per command, each ending in [ok] or [error]" \
     '^1 MiB \[ok\] command "x" not found \[error\]$' \
-    bash -c "printf 'length\nx\n' | '$MINIBLOCK_IO' -f raw '$IMG' | tr '\n' ' ' | sed 's/ \$//'"
+    bash -c "printf 'length\nx\n' | '$MINIBLOCK_IO' -f raw '$IMG' 2>&1 | tr '\n' ' ' | sed 's/ \$//'"
 expect_output "--image-opts" '^1 MiB$' "$MINIBLOCK_IO" --image-opts -c length "driver=raw,file.driver=file,file.filename=$IMG"
 expect_output "json: pseudo-filename" '^1 MiB$' "$MINIBLOCK_IO" -c length \
     "json:{\"driver\": \"raw\", \"file\": {\"driver\": \"file\", \"filename\": \"$IMG\"}}"
@@ -50,6 +50,12 @@ expect_output "json: pseudo-filename" '^1 MiB$' "$MINIBLOCK_IO" -c length \
 # The installed library, found by pkg-config, from a plain C program.
 DEST=$T/root
 if meson install -C "$MINIBLOCK_BUILD" --destdir "$DEST" --no-rebuild >"$T/install.log" 2>&1; then
+    # The man pages, made by pandoc at build time, are installed and render.
+    for page in man1/miniblock-img.1 man1/miniblock-io.1 man1/miniblock-scenario.1 man7/miniblock.7; do
+        f=$(find "$DEST" -path "*/man/$page" | head -1)
+        name=$(basename "$page" | sed 's/\.[17]$//')
+        expect_output "man page $page installed" "^ +$name - " bash -c "[ -n '$f' ] && MANWIDTH=100 man -l '$f' 2>/dev/null"
+    done
     pcdir=$(dirname "$(find "$DEST" -name miniblock.pc | head -1)")
     cat >"$T/embed.c" <<'C'
 #include <miniblock/miniblock.h>

@@ -174,12 +174,19 @@ void test_io_threads(void **) { roundtrip(""); }
 void test_io_odirect_threads(void **) { roundtrip("cache=none"); }
 void test_io_odirect_native(void **) { roundtrip("cache=none,aio=native"); }
 
-void test_read_past_end_is_zero(void **) {
+// A drive's requests must lie within the image (QEMU's
+// blk_check_byte_request): across or past the end is EIO, and a write there
+// never grows the file; up to the last byte is fine.
+void test_read_past_end_is_eio(void **) {
     auto d = BlockBackend::open("driver=file,filename=" + path);
     assert_true(d.ok());
     std::vector<uint8_t> buf(8192, 0xff);
-    assert_int_equal((*d)->pread((4 << 20) - 4096, 8192, buf.data()), 0);
-    for (size_t i = 4096; i < buf.size(); i++) assert_int_equal(buf[i], 0);
+    assert_int_equal((*d)->pread((4 << 20) - 4096, 8192, buf.data()), -EIO);
+    assert_int_equal((*d)->pread(4 << 20, 1, buf.data()), -EIO);
+    assert_int_equal((*d)->pwrite((4 << 20) - 4096, 8192, buf.data()), -EIO);
+    assert_int_equal((*d)->pwrite_zeroes(8 << 20, 512), -EIO);
+    assert_int_equal((*d)->pread((4 << 20) - 4096, 4096, buf.data()), 0);
+    assert_int_equal((*d)->length(), 4 << 20);
 }
 
 // Discard punches a hole: the blocks go, the data reads back as zeroes.
@@ -212,6 +219,15 @@ void test_probed_raw_guards_sector0(void **) {
     set_warning_handler(nullptr);
     assert_true(d.ok());
     assert_non_null(strstr(warning.c_str(), "probing guessed raw"));
+    {
+        // Read-only, nothing can hit sector 0: silent, as QEMU's raw driver.
+        std::string ro_warning;
+        set_warning_handler([&](const std::string &w) { ro_warning = w; });
+        auto r = BlockBackend::open("file=" + path + ",read-only=on,lock=off");
+        set_warning_handler(nullptr);
+        assert_true(r.ok());
+        assert_true(ro_warning.empty());
+    }
     uint8_t sector[512] = {'Q', 'F', 'I', 0xfb, 0, 0, 0, 3};
     assert_int_equal((*d)->pwrite(0, 512, sector), -EPERM);
     assert_int_equal((*d)->pwrite(4, 4, sector + 4), 0);  // not a header by itself
@@ -249,7 +265,7 @@ void test_raw_window(void **) {
     uint8_t buf[512];
     memset(buf, 0x77, sizeof(buf));
     assert_int_equal((*d)->pwrite(0, 512, buf), 0);
-    assert_int_equal((*d)->pread(65536 - 256, 512, buf), -EINVAL);
+    assert_int_equal((*d)->pread(65536 - 256, 512, buf), -EIO);
     d->reset();
     int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
     uint8_t back[512];
@@ -269,7 +285,7 @@ int main() {
         cmocka_unit_test_setup_teardown(test_io_threads, setup, teardown),
         cmocka_unit_test_setup_teardown(test_io_odirect_threads, setup, teardown),
         cmocka_unit_test_setup_teardown(test_io_odirect_native, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_read_past_end_is_zero, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_read_past_end_is_eio, setup, teardown),
         cmocka_unit_test_setup_teardown(test_discard_punches_hole, setup, teardown),
         cmocka_unit_test_setup_teardown(test_probed_raw_guards_sector0, setup, teardown),
         cmocka_unit_test_setup_teardown(test_option_errors, setup, teardown),

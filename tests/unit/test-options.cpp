@@ -82,11 +82,12 @@ Status validate_test(const std::string &spec) {
 }
 
 const char kRawParams[] =
-    "Valid parameters for driver 'raw': cache, driver, file, inactive, lock, lock-wait, node-name, "
-    "offset, read-only, size";
+    "Valid parameters for driver 'raw': auto-read-only, cache, detect-zeroes, discard, driver, file, "
+    "force-share, inactive, lock, lock-wait, node-name, offset, read-only, size";
 const char kFileParams[] =
-    "Valid parameters for driver 'file': aio, cache, driver, filename, inactive, lock, lock-protocol, "
-    "lock-wait, locking-api, node-name, read-only";
+    "Valid parameters for driver 'file': aio, auto-read-only, cache, detect-zeroes, discard, driver, "
+    "filename, force-share, inactive, lock, lock-protocol, lock-wait, locking, locking-api, node-name, "
+    "read-only";
 const char kLockValues[] =
     "Valid values: off, shared, auto, exclusive (aliases: none -> off, on -> auto)";
 const char kSizeDetail[] = "Expected a size: bytes with an optional k, M, G, T, P or E suffix";
@@ -449,7 +450,7 @@ void test_validate_errors(void **) {
                  "Invalid value '' for parameter 'backing.file.lock'", kLockValues);
     expect_error(validate("driver=raw,file=a,cache=fast", "raw"),
                  "Invalid value 'fast' for parameter 'cache'",
-                 "Valid values: writeback, none, writethrough, directsync, unsafe");
+                 "Valid values: writeback, none, writethrough, directsync, unsafe; or nested options");
     expect_error(validate("driver=raw,file=a,offset=12Q", "raw"),
                  "Invalid value '12Q' for parameter 'offset'", kSizeDetail);
     expect_error(validate("driver=raw,file=a,read-only=yes", "raw"),
@@ -661,9 +662,10 @@ void test_drivers_and_help(void **) {
     std::string h = driver_options_help("raw");
     const char *want[] = {
         "Options for driver 'raw': The raw format: a pass-through window on its file\n",
-        "  cache=<writeback|none|writethrough|directsync|unsafe>\n"
-        "      host cache mode (inherited by children)\n"
-        "        writeback     use the host page cache (the default)\n",
+        "  cache=<writeback|none|writethrough|directsync|unsafe or nested options>\n"
+        "      host cache mode (inherited by children); or QEMU's cache.direct and cache.no-flush\n",
+        "  force-share=<bool>\n",
+        "  discard=<ignore|unmap>\n",
         "  driver=<str> (required)\n",
         "  file=<filename, node name or nested options> (required)\n"
         "      the protocol node below\n"
