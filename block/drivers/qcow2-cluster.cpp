@@ -225,6 +225,17 @@ Task<int64_t> allocating_write(BlockDriverState *bs, int64_t offset, int64_t byt
 
 }  // namespace
 
+Task<int> prepare_write(BlockDriverState *bs) { co_return co_await prepare_first_write(bs); }
+
+Task<bool> wait_for_overlapping(State *s, uint64_t first, uint64_t n) {
+    co_return co_await wait_for_allocations(s, first, n);
+}
+
+Task<int> ensure_l2_for(BlockDriverState *bs, int64_t guest, TableCache::Table *t, uint64_t *l2_off) {
+    State *s = bs->state<State>();
+    co_return co_await ensure_l2(bs, uint64_t(guest) >> (s->cluster_bits + s->l2_bits), t, l2_off);
+}
+
 Task<int> get_mapping(BlockDriverState *bs, int64_t offset, int64_t bytes, Mapping *m) {
     State *s = bs->state<State>();
     const int64_t cs = s->cluster_size;
@@ -269,10 +280,11 @@ Task<int> get_mapping(BlockDriverState *bs, int64_t offset, int64_t bytes, Mappi
     co_return 0;
 }
 
-Task<int> co_pwritev(BlockDriverState *bs, int64_t offset, int64_t bytes, const uint8_t *buf, int) {
+Task<int> co_pwritev(BlockDriverState *bs, int64_t offset, int64_t bytes, const uint8_t *buf, int flags) {
     State *s = bs->state<State>();
     if (s->corrupt) co_return -EIO;  // see signal_corruption
     if (uint64_t(offset) > s->h().size || uint64_t(bytes) > s->h().size - offset) co_return -EINVAL;
+    if (flags & BDRV_REQ_WRITE_COMPRESSED) co_return co_await write_compressed(bs, offset, bytes, buf);
     while (bytes > 0) {
         co_await s->lock.lock();
         Mapping m;
