@@ -191,7 +191,20 @@ Task<int64_t> allocating_write(BlockDriverState *bs, int64_t offset, int64_t byt
     const uint8_t *data = buf;
     std::vector<uint8_t> b;
     r = 0;
-    if (in_off != 0 || len != n * cs) {
+    // New clusters lie past everything the file ever held (free_index
+    // never goes back), so they read as zeroes: where the old content is
+    // zeroes too, only the new data needs writing.
+    bool old_zero = true;
+    int64_t blen = 0;
+    if (bs->backing() && (blen = bdrv_getlength(bs->backing()->bs.get())) < 0) blen = INT64_MAX;
+    for (int64_t i = 0; i < n && old_zero; i++) {
+        bool zflag = s->h().version >= 3 && (old[i] & OFLAG_ZERO) && !(old[i] & OFLAG_COMPRESSED);
+        bool unalloc = !(old[i] & OFLAG_COMPRESSED) && !(old[i] & L2E_OFFSET_MASK);
+        old_zero = zflag || (unalloc && guest0 + i * cs >= blen);
+    }
+    if (old_zero) {
+        r = co_await write_file(bs, host + in_off, len, buf);
+    } else if (in_off != 0 || len != n * cs) {
         // Copy-on-write: the old content around the new data (backing
         // file, zeroes, compressed or shared cluster), which cannot change
         // while this allocation is in flight.
@@ -201,8 +214,10 @@ Task<int64_t> allocating_write(BlockDriverState *bs, int64_t offset, int64_t byt
         int64_t end = in_off + len;
         if (r == 0 && end < n * cs) r = co_await read_range(bs, guest0 + end, n * cs - end, b.data() + end, false);
         data = b.data();
+        if (r == 0) r = co_await write_file(bs, host, n * cs, data);
+    } else {
+        r = co_await write_file(bs, host, n * cs, data);
     }
-    if (r == 0) r = co_await write_file(bs, host, n * cs, data);
 
     co_await s->lock.lock();
     s->in_flight.remove(fl);
@@ -211,8 +226,8 @@ Task<int64_t> allocating_write(BlockDriverState *bs, int64_t offset, int64_t byt
     // compressed clusters): check again before changing anything.
     if (r == 0) r = co_await check_release(bs, old, "free of");
     if (r < 0) {
-        // Nothing points at the new clusters: give them back.
-        if (s->free_index == host / cs + n) s->free_index = host / cs;
+        // Nothing points at the new clusters: drop their refcounts (the
+        // space is not reused: new clusters must read as zeroes).
         (void)co_await free_range(bs, host, n * cs);
         co_return r;
     }
