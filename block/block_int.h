@@ -57,6 +57,7 @@ enum : int {
 enum : int {
     BDRV_REQ_FUA = 1 << 0,
     BDRV_REQ_MAY_UNMAP = 1 << 1,
+    BDRV_REQ_WRITE_COMPRESSED = 1 << 2,  // whole clusters, compressed: only qcow2 honours it
 };
 
 enum class ChildRole { File, Backing };

@@ -40,6 +40,7 @@ struct Convert {
     bool in_order = true;     // without -W
     int64_t sparse = 4096;    // -S: the zero runs worth skipping (0: none)
     bool progress = false;
+    int wflags = 0;           // BDRV_REQ_WRITE_COMPRESSED with -c
     int64_t size = 0, done_bytes = 0;
     size_t next = 0;          // the next chunk to take
     size_t next_write = 0;    // without -W: the chunk whose turn it is to write
@@ -93,7 +94,7 @@ Task<int> write_chunk(Convert *c, const Chunk &k, const uint8_t *buf, int64_t *a
     }
     if (!c->sparse) {
         *at = k.off;
-        co_return co_await c->dst->co_pwrite(k.off, k.len, buf);
+        co_return co_await c->dst->co_pwrite(k.off, k.len, buf, c->wflags);
     }
     for (int64_t p = 0; p < k.len;) {
         // The run up to the next sparse boundary, then whole pieces.
@@ -108,7 +109,7 @@ Task<int> write_chunk(Convert *c, const Chunk &k, const uint8_t *buf, int64_t *a
         }
         *at = k.off + p;
         int r = 0;
-        if (!zero) r = co_await c->dst->co_pwrite(k.off + p, q - p, buf + p);
+        if (!zero) r = co_await c->dst->co_pwrite(k.off + p, q - p, buf + p, c->wflags);
         else if (!c->target_zero) r = co_await bdrv_co_pwrite_zeroes(c->dst->root(), k.off + p, q - p, BDRV_REQ_MAY_UNMAP);
         if (r < 0) co_return r;
         p = q;
@@ -172,14 +173,14 @@ int cmd_convert(int argc, char **argv) {
     ImageFlags src_flags;
     src_flags.read_only = true;
     std::string out_fmt = "raw", o, cache, backing;
-    bool progress = false, no_create = false, out_of_order = false;
+    bool progress = false, no_create = false, out_of_order = false, compress = false;
     int64_t in_flight = 8, sparse = 4096;
     static const struct option longopts[] = {{"image-opts", no_argument, nullptr, OPT_IMAGE_OPTS},
                                              {"force-share", no_argument, nullptr, 'U'},
                                              {"help", no_argument, nullptr, 'h'},
                                              {nullptr, 0, nullptr, 0}};
     int ch;
-    while ((ch = getopt_long(argc, argv, "f:O:o:pt:T:UB:m:nS:Wh", longopts, nullptr)) != -1) {
+    while ((ch = getopt_long(argc, argv, "cf:O:o:pt:T:UB:m:nS:Wh", longopts, nullptr)) != -1) {
         switch (ch) {
         case 't': cache = optarg; break;
         case 'T': src_flags.cache = optarg; break;
@@ -190,6 +191,7 @@ int cmd_convert(int argc, char **argv) {
         case 'U': src_flags.force_share = true; break;
         case 'B': backing = optarg; break;
         case 'n': no_create = true; break;
+        case 'c': compress = true; break;
         case 'W': out_of_order = true; break;
         case 'm': {
             auto v = parse_number(optarg);
@@ -218,6 +220,7 @@ int cmd_convert(int argc, char **argv) {
     if (!backing.empty() && out_fmt != "qcow2")
         return img_bad_usage("Backing file not supported for file format '" + out_fmt + "'");
     if (!backing.empty() && no_create) return img_bad_usage("-B and -n cannot be used together");
+    if (compress && out_fmt != "qcow2") return img_bad_usage("Compression not supported for file format '" + out_fmt + "'");
     std::string src = argv[optind], dst = argv[optind + 1];
     auto in = open_image(src, src_flags);
     if (!in.ok()) return img_fail(Status(in.status()).prefix("Could not open '" + qapi::shown_name(src) + "'"));
@@ -259,6 +262,19 @@ int cmd_convert(int argc, char **argv) {
     c.in_order = !out_of_order;
     c.sparse = sparse;
     c.progress = progress;
+    if (compress) {
+        // Compression works on whole target clusters: zero runs are
+        // skipped cluster by cluster, and every write is whole clusters.
+        int64_t cs = 65536;
+        FormatInfo fi;
+        if (c.dst->bs()->drv->get_info) c.dst->bs()->drv->get_info(c.dst->bs(), &fi);
+        for (auto &[k, v] : fi.fields)
+            if (k == "cluster_size") cs = std::stoll(v);
+        if (cs > BUF_SIZE) return img_bad_usage("-c needs clusters of at most 2M");
+        if (c.sparse) c.sparse = (c.sparse + cs - 1) / cs * cs;
+        if (c.sparse > BUF_SIZE) c.sparse = BUF_SIZE;
+        c.wflags = BDRV_REQ_WRITE_COMPRESSED;
+    }
     Status st = plan(&c, c.src->bs(), !backing.empty());
     if (!st.ok()) return img_fail(st);
     if (progress) printf("    (0.00/100%%)\r"), fflush(stdout);
@@ -278,14 +294,15 @@ int cmd_convert(int argc, char **argv) {
 
 void print_img_convert_help(FILE *out) {
     fprintf(out,
-            "  convert [-f FMT] [-O raw|qcow2] [-o OPTIONS] [-B BACKING] [-n] [-m N] [-W] [-S SIZE]\n"
+            "  convert [-c] [-f FMT] [-O raw|qcow2] [-o OPTIONS] [-B BACKING] [-n] [-m N] [-W] [-S SIZE]\n"
             "          [-t CACHE] [-T SRC_CACHE] [-p] [-U] SOURCE TARGET\n"
             "      copy SOURCE (through its backing chain) into a new TARGET image, or into an\n"
             "      existing one with -n; ranges that read as zeroes are neither read nor\n"
             "      written (-S: zero runs of at least SIZE bytes, default 4k, are skipped;\n"
             "      -S 0: every byte is written); -m: requests in flight (default 8, at most\n"
             "      16); -W: writes out of order; -B: a qcow2 TARGET over BACKING, with only\n"
-            "      what SOURCE's top image holds; -p shows progress; the target's cache mode\n"
+            "      what SOURCE's top image holds; -c: qcow2 clusters compressed (zlib); -p\n"
+            "      shows progress; the target's cache mode\n"
             "      defaults to unsafe, as qemu-img's\n");
 }
 

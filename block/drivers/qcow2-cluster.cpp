@@ -191,7 +191,20 @@ Task<int64_t> allocating_write(BlockDriverState *bs, int64_t offset, int64_t byt
     const uint8_t *data = buf;
     std::vector<uint8_t> b;
     r = 0;
-    if (in_off != 0 || len != n * cs) {
+    // New clusters lie past everything the file ever held (free_index
+    // never goes back), so they read as zeroes: where the old content is
+    // zeroes too, only the new data needs writing.
+    bool old_zero = true;
+    int64_t blen = 0;
+    if (bs->backing() && (blen = bdrv_getlength(bs->backing()->bs.get())) < 0) blen = INT64_MAX;
+    for (int64_t i = 0; i < n && old_zero; i++) {
+        bool zflag = s->h().version >= 3 && (old[i] & OFLAG_ZERO) && !(old[i] & OFLAG_COMPRESSED);
+        bool unalloc = !(old[i] & OFLAG_COMPRESSED) && !(old[i] & L2E_OFFSET_MASK);
+        old_zero = zflag || (unalloc && guest0 + i * cs >= blen);
+    }
+    if (old_zero) {
+        r = co_await write_file(bs, host + in_off, len, buf);
+    } else if (in_off != 0 || len != n * cs) {
         // Copy-on-write: the old content around the new data (backing
         // file, zeroes, compressed or shared cluster), which cannot change
         // while this allocation is in flight.
@@ -201,8 +214,10 @@ Task<int64_t> allocating_write(BlockDriverState *bs, int64_t offset, int64_t byt
         int64_t end = in_off + len;
         if (r == 0 && end < n * cs) r = co_await read_range(bs, guest0 + end, n * cs - end, b.data() + end, false);
         data = b.data();
+        if (r == 0) r = co_await write_file(bs, host, n * cs, data);
+    } else {
+        r = co_await write_file(bs, host, n * cs, data);
     }
-    if (r == 0) r = co_await write_file(bs, host, n * cs, data);
 
     co_await s->lock.lock();
     s->in_flight.remove(fl);
@@ -211,8 +226,8 @@ Task<int64_t> allocating_write(BlockDriverState *bs, int64_t offset, int64_t byt
     // compressed clusters): check again before changing anything.
     if (r == 0) r = co_await check_release(bs, old, "free of");
     if (r < 0) {
-        // Nothing points at the new clusters: give them back.
-        if (s->free_index == host / cs + n) s->free_index = host / cs;
+        // Nothing points at the new clusters: drop their refcounts (the
+        // space is not reused: new clusters must read as zeroes).
         (void)co_await free_range(bs, host, n * cs);
         co_return r;
     }
@@ -224,6 +239,17 @@ Task<int64_t> allocating_write(BlockDriverState *bs, int64_t offset, int64_t byt
 }
 
 }  // namespace
+
+Task<int> prepare_write(BlockDriverState *bs) { co_return co_await prepare_first_write(bs); }
+
+Task<bool> wait_for_overlapping(State *s, uint64_t first, uint64_t n) {
+    co_return co_await wait_for_allocations(s, first, n);
+}
+
+Task<int> ensure_l2_for(BlockDriverState *bs, int64_t guest, TableCache::Table *t, uint64_t *l2_off) {
+    State *s = bs->state<State>();
+    co_return co_await ensure_l2(bs, uint64_t(guest) >> (s->cluster_bits + s->l2_bits), t, l2_off);
+}
 
 Task<int> get_mapping(BlockDriverState *bs, int64_t offset, int64_t bytes, Mapping *m) {
     State *s = bs->state<State>();
@@ -269,10 +295,11 @@ Task<int> get_mapping(BlockDriverState *bs, int64_t offset, int64_t bytes, Mappi
     co_return 0;
 }
 
-Task<int> co_pwritev(BlockDriverState *bs, int64_t offset, int64_t bytes, const uint8_t *buf, int) {
+Task<int> co_pwritev(BlockDriverState *bs, int64_t offset, int64_t bytes, const uint8_t *buf, int flags) {
     State *s = bs->state<State>();
     if (s->corrupt) co_return -EIO;  // see signal_corruption
     if (uint64_t(offset) > s->h().size || uint64_t(bytes) > s->h().size - offset) co_return -EINVAL;
+    if (flags & BDRV_REQ_WRITE_COMPRESSED) co_return co_await write_compressed(bs, offset, bytes, buf);
     while (bytes > 0) {
         co_await s->lock.lock();
         Mapping m;

@@ -178,6 +178,7 @@ struct State : NodeState {
     bool header_updated = false;     // autoclear bits dropped on first write
     bool strict_backing = false;
     bool corrupt = false;            // a corruption was found: no more writes
+    uint64_t comp_next = 0;          // where the next compressed cluster may go (0: a new cluster)
     // The last decompressed cluster.
     uint64_t zcache_offset = UINT64_MAX;
     std::vector<uint8_t> zcache;
@@ -214,6 +215,14 @@ Task<int> get_mapping(BlockDriverState *bs, int64_t offset, int64_t bytes, Mappi
 Task<int> co_pwritev(BlockDriverState *bs, int64_t offset, int64_t bytes, const uint8_t *buf,
                      int flags);
 Task<int> co_pwrite_zeroes(BlockDriverState *bs, int64_t offset, int64_t bytes, int flags);
+// For other parts of the write path (caller holds s->lock): drops the
+// stale autoclear bits once; waits out overlapping allocations in flight
+// (true: it waited, look again); the L2 table for a guest offset.
+Task<int> prepare_write(BlockDriverState *bs);
+Task<bool> wait_for_overlapping(State *s, uint64_t first, uint64_t n);
+Task<int> ensure_l2_for(BlockDriverState *bs, int64_t guest, TableCache::Table *t, uint64_t *l2_off);
+// Whole clusters, compressed (qcow2-compress.cpp).
+Task<int> write_compressed(BlockDriverState *bs, int64_t offset, int64_t bytes, const uint8_t *buf);
 Task<int> co_pdiscard(BlockDriverState *bs, int64_t offset, int64_t bytes);
 // Reads guest data; `locked`: the caller holds s->lock (copy-on-write).
 Task<int> read_range(BlockDriverState *bs, int64_t offset, int64_t bytes, uint8_t *buf,

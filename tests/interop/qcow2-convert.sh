@@ -63,6 +63,41 @@ top=$(qemu-img map --output=json ovc.qcow2 |
     not_ok "convert -B: only the overlay's ranges" "$top bytes at depth 0"
 expect_output "convert -B: qcow2 target records the backing file" "backing file: base.raw" qemu-img info ovc.qcow2
 
+# -c: compressed clusters that qemu-img reads back bit-exact: compressible
+# text, incompressible random data (written as normal clusters), zeroes and
+# a last partial cluster; then overwritten in part (shared compressed
+# clusters lose references one by one).
+python3 - <<'PY'
+import os, random
+r = random.Random(9)
+text = b"".join(b"line %d of a compressible source, %s\n" % (i, b"abc" * (i % 7)) for i in range(120000))
+d = bytearray(8 << 20)
+d[0:len(text[:3 << 20])] = text[:3 << 20]
+d[4 << 20:5 << 20] = bytes(r.getrandbits(8) for _ in range(1 << 20))
+d[6 << 20:] = text[:(2 << 20)]
+d += text[:1000]
+open("c.raw", "wb").write(d)
+PY
+for cs in 4k 64k 2M; do
+    for compat in 1.1 0.10; do
+        rm -f c.qcow2
+        expect_ok "convert -c, cluster $cs, compat $compat" \
+            "$MINIBLOCK_IMG" convert -c -f raw -O qcow2 -o cluster_size=$cs,compat=$compat c.raw c.qcow2
+        expect_output "convert -c, cluster $cs, compat $compat: qemu-img check clean, compressed clusters" \
+            "[1-9][0-9.]*% compressed clusters" qemu-img check c.qcow2
+        expect_ok "convert -c, cluster $cs, compat $compat: qemu-img reads it bit-exact" \
+            qemu-img compare -f raw -F qcow2 c.raw c.qcow2
+    done
+    cp c.raw cw.raw
+    w=(-c 'write -P 0x71 100k 10k' -c 'write -P 0x72 3M 1M' -c 'write -z 6500k 64k' -c 'write -P 0x73 8M 1000')
+    "$MINIBLOCK_IO" "${w[@]}" c.qcow2 >/dev/null
+    qemu-io -f raw "${w[@]}" cw.raw >/dev/null
+    expect_output "convert -c, cluster $cs: overwritten, qemu-img check clean" "No errors were found" qemu-img check c.qcow2
+    expect_ok "convert -c, cluster $cs: overwritten, equal" qemu-img compare -f raw -F qcow2 cw.raw c.qcow2
+done
+expect_fail "convert -c to raw" "^miniblock-img: Compression not supported for file format 'raw'$" \
+    "$MINIBLOCK_IMG" convert -c -O raw src.qcow2 x.raw
+
 expect_fail "convert -m 17" \
     "^miniblock-img: Invalid number of coroutines '17'. Allowed number of coroutines is between 1 and 16$" \
     "$MINIBLOCK_IMG" convert -m 17 src.qcow2 x.raw
