@@ -7,7 +7,7 @@ PACKAGES="
   g++ meson ninja-build pkg-config python3
   libglib2.0-dev libjson-glib-dev libaio-dev libcmocka-dev zlib1g-dev
   qemu-utils fio nbdkit libnbd-bin cloop-utils
-  python3-cffi python3-pytest
+  python3-cffi python3-pytest time
   g++-mingw-w64-x86-64 wine64
 "
 
