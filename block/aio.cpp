@@ -18,7 +18,11 @@ namespace mb {
 AioContext::AioContext(GMainContext *ctx)
     : ctx_(ctx ? g_main_context_ref(ctx) : g_main_context_ref(g_main_context_default())) {
     efd_ = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-    if (efd_ < 0) g_error("miniblock: eventfd: %s", g_strerror(errno));
+    if (efd_ < 0) {
+        // Out of fds, say: the owner asks init_errno() and gives up cleanly.
+        init_errno_ = errno;
+        return;
+    }
     source_ = g_unix_fd_source_new(efd_, G_IO_IN);
     g_source_set_callback(source_, G_SOURCE_FUNC(dispatch_cb), this, nullptr);
     g_source_attach(source_, ctx_);
@@ -28,9 +32,11 @@ AioContext::AioContext(GMainContext *ctx)
 AioContext::~AioContext() {
     laio_.reset();
     pool_.reset();
-    g_source_destroy(source_);
-    g_source_unref(source_);
-    close(efd_);
+    if (source_) {
+        g_source_destroy(source_);
+        g_source_unref(source_);
+    }
+    if (efd_ >= 0) close(efd_);
     g_main_context_unref(ctx_);
 }
 
@@ -47,6 +53,7 @@ AioContext &AioContext::main() {
         GMainContext *g = g_main_context_new();
         auto *c = new AioContext(g);
         g_main_context_unref(g);
+        if (c->init_errno()) g_error("miniblock: eventfd: %s", g_strerror(c->init_errno()));
         return c;
     }();
     return *ctx;

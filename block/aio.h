@@ -71,6 +71,9 @@ public:
     void io_unplug();
 
     GMainContext *gcontext() const { return ctx_; }
+    // Non-zero (an errno) if the context could not be set up (no eventfd):
+    // it must not be used then.
+    int init_errno() const { return init_errno_; }
 
     // Resumes `h` from the loop soon.  Thread-safe.
     void schedule(std::coroutine_handle<> h);
@@ -99,6 +102,7 @@ private:
     int64_t poll_ns_ = 32000;  // MINIBLOCK_POLL_NS overrides; 0 turns polling off
     unsigned polled_in_a_row_ = 0;
     int efd_ = -1;
+    int init_errno_ = 0;
     GSource *source_ = nullptr;
     std::mutex lock_;
     std::vector<std::coroutine_handle<>> scheduled_;

@@ -51,7 +51,21 @@ Task<int> run_op(mb_drive *d, const Req &r) {
     return bdrv_co_flush(nullptr);
 }
 
-Task<void> run_request(QueueImpl *q, Req r) {
+// A request's own coroutine: started by submit, frees itself at the end
+// (no Task owner, no extra frame), its frame from the per-thread pool.
+struct Detached {
+    struct promise_type {
+        static void *operator new(std::size_t n) { return detail::FramePool::allocate(n); }
+        static void operator delete(void *p, std::size_t n) { detail::FramePool::deallocate(p, n); }
+        Detached get_return_object() { return {}; }
+        std::suspend_never initial_suspend() noexcept { return {}; }
+        std::suspend_never final_suspend() noexcept { return {}; }
+        void return_void() {}
+        void unhandled_exception() noexcept { std::terminate(); }
+    };
+};
+
+Detached run_request(QueueImpl *q, Req r) {
     int ret = co_await run_op(q->drive, r);
     q->in_flight--;
     if (r.sync_done) {
@@ -142,7 +156,7 @@ int enqueue(mb_queue *handle, Req r, bool allow_unaligned) {
 
 void submit(QueueImpl *q, Req r) {
     q->in_flight++;
-    spawn(run_request(q, r));
+    run_request(q, r);
 }
 
 int run_sync(mb_drive *d, Req r) {

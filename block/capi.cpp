@@ -111,6 +111,11 @@ mb_drive *mb_open(const char *spec, char **errp) {
         GMainContext *g = g_main_context_new();
         q->ctx = std::make_unique<AioContext>(g);
         g_main_context_unref(g);
+        if (int e = q->ctx->init_errno()) {
+            char *m = dup_message(PosixError("Could not set up queue " + std::to_string(i), e));
+            if (errp) *errp = m; else free(m);
+            return nullptr;
+        }
         d->impls.push_back(std::move(q));
     }
     // Opening runs on queue 0's context: the sources a driver attaches

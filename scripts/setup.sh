@@ -6,7 +6,7 @@ set -eu
 PACKAGES="
   g++ meson ninja-build pkg-config python3
   libglib2.0-dev libjson-glib-dev libaio-dev libcmocka-dev zlib1g-dev
-  qemu-utils fio nbdkit libnbd-bin cloop-utils strace
+  qemu-utils fio nbdkit libnbd-bin cloop-utils strace time
   python3-cffi python3-pytest
   pandoc man-db
   g++-mingw-w64-x86-64 wine64

@@ -91,11 +91,12 @@ MB_API void mb_free_error(char *err);
  *  - queues=N with N > 1 needs a graph whose every node can serve several
  *    threads at once: the file protocol, optionally under the raw format.
  *    Such a drive refuses unaligned requests with cache=none (see below).
- *  - The synchronous calls (mb_pread ...) and the control calls (mb_close,
- *    mb_activate, ...) run on queue 0: call them from the thread that uses
- *    queue 0, or while no thread uses it, and never while another thread is
- *    inside a call on any queue of the drive (mb_close, mb_activate, the
- *    lock changes) .
+ *  - The synchronous data calls (mb_pread, mb_pwrite, mb_flush, ...) run on
+ *    queue 0: the same rule as queue 0 itself applies to them.
+ *  - The control calls (mb_close, mb_reopen, mb_truncate, mb_commit,
+ *    mb_activate, mb_inactivate, mb_block_status) wait until no queue has a
+ *    request in flight and then change the graph: call them only while no
+ *    other thread is inside a call on any queue of the drive.
  *  - Nothing else is shared: no global loop, no global lock on the data path.
  *
  * Errors: a call that refuses its arguments returns a negative errno and

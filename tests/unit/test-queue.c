@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include "miniblock/miniblock.h"
@@ -247,12 +248,35 @@ static void test_multiqueue_refused(void **state) {
     unlink(qpath);
 }
 
+/* Out of file descriptors while a queue is set up: a clear error, no abort. */
+static void test_no_fd_for_queue(void **state) {
+    (void)state;
+    struct rlimit old;
+    assert_int_equal(getrlimit(RLIMIT_NOFILE, &old), 0);
+    /* fd numbers must stay below the limit: with the limit just above the
+     * lowest free number, exactly one fd is left (GLib's context takes it,
+     * the queue's eventfd fails). */
+    int lowest = dup(0);
+    assert_true(lowest >= 0);
+    close(lowest);
+    struct rlimit low = {(rlim_t)lowest + 1, old.rlim_max};
+    assert_int_equal(setrlimit(RLIMIT_NOFILE, &low), 0);
+    char *err = NULL;
+    mb_drive *d = mb_open(drive(""), &err);
+    assert_int_equal(setrlimit(RLIMIT_NOFILE, &old), 0);
+    assert_null(d);
+    assert_string_equal(err, "Could not set up queue 0: Too many open files");
+    assert_int_equal(mb_get_error()->errnum, EMFILE);
+    mb_free_error(err);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_poll_embedder),
         cmocka_unit_test(test_max_and_timeout),
         cmocka_unit_test(test_bad_calls),
         cmocka_unit_test(test_multiqueue_refused),
+        cmocka_unit_test(test_no_fd_for_queue),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
