@@ -184,6 +184,11 @@ Task<int> plugin_co_block_status(BlockDriverState *bs, int64_t offset, int64_t b
     co_return out;
 }
 
+void plugin_get_info(BlockDriverState *bs, FormatInfo *info) {
+    auto *n = bs->state<PluginNode>();
+    n->pd->c.get_info(n->handle, reinterpret_cast<mbd_info *>(info));
+}
+
 }  // namespace
 
 void plugin_fill_block_driver(PluginDriver *pd) {
@@ -210,6 +215,7 @@ void plugin_fill_block_driver(PluginDriver *pd) {
     bd.co_flush = plugin_co_flush;
     if (c.block_status) bd.co_block_status = plugin_co_block_status;
     bd.getlength = plugin_getlength;
+    if (c.get_info) bd.get_info = plugin_get_info;
 }
 
 }  // namespace mb

@@ -115,6 +115,7 @@ typedef struct mbd_node mbd_node;       /* a node being opened (valid during ope
 typedef struct mbd_child mbd_child;     /* an edge to a child node, valid until close */
 typedef struct mbd_request mbd_request; /* a request to complete (async model) */
 typedef struct mbd_create mbd_create;   /* an image being created */
+typedef struct mbd_info mbd_info;       /* what `miniblock-img info` shows */
 
 /* One option a driver accepts; an array ends with an entry whose name is NULL. */
 struct mbd_option {
@@ -203,6 +204,9 @@ struct mbd_driver {
      * mbd_error().  NULL: creation is not supported. */
     int (*create)(mbd_create *c);
 
+    /* Formats: adds fields to `miniblock-img info` with mbd_info_add(). */
+    void (*get_info)(void *handle, mbd_info *info);
+
     /* New fields go here, at the end, and only here. */
 };
 
@@ -266,6 +270,9 @@ MB_DRIVER_API void mbd_request_complete_after(mbd_request *req, int ret, uint64_
 MB_DRIVER_API const char *mbd_create_filename(mbd_create *c);
 MB_DRIVER_API int64_t mbd_create_size(mbd_create *c);
 MB_DRIVER_API const char *mbd_create_option(mbd_create *c, const char *name);
+
+/* Adds "key: value" to an image's description (get_info only). */
+MB_DRIVER_API void mbd_info_add(mbd_info *info, const char *key, const char *value);
 
 /* --- registration ------------------------------------------------------------ */
 
