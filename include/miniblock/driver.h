@@ -292,10 +292,16 @@ typedef struct mbd_driver *mbd_entry_fn(void);
 #else
 #define MBD_EXTERN_C_
 #endif
-#ifdef MB_MODULE_BUILD_ID
+#if defined(MB_MODULE_BUILD_ID) && defined(__cplusplus)
 #define MBD_BUILD_STAMP_                                                      \
-    MBD_EXTERN_C_ MBD_EXPORT extern const char mbd_module_build_id[];         \
-    MBD_EXTERN_C_ MBD_EXPORT const char mbd_module_build_id[] = MB_MODULE_BUILD_ID;
+    extern "C" {                                                              \
+    MBD_EXPORT extern const char mbd_module_build_id[];                       \
+    MBD_EXPORT const char mbd_module_build_id[] = MB_MODULE_BUILD_ID;         \
+    }
+#elif defined(MB_MODULE_BUILD_ID)
+#define MBD_BUILD_STAMP_                                                      \
+    MBD_EXPORT extern const char mbd_module_build_id[];                       \
+    MBD_EXPORT const char mbd_module_build_id[] = MB_MODULE_BUILD_ID;
 #else
 #define MBD_BUILD_STAMP_
 #endif
