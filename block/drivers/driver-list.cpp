@@ -34,6 +34,7 @@ const BlockDriver *const block_drivers[] = {
 
 // Plugin-ABI drivers linked into the library.
 extern "C" mbd_driver *mbd_builtin_null_co(void);
+extern "C" mbd_driver *mbd_builtin_blkdebug(void);
 #ifndef MB_MODULE_CLOOP
 extern "C" mbd_driver *mbd_builtin_cloop(void);
 #endif
@@ -50,6 +51,7 @@ const BuiltinPlugin builtin_plugins[] = {
     {"cloop", mbd_builtin_cloop},
 #endif
     {"null-co", mbd_builtin_null_co},
+    {"blkdebug", mbd_builtin_blkdebug},
 };
 }  // namespace
 

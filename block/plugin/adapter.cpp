@@ -150,15 +150,8 @@ Task<int> plugin_co_pdiscard(BlockDriverState *bs, int64_t offset, int64_t bytes
 }
 
 Task<int> plugin_co_flush(BlockDriverState *bs) {
-    // A format's cache goes to its children after its own flush.
-    int r = co_await PluginRequest{bs->state<PluginNode>(), PluginOp::Flush, nullptr, 0, 0, 0};
-    if (r < 0) co_return r;
-    for (auto &c : bs->children) {
-        if (!(c->perm.perm & BLK_PERM_WRITE)) continue;
-        r = co_await bdrv_co_flush(c->bs.get());
-        if (r < 0) co_return r;
-    }
-    co_return 0;
+    // bdrv_co_flush flushes the children after this.
+    co_return co_await PluginRequest{bs->state<PluginNode>(), PluginOp::Flush, nullptr, 0, 0, 0};
 }
 
 Task<int> plugin_co_block_status(BlockDriverState *bs, int64_t offset, int64_t bytes, int64_t *pnum,
