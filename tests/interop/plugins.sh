@@ -130,7 +130,7 @@ else
 fi
 expect_text "--help ends with the linked-in formats" "Supported formats: $linked" "$IMG" --help
 expect_text "... and says which come from modules" \
-    "Supported formats from modules: $modules hostile misnamed noentry otherbuild passthru short" \
+    "Supported formats from modules: $modules hostile lockfile misnamed noentry otherbuild passthru short" \
     "$IMG" --help
 expect_text "... and where modules are looked for" "Module directories: $P, " "$IMG" --help
 expect_text "--help DRIVER shows a module driver's declared options" \
@@ -165,6 +165,60 @@ fi
 expect_fail_text "request-timeout is bounded" \
     "Invalid value '0' for parameter 'file.request-timeout'" \
     "$IO" -c length --image-opts "$H,file.request-timeout=0"
+
+# --- a protocol plugin with lock hooks takes part in the transaction -----------------
+lk() { grep -E "^[0-9]+: OFDLCK" /proc/locks | grep ":$(stat -c %i "$1") " | awk '{print $4, $5, $6, $7, $8}' | sort; }
+qemu-img create -q -f raw "$T/lf.raw" 4M
+L="driver=raw,file.driver=lockfile,file.filename=$T/lf.raw"
+hold lf "$IO" --image-opts "$L"
+echo "write -P 0x21 0 4096" >&"$HOLD_FD_lf"
+if wait_for "$T/hold-lf.out" '\[ok\]'; then ok "miniblock-io holds an image through the lockfile plugin"; else not_ok "miniblock-io holds an image through the lockfile plugin"; fi
+# /proc/locks merges adjacent bytes: 100-101 and 201-203.
+bytes=$(lk "$T/lf.raw" | awk '{print $4 "-" $5}' | tr '\n' ' ')
+if [ "$bytes" = "100-101 201-203 " ]; then
+    ok "its lock hooks hold QEMU's bytes for read-write auto: use 100 101, forbid 201 202 203"
+else
+    not_ok "its lock hooks hold QEMU's bytes for read-write auto: use 100 101, forbid 201 202 203" "bytes: $bytes" "$(lk "$T/lf.raw")"
+fi
+expect_fail "qemu-io's writer is kept out by the plugin's bytes" 'Failed to get "write" lock' \
+    qemu-io -f raw -c 'write 0 512' "$T/lf.raw"
+expect_ok "qemu-io's reader is let in" qemu-io -r -U -f raw -c 'read -P 0x21 0 4096' "$T/lf.raw"
+expect_fail_text "a second writer through the plugin gets the plugin's message" 'Failed to get "write" lock' \
+    "$IO" -c 'read 0 512' --image-opts "$L"
+expect_ok "lock=off through the plugin takes no bytes" "$IO" -r -c 'read 0 512' --image-opts "$L,lock=off"
+eval "exec $HOLD_FD_lf>&-"
+wait "$HOLD_PID_lf"
+if [ -z "$(lk "$T/lf.raw")" ]; then ok "lock_release on close drops every byte"; else not_ok "lock_release on close drops every byte" "$(lk "$T/lf.raw")"; fi
+
+# An aborted transaction: commit raises the base's locks while a qemu-io
+# reader holds the base; the whole transaction, the plugin's prepare
+# included, is rolled back to exactly the bytes held before.
+qemu-img create -q -f raw "$T/lb.raw" 4M
+qemu-img create -q -f qcow2 -b "$T/lb.raw" -F raw "$T/lt.qcow2"
+hold lt "$IO" --image-opts "driver=qcow2,file.driver=lockfile,file.filename=$T/lt.qcow2"
+echo "write -P 0x31 0 4096" >&"$HOLD_FD_lt"
+wait_for "$T/hold-lt.out" '\[ok\]' || true
+HOLD_READY=x hold qr qemu-io -r -f raw "$T/lb.raw"
+echo "read 0 512" >&"$HOLD_FD_qr"
+wait_for "$T/hold-qr.out" 'read 512/512' || true
+before=$(lk "$T/lt.qcow2")
+echo "commit" >&"$HOLD_FD_lt"
+if wait_for "$T/hold-lt.out" 'the base cannot be locked for writing'; then
+    ok "commit is refused while qemu-io reads the base"
+else
+    not_ok "commit is refused while qemu-io reads the base"
+fi
+if [ -n "$before" ] && [ "$before" = "$(lk "$T/lt.qcow2")" ]; then
+    ok "the plugin's bytes on the overlay are exactly as before the aborted transaction"
+else
+    not_ok "the plugin's bytes on the overlay are exactly as before the aborted transaction" \
+        "before: $before" "after: $(lk "$T/lt.qcow2")"
+fi
+eval "exec $HOLD_FD_qr>&-"
+wait "$HOLD_PID_qr"
+eval "exec $HOLD_FD_lt>&-"
+wait "$HOLD_PID_lt"
+expect_ok "... and the overlay is consistent" qemu-img check "$T/lt.qcow2"
 
 # --- a blocking-model filter over file keeps the file's locks -------------------------
 qemu-img create -f raw "$T/disk.raw" 4M >/dev/null
