@@ -162,6 +162,9 @@ if grep -qF "Driver 'hostile' completed a read at offset 0 after it had timed ou
 else
     not_ok "a late completion after the timeout is reported, not a crash" "output: $out"
 fi
+expect_fail_text "a block status beyond the query is EIO, named" \
+    "Driver 'hostile' returned status 9 for 1052672 bytes at offset 0 of a 1048576-byte query, which is out of range" \
+    "$IMG" map --image-opts driver=hostile,misbehave=bad-status
 expect_fail_text "request-timeout is bounded" \
     "Invalid value '0' for parameter 'file.request-timeout'" \
     "$IO" -c length --image-opts "$H,file.request-timeout=0"
