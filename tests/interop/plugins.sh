@@ -193,6 +193,15 @@ eval "exec $HOLD_FD_lf>&-"
 wait "$HOLD_PID_lf"
 if [ -z "$(lk "$T/lf.raw")" ]; then ok "lock_release on close drops every byte"; else not_ok "lock_release on close drops every byte" "$(lk "$T/lf.raw")"; fi
 
+expect_ok "a plugin's create callback makes the image" "$IMG" create -f lockfile "$T/created.raw" 3M
+if [ "$(stat -c %s "$T/created.raw" 2>/dev/null)" = 3145728 ]; then ok "... of the size asked for"; else not_ok "... of the size asked for"; fi
+expect_fail_text "creation options must be the driver's declared ones" \
+    "Valid creation options for driver 'lockfile': none" \
+    "$IMG" create -f lockfile -o cluster_size=64k "$T/created2.raw" 3M
+if [ ! -e "$T/created2.raw" ]; then ok "... and nothing was created"; else not_ok "... and nothing was created"; fi
+expect_fail_text "a driver without create says so" "Driver 'null-co' does not support image creation" \
+    "$IMG" create -f null-co "$T/created3.raw" 3M
+
 # An aborted transaction: commit raises the base's locks while a qemu-io
 # reader holds the base; the whole transaction, the plugin's prepare
 # included, is rolled back to exactly the bytes held before.

@@ -164,6 +164,23 @@ static int lf_pwrite(void *handle, const void *buf, uint64_t count, uint64_t off
 
 static int lf_flush(void *handle) { return fdatasync(((struct lockfile *)handle)->fd) < 0 ? -errno : 0; }
 
+/* Creates a file of the size asked for (miniblock-img create -f lockfile). */
+static int lf_create(mbd_create *c) {
+    const char *fn = mbd_create_filename(c);
+    int fd = open(fn, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd < 0) {
+        mbd_error(errno, "Could not create '%s': %s", fn, strerror(errno));
+        return -1;
+    }
+    if (ftruncate(fd, (off_t)mbd_create_size(c)) < 0) {
+        mbd_error(errno, "Could not resize '%s': %s", fn, strerror(errno));
+        close(fd);
+        return -1;
+    }
+    close(fd);
+    return 0;
+}
+
 static struct mbd_driver lockfile_driver = {
     .name = "lockfile",
     .description = "a test file protocol that takes QEMU's lock bytes through the lock hooks",
@@ -180,6 +197,7 @@ static struct mbd_driver lockfile_driver = {
     .pread = lf_pread,
     .pwrite = lf_pwrite,
     .flush = lf_flush,
+    .create = lf_create,
 };
 
 MBD_REGISTER(lockfile_driver)
