@@ -36,7 +36,8 @@
  *
  * THREADS
  *   Control callbacks (probe, open, close, get_length, permissions, lock
- *   hooks, create) run on the thread of miniblock's event loop.  Data
+ *   hooks, block_status, create, get_info) run on the thread of
+ *   miniblock's event loop.  Data
  *   callbacks depend on .thread_model:
  *     MBD_THREAD_ASYNC      aio_* run on the loop thread and must not block;
  *                           each request is completed exactly once by
@@ -195,9 +196,9 @@ struct mbd_driver {
     int (*discard)(void *handle, uint64_t count, uint64_t offset);
 
     /* The status of [offset, offset + count): MBD_STATUS_* flags, or a
-     * negative errno; *pnum (1..count) is how far it holds.  Runs like the
-     * data callbacks of the thread model but returns directly.  NULL:
-     * everything is data. */
+     * negative errno; *pnum (1..count) is how far it holds.  Runs on the
+     * loop thread in every model (keep it quick).  NULL: everything is
+     * data. */
     int (*block_status)(void *handle, uint64_t offset, uint64_t count, uint64_t *pnum);
 
     /* Creates an image: reads mbd_create_*(), returns 0 or -1 after
