@@ -4,7 +4,7 @@
 set -eu
 
 PACKAGES="
-  g++ meson ninja-build pkg-config python3
+  g++ meson ninja-build pkg-config python3 make
   libglib2.0-dev libjson-glib-dev libaio-dev libcmocka-dev zlib1g-dev
   qemu-utils fio nbdkit libnbd-bin cloop-utils strace time
   python3-cffi python3-pytest

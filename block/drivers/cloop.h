@@ -47,6 +47,9 @@ Status parse_offsets(const uint8_t *table, size_t len, int64_t file_size, Layout
 // Both steps over a whole image held in memory (the fuzz target's entry).
 Status parse_image(const uint8_t *buf, size_t len, Layout *out);
 
+// 100 if the bytes start with the V2.0 signature, else 0.
+int probe(const uint8_t *buf, size_t len);
+
 // Decompresses block `index`'s `in_len` bytes into exactly block_size bytes
 // at `out`; 0 or -EIO (corrupt or short stream).
 int inflate_block(const uint8_t *in, size_t in_len, uint8_t *out, uint32_t block_size);

@@ -12,20 +12,19 @@
 
 #include "block/block_int.h"
 #include "block/plugin/plugin.h"
+#include "block/plugin/plugin-config.h"
 #include "block/warn.h"
 
 namespace mb {
 
 extern const BlockDriver bdrv_file;
 extern const BlockDriver bdrv_raw;
-extern const BlockDriver bdrv_cloop;
 extern const BlockDriver bdrv_nbd;
 extern const BlockDriver bdrv_qcow2;
 
 const BlockDriver *const block_drivers[] = {
     &bdrv_file,
     &bdrv_raw,
-    &bdrv_cloop,
     &bdrv_nbd,
     &bdrv_qcow2,
     nullptr,
@@ -35,6 +34,10 @@ const BlockDriver *const block_drivers[] = {
 
 // Plugin-ABI drivers linked into the library.
 extern "C" mbd_driver *mbd_builtin_null_co(void);
+extern "C" mbd_driver *mbd_builtin_blkdebug(void);
+#ifndef MB_MODULE_CLOOP
+extern "C" mbd_driver *mbd_builtin_cloop(void);
+#endif
 
 namespace mb {
 
@@ -44,12 +47,19 @@ struct BuiltinPlugin {
     mbd_entry_fn *entry;
 };
 const BuiltinPlugin builtin_plugins[] = {
+#ifndef MB_MODULE_CLOOP
+    {"cloop", mbd_builtin_cloop},
+#endif
     {"null-co", mbd_builtin_null_co},
+    {"blkdebug", mbd_builtin_blkdebug},
 };
 }  // namespace
 
 // Plugin-ABI drivers this build made modules of (block-NAME.so).
 const char *const builtin_module_names[] = {
+#ifdef MB_MODULE_CLOOP
+    "cloop",
+#endif
     nullptr,
 };
 

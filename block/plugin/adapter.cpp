@@ -150,15 +150,8 @@ Task<int> plugin_co_pdiscard(BlockDriverState *bs, int64_t offset, int64_t bytes
 }
 
 Task<int> plugin_co_flush(BlockDriverState *bs) {
-    // A format's cache goes to its children after its own flush.
-    int r = co_await PluginRequest{bs->state<PluginNode>(), PluginOp::Flush, nullptr, 0, 0, 0};
-    if (r < 0) co_return r;
-    for (auto &c : bs->children) {
-        if (!(c->perm.perm & BLK_PERM_WRITE)) continue;
-        r = co_await bdrv_co_flush(c->bs.get());
-        if (r < 0) co_return r;
-    }
-    co_return 0;
+    // bdrv_co_flush flushes the children after this.
+    co_return co_await PluginRequest{bs->state<PluginNode>(), PluginOp::Flush, nullptr, 0, 0, 0};
 }
 
 Task<int> plugin_co_block_status(BlockDriverState *bs, int64_t offset, int64_t bytes, int64_t *pnum,
@@ -182,6 +175,11 @@ Task<int> plugin_co_block_status(BlockDriverState *bs, int64_t offset, int64_t b
     if (r & MBD_STATUS_ZERO) out |= BDRV_BLOCK_ZERO;
     if (r & MBD_STATUS_ALLOCATED) out |= BDRV_BLOCK_ALLOCATED;
     co_return out;
+}
+
+void plugin_get_info(BlockDriverState *bs, FormatInfo *info) {
+    auto *n = bs->state<PluginNode>();
+    n->pd->c.get_info(n->handle, reinterpret_cast<mbd_info *>(info));
 }
 
 }  // namespace
@@ -210,6 +208,7 @@ void plugin_fill_block_driver(PluginDriver *pd) {
     bd.co_flush = plugin_co_flush;
     if (c.block_status) bd.co_block_status = plugin_co_block_status;
     bd.getlength = plugin_getlength;
+    if (c.get_info) bd.get_info = plugin_get_info;
 }
 
 }  // namespace mb

@@ -265,6 +265,11 @@ MB_DRIVER_API void mbd_child_aio_flush(mbd_child *c, mbd_child_cb *cb, void *opa
     child_async(c, ChildOp::Flush, nullptr, 0, 0, 0, cb, opaque);
 }
 
+MB_DRIVER_API void mbd_info_add(mbd_info *info, const char *key, const char *value) {
+    if (!info || !key || !value) return;
+    reinterpret_cast<FormatInfo *>(info)->fields.emplace_back(key, value);
+}
+
 MB_DRIVER_API const char *mbd_create_filename(mbd_create *c) {
     return reinterpret_cast<CreateCtx *>(c)->filename.c_str();
 }

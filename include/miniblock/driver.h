@@ -36,7 +36,8 @@
  *
  * THREADS
  *   Control callbacks (probe, open, close, get_length, permissions, lock
- *   hooks, create) run on the thread of miniblock's event loop.  Data
+ *   hooks, block_status, create, get_info) run on the thread of
+ *   miniblock's event loop.  Data
  *   callbacks depend on .thread_model:
  *     MBD_THREAD_ASYNC      aio_* run on the loop thread and must not block;
  *                           each request is completed exactly once by
@@ -115,6 +116,7 @@ typedef struct mbd_node mbd_node;       /* a node being opened (valid during ope
 typedef struct mbd_child mbd_child;     /* an edge to a child node, valid until close */
 typedef struct mbd_request mbd_request; /* a request to complete (async model) */
 typedef struct mbd_create mbd_create;   /* an image being created */
+typedef struct mbd_info mbd_info;       /* what `miniblock-img info` shows */
 
 /* One option a driver accepts; an array ends with an entry whose name is NULL. */
 struct mbd_option {
@@ -194,14 +196,17 @@ struct mbd_driver {
     int (*discard)(void *handle, uint64_t count, uint64_t offset);
 
     /* The status of [offset, offset + count): MBD_STATUS_* flags, or a
-     * negative errno; *pnum (1..count) is how far it holds.  Runs like the
-     * data callbacks of the thread model but returns directly.  NULL:
-     * everything is data. */
+     * negative errno; *pnum (1..count) is how far it holds.  Runs on the
+     * loop thread in every model (keep it quick).  NULL: everything is
+     * data. */
     int (*block_status)(void *handle, uint64_t offset, uint64_t count, uint64_t *pnum);
 
     /* Creates an image: reads mbd_create_*(), returns 0 or -1 after
      * mbd_error().  NULL: creation is not supported. */
     int (*create)(mbd_create *c);
+
+    /* Formats: adds fields to `miniblock-img info` with mbd_info_add(). */
+    void (*get_info)(void *handle, mbd_info *info);
 
     /* New fields go here, at the end, and only here. */
 };
@@ -267,6 +272,9 @@ MB_DRIVER_API const char *mbd_create_filename(mbd_create *c);
 MB_DRIVER_API int64_t mbd_create_size(mbd_create *c);
 MB_DRIVER_API const char *mbd_create_option(mbd_create *c, const char *name);
 
+/* Adds "key: value" to an image's description (get_info only). */
+MB_DRIVER_API void mbd_info_add(mbd_info *info, const char *key, const char *value);
+
 /* --- registration ------------------------------------------------------------ */
 
 #if defined(__GNUC__)
@@ -285,10 +293,16 @@ typedef struct mbd_driver *mbd_entry_fn(void);
 #else
 #define MBD_EXTERN_C_
 #endif
-#ifdef MB_MODULE_BUILD_ID
+#if defined(MB_MODULE_BUILD_ID) && defined(__cplusplus)
 #define MBD_BUILD_STAMP_                                                      \
-    MBD_EXTERN_C_ MBD_EXPORT extern const char mbd_module_build_id[];         \
-    MBD_EXTERN_C_ MBD_EXPORT const char mbd_module_build_id[] = MB_MODULE_BUILD_ID;
+    extern "C" {                                                              \
+    MBD_EXPORT extern const char mbd_module_build_id[];                       \
+    MBD_EXPORT const char mbd_module_build_id[] = MB_MODULE_BUILD_ID;         \
+    }
+#elif defined(MB_MODULE_BUILD_ID)
+#define MBD_BUILD_STAMP_                                                      \
+    MBD_EXPORT extern const char mbd_module_build_id[];                       \
+    MBD_EXPORT const char mbd_module_build_id[] = MB_MODULE_BUILD_ID;
 #else
 #define MBD_BUILD_STAMP_
 #endif

@@ -83,7 +83,7 @@ expect_fail_text "lock=shared given above is refused too, and says so" \
     "$IO" -c length --image-opts "$O,lock=shared"
 
 # --- modules: loaded on first use ----------------------------------------------
-export MINIBLOCK_MODULE_DIR="$P"
+export MINIBLOCK_MODULE_DIR="$P${MINIBLOCK_MODULE_DIR:+:$MINIBLOCK_MODULE_DIR}"
 expect_text "a module loads on first use of its name" "read 4096/4096 bytes at offset 0" \
     "$IO" -c 'read -P 0x5a 0 4096' --image-opts driver=raw,file.driver=hostile
 expect_fail_text "a name no module provides lists the directories searched" \
@@ -121,10 +121,16 @@ expect_fail_text "an older plugin's shorter struct loads; fields past its end ar
     "write failed: Operation not supported" \
     "$IO" -c length -c 'write 0 512' --image-opts driver=raw,file.driver=short
 
-expect_text "--help ends with the linked-in formats" "Supported formats: cloop file nbd null-co qcow2 raw" \
-    "$IMG" --help
+# A build with -Dmodules=enabled has cloop as a module (tests/meson.build
+# points MINIBLOCK_MODULE_DIR at it).
+if [ -e "$MINIBLOCK_BUILD/block/plugin/block-cloop.so" ]; then
+    linked="blkdebug file nbd null-co qcow2 raw" modules="abinew abiold cloop dup"
+else
+    linked="blkdebug cloop file nbd null-co qcow2 raw" modules="abinew abiold dup"
+fi
+expect_text "--help ends with the linked-in formats" "Supported formats: $linked" "$IMG" --help
 expect_text "... and says which come from modules" \
-    "Supported formats from modules: abinew abiold dup hostile misnamed noentry otherbuild passthru short" \
+    "Supported formats from modules: $modules hostile lockfile misnamed noentry otherbuild passthru short" \
     "$IMG" --help
 expect_text "... and where modules are looked for" "Module directories: $P, " "$IMG" --help
 expect_text "--help DRIVER shows a module driver's declared options" \
@@ -156,9 +162,75 @@ if grep -qF "Driver 'hostile' completed a read at offset 0 after it had timed ou
 else
     not_ok "a late completion after the timeout is reported, not a crash" "output: $out"
 fi
+expect_fail_text "a block status beyond the query is EIO, named" \
+    "Driver 'hostile' returned status 9 for 1052672 bytes at offset 0 of a 1048576-byte query, which is out of range" \
+    "$IMG" map --image-opts driver=hostile,misbehave=bad-status
 expect_fail_text "request-timeout is bounded" \
     "Invalid value '0' for parameter 'file.request-timeout'" \
     "$IO" -c length --image-opts "$H,file.request-timeout=0"
+
+# --- a protocol plugin with lock hooks takes part in the transaction -----------------
+lk() { grep -E "^[0-9]+: OFDLCK" /proc/locks | grep ":$(stat -c %i "$1") " | awk '{print $4, $5, $6, $7, $8}' | sort; }
+qemu-img create -q -f raw "$T/lf.raw" 4M
+L="driver=raw,file.driver=lockfile,file.filename=$T/lf.raw"
+hold lf "$IO" --image-opts "$L"
+echo "write -P 0x21 0 4096" >&"$HOLD_FD_lf"
+if wait_for "$T/hold-lf.out" '\[ok\]'; then ok "miniblock-io holds an image through the lockfile plugin"; else not_ok "miniblock-io holds an image through the lockfile plugin"; fi
+# /proc/locks merges adjacent bytes: 100-101 and 201-203.
+bytes=$(lk "$T/lf.raw" | awk '{print $4 "-" $5}' | tr '\n' ' ')
+if [ "$bytes" = "100-101 201-203 " ]; then
+    ok "its lock hooks hold QEMU's bytes for read-write auto: use 100 101, forbid 201 202 203"
+else
+    not_ok "its lock hooks hold QEMU's bytes for read-write auto: use 100 101, forbid 201 202 203" "bytes: $bytes" "$(lk "$T/lf.raw")"
+fi
+expect_fail "qemu-io's writer is kept out by the plugin's bytes" 'Failed to get "write" lock' \
+    qemu-io -f raw -c 'write 0 512' "$T/lf.raw"
+expect_ok "qemu-io's reader is let in" qemu-io -r -U -f raw -c 'read -P 0x21 0 4096' "$T/lf.raw"
+expect_fail_text "a second writer through the plugin gets the plugin's message" 'Failed to get "write" lock' \
+    "$IO" -c 'read 0 512' --image-opts "$L"
+expect_ok "lock=off through the plugin takes no bytes" "$IO" -r -c 'read 0 512' --image-opts "$L,lock=off"
+eval "exec $HOLD_FD_lf>&-"
+wait "$HOLD_PID_lf"
+if [ -z "$(lk "$T/lf.raw")" ]; then ok "lock_release on close drops every byte"; else not_ok "lock_release on close drops every byte" "$(lk "$T/lf.raw")"; fi
+
+expect_ok "a plugin's create callback makes the image" "$IMG" create -f lockfile "$T/created.raw" 3M
+if [ "$(stat -c %s "$T/created.raw" 2>/dev/null)" = 3145728 ]; then ok "... of the size asked for"; else not_ok "... of the size asked for"; fi
+expect_fail_text "creation options must be the driver's declared ones" \
+    "Valid creation options for driver 'lockfile': none" \
+    "$IMG" create -f lockfile -o cluster_size=64k "$T/created2.raw" 3M
+if [ ! -e "$T/created2.raw" ]; then ok "... and nothing was created"; else not_ok "... and nothing was created"; fi
+expect_fail_text "a driver without create says so" "Driver 'null-co' does not support image creation" \
+    "$IMG" create -f null-co "$T/created3.raw" 3M
+
+# An aborted transaction: commit raises the base's locks while a qemu-io
+# reader holds the base; the whole transaction, the plugin's prepare
+# included, is rolled back to exactly the bytes held before.
+qemu-img create -q -f raw "$T/lb.raw" 4M
+qemu-img create -q -f qcow2 -b "$T/lb.raw" -F raw "$T/lt.qcow2"
+hold lt "$IO" --image-opts "driver=qcow2,file.driver=lockfile,file.filename=$T/lt.qcow2"
+echo "write -P 0x31 0 4096" >&"$HOLD_FD_lt"
+wait_for "$T/hold-lt.out" '\[ok\]' || true
+HOLD_READY=x hold qr qemu-io -r -f raw "$T/lb.raw"
+echo "read 0 512" >&"$HOLD_FD_qr"
+wait_for "$T/hold-qr.out" 'read 512/512' || true
+before=$(lk "$T/lt.qcow2")
+echo "commit" >&"$HOLD_FD_lt"
+if wait_for "$T/hold-lt.out" 'the base cannot be locked for writing'; then
+    ok "commit is refused while qemu-io reads the base"
+else
+    not_ok "commit is refused while qemu-io reads the base"
+fi
+if [ -n "$before" ] && [ "$before" = "$(lk "$T/lt.qcow2")" ]; then
+    ok "the plugin's bytes on the overlay are exactly as before the aborted transaction"
+else
+    not_ok "the plugin's bytes on the overlay are exactly as before the aborted transaction" \
+        "before: $before" "after: $(lk "$T/lt.qcow2")"
+fi
+eval "exec $HOLD_FD_qr>&-"
+wait "$HOLD_PID_qr"
+eval "exec $HOLD_FD_lt>&-"
+wait "$HOLD_PID_lt"
+expect_ok "... and the overlay is consistent" qemu-img check "$T/lt.qcow2"
 
 # --- a blocking-model filter over file keeps the file's locks -------------------------
 qemu-img create -f raw "$T/disk.raw" 4M >/dev/null

@@ -6,6 +6,7 @@
 #include <string>
 
 #include "block/block_int.h"
+#include "block/plugin/plugin.h"
 #include "miniblock/options.h"
 #include "qapi-types.h"
 #include "qapi/schema.h"
@@ -649,10 +650,13 @@ void test_nested_struct_and_alternates(void **) {
 void test_drivers_and_help(void **) {
     // The schema and the driver list name the same drivers (one source of
     // truth for options, one explicit list for code): sorted, no gaps.
+    // Plugin-ABI drivers linked in bring their options with them.
+    mb::plugin_register_builtins();
     std::vector<std::string> drivers = schema_drivers();
     std::sort(drivers.begin(), drivers.end());
     std::vector<std::string> listed;
     for (const mb::BlockDriver *const *d = mb::block_drivers; *d; d++) listed.push_back((*d)->format_name);
+    for (const mb::PluginDriver *pd : mb::plugin_drivers()) listed.push_back(pd->name);
     std::sort(listed.begin(), listed.end());
     listed.erase(std::unique(listed.begin(), listed.end()), listed.end());
     assert_int_equal(drivers.size(), listed.size());

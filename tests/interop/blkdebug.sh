@@ -1,0 +1,128 @@
+#!/bin/bash
+# blkdebug (block/drivers/blkdebug.c) fails chosen requests; each failure
+# must leave the image consistent for qemu-img check and the locks of the
+# process exactly as they were.
+. "$(dirname "$0")/lib.sh"
+need qemu-img qemu-io
+IO=$MINIBLOCK_IO
+IMG=$MINIBLOCK_IMG
+
+# check_clean NAME FILE: qemu-img check finds no corruption.  A cluster
+# allocated by a write that then failed may be leaked (exit 3: "waste of
+# disk space, but no harm to data"), as QEMU leaves it too; anything else
+# (exit 2: corruption) fails.
+check_clean() {
+    local out rc
+    out=$(qemu-img check "$2" 2>&1)
+    rc=$?
+    if [ "$rc" -eq 0 ] || { [ "$rc" -eq 3 ] && grep -q "leaked clusters were found" <<<"$out" &&
+        ! grep -qi "error" <<<"$out"; }; then
+        ok "$1"
+    else
+        not_ok "$1" "exit $rc" "$out"
+    fi
+}
+
+# --- rules -----------------------------------------------------------------------
+qemu-img create -q -f raw "$T/r.raw" 1M
+B="driver=raw,file.driver=blkdebug,file.file.driver=file,file.file.filename=$T/r.raw"
+expect_fail "a read rule fails reads with its errno" 'read failed: No space left on device' \
+    "$IO" -c 'read 0 512' --image-opts "$B,file.rules=read:ENOSPC"
+expect_ok "a rule at an offset spares other requests" \
+    "$IO" -c 'read 0 512' -c 'write 0 512' --image-opts "$B,file.rules=read@4096;write@4096"
+expect_fail "... and fails the request covering it" 'write failed: Input/output error' \
+    "$IO" -c 'write 4000 512' --image-opts "$B,file.rules=write@4096"
+expect_fail "once: the first request fails, the second passes" 'wrote 512/512' \
+    "$IO" -c 'write 0 512' -c 'write 0 512' --image-opts "$B,file.rules=write:once"
+expect_fail "after=N: the first N pass, then it fires" 'write failed: Input/output error' \
+    "$IO" -c 'write 0 512' -c 'write 512 512' -c 'write 1024 512' --image-opts "$B,file.rules=write:after=2"
+expect_fail "a flush rule fails flush" 'flush failed: Input/output error' \
+    "$IO" -c 'flush' --image-opts "$B,file.rules=flush"
+expect_fail "a bad event is named" "Unknown blkdebug event 'wirte'" \
+    "$IO" -c 'read 0 512' --image-opts "$B,file.rules=wirte"
+expect_fail "a bad field is named" "Invalid blkdebug rule field 'EFOO'" \
+    "$IO" -c 'read 0 512' --image-opts "$B,file.rules=read:EFOO"
+qemu-io -f raw -c 'write -P 0x66 0 4096' "$T/r.raw" >/dev/null
+expect_fail "a failed write has changed nothing" 'write failed' \
+    "$IO" -c 'write -P 0x77 0 4096' --image-opts "$B,file.rules=write"
+expect_ok "... qemu-io reads the old data" qemu-io -f raw -c 'read -P 0x66 0 4096' "$T/r.raw"
+
+# --- a failed write in the middle of a qcow2 allocation -------------------------------
+# A first write to a fresh image allocates: an L2 table, a data cluster,
+# refcounts, the L1 entry.  Fail the N-th write of it, for every N.
+failed=0
+for n in 0 1 2 3 4 5 6 7; do
+    qemu-img create -q -f qcow2 "$T/a.qcow2" 4M
+    Q="driver=qcow2,file.driver=blkdebug,file.rules=write:EIO:once:after=$n,file.file.driver=file,file.file.filename=$T/a.qcow2"
+    if out=$("$IO" -c 'write -P 0x11 0 64k' --image-opts "$Q" 2>&1); then
+        qemu-io -f qcow2 -c 'read -P 0x11 0 64k' "$T/a.qcow2" >/dev/null ||
+            not_ok "write $n of the allocation: it succeeded and qemu-io reads it" "$out"
+        break
+    fi
+    failed=$((failed + 1))
+    check_clean "write $n of the allocation failed: qemu-img check finds the image consistent" "$T/a.qcow2"
+    expect_ok "... and qemu-io reads the cluster unchanged (zeroes)" \
+        qemu-io -f qcow2 -c 'read -P 0 0 64k' "$T/a.qcow2"
+done
+if [ "$failed" -ge 2 ]; then ok "$failed points of one allocation were failed"; else not_ok "$failed points of one allocation were failed"; fi
+
+# The locks of a process whose write failed are exactly as before.
+qemu-img create -q -f qcow2 "$T/l.qcow2" 4M
+hold l "$IO" --image-opts "driver=qcow2,file.driver=blkdebug,file.rules=write:once:after=1,file.file.driver=file,file.file.filename=$T/l.qcow2"
+echo "read 0 512" >&"$HOLD_FD_l"
+wait_for "$T/hold-l.out" '\[ok\]' || true
+before=$(grep -E "^[0-9]+: OFDLCK" /proc/locks | grep ":$(stat -c %i "$T/l.qcow2") " | awk '{print $4, $5, $6, $7, $8}' | sort)
+echo "write -P 0x11 0 64k" >&"$HOLD_FD_l"
+wait_for "$T/hold-l.out" 'write failed' || true
+after=$(grep -E "^[0-9]+: OFDLCK" /proc/locks | grep ":$(stat -c %i "$T/l.qcow2") " | awk '{print $4, $5, $6, $7, $8}' | sort)
+if [ -n "$before" ] && [ "$before" = "$after" ]; then
+    ok "a failed allocating write leaves the lock bytes exactly as before"
+else
+    not_ok "a failed allocating write leaves the lock bytes exactly as before" "before: $before" "after: $after"
+fi
+expect_fail "... and they still keep qemu-io out" 'Failed to get "write" lock' \
+    qemu-io -f qcow2 -c 'write 0 512' "$T/l.qcow2"
+eval "exec $HOLD_FD_l>&-"
+wait "$HOLD_PID_l"
+check_clean "... and the image is consistent" "$T/l.qcow2"
+
+# --- EIO on a backing read ---------------------------------------------------------
+qemu-img create -q -f raw "$T/base.raw" 4M
+qemu-io -f raw -c 'write -P 0x22 0 4M' "$T/base.raw" >/dev/null
+qemu-img create -q -f qcow2 -b "$T/base.raw" -F raw "$T/top.qcow2"
+TOP="driver=qcow2,file.driver=file,file.filename=$T/top.qcow2,backing.driver=raw,backing.file.driver=blkdebug,backing.file.rules=read:EIO,backing.file.file.driver=file,backing.file.file.filename=$T/base.raw"
+expect_fail "a backing read fails with EIO" 'read failed: Input/output error' \
+    "$IO" -c 'read 0 4096' --image-opts "$TOP"
+expect_fail "a partial write needing the backing data (copy-on-write) fails" 'write failed: Input/output error' \
+    "$IO" -c 'write -P 0x33 512 512' --image-opts "$TOP"
+check_clean "... the overlay is consistent" "$T/top.qcow2"
+expect_ok "... and still shows the backing data" qemu-io -f qcow2 -c 'read -P 0x22 0 64k' "$T/top.qcow2"
+
+# --- a failed flush during commit -----------------------------------------------------
+qemu-io -f qcow2 -c 'write -P 0x44 0 64k' "$T/top.qcow2" >/dev/null
+C="driver=qcow2,file.driver=file,file.filename=$T/top.qcow2,backing.driver=raw,backing.file.driver=blkdebug,backing.file.rules=flush:EIO,backing.file.file.driver=file,backing.file.file.filename=$T/base.raw"
+hold c "$IO" --image-opts "$C"
+echo "read 0 512" >&"$HOLD_FD_c"
+wait_for "$T/hold-c.out" '\[ok\]' || true
+lk() { grep -E "^[0-9]+: OFDLCK" /proc/locks | grep ":$(stat -c %i "$1") " | awk '{print $4, $5, $6, $7, $8}' | sort; }
+before_top=$(lk "$T/top.qcow2") before_base=$(lk "$T/base.raw")
+echo "commit" >&"$HOLD_FD_c"
+wait_for "$T/hold-c.out" 'failed; the overlay is unchanged' || true
+if grep -qF "Commit of '$T/top.qcow2' into '$T/base.raw' failed; the overlay is unchanged: Input/output error" "$T/hold-c.out"; then
+    ok "a failed flush fails the commit, saying the overlay is unchanged"
+else
+    not_ok "a failed flush fails the commit, saying the overlay is unchanged" "$(cat "$T/hold-c.out")"
+fi
+if [ -n "$before_base" ] && [ "$before_top" = "$(lk "$T/top.qcow2")" ] && [ "$before_base" = "$(lk "$T/base.raw")" ]; then
+    ok "... the lock bytes of overlay and base are exactly as before"
+else
+    not_ok "... the lock bytes of overlay and base are exactly as before" \
+        "base before: $before_base" "base after: $(lk "$T/base.raw")"
+fi
+expect_fail "... the base still keeps writers out" 'Failed to get "write" lock' \
+    qemu-io -f raw -c 'write 0 512' "$T/base.raw"
+eval "exec $HOLD_FD_c>&-"
+wait "$HOLD_PID_c"
+check_clean "... the overlay is consistent" "$T/top.qcow2"
+expect_ok "... and still holds its data" qemu-io -f qcow2 -c 'read -P 0x44 0 64k' "$T/top.qcow2"
+finish
