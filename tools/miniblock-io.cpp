@@ -63,7 +63,8 @@ void usage(FILE *out) {
             "Commands (help CMD says more of one):\n");
     for (const IoCmd *c = io_commands; c->name; c++) {
         std::string head = std::string(c->name) + (c->args[0] ? " " : "") + c->args;
-        fprintf(out, "  %-40s %s\n", head.c_str(), c->oneline);
+        if (head.size() > 40) fprintf(out, "  %s\n  %-40s %s\n", head.c_str(), "", c->oneline);
+        else fprintf(out, "  %-40s %s\n", head.c_str(), c->oneline);
     }
     fprintf(out, "\nOFF and LEN accept k, M, G, T suffixes.  The exit status is 1 if any command failed.\n");
 }
@@ -327,7 +328,7 @@ const IoCmd io_commands[] = {
      "asynchronously reads a number of bytes",
      " the request is sent and the command returns; its result is printed when it\n"
      " completes (at the latest at aio_flush)"},
-    {"aio_write", nullptr, cmd_aio_write, "[-zq] [-P PAT] OFF LEN",
+    {"aio_write", nullptr, cmd_aio_write, "[-q] [-P PAT] OFF LEN",
      "asynchronously writes a number of bytes", nullptr},
     {"aio_flush", nullptr, cmd_aio_flush, "", "completes all outstanding aio requests", nullptr},
     {"discard", nullptr, cmd_discard, "OFF LEN", "discards a number of bytes at a specified offset", nullptr},
