@@ -80,11 +80,14 @@ std::vector<std::string> split_words(const std::string &line) {
 bool cmd_rw(Session &s, const Words &w, bool is_write) {
     CmdOpts o;
     std::string err;
-    if (!parse_cmd(w, "P", is_write ? "zq" : "vq", &o, &err)) return io_error("%s: %s\n", w[0].c_str(), err.c_str());
+    if (!parse_cmd(w, "P", is_write ? "zqfu" : "vq", &o, &err)) return io_error("%s: %s\n", w[0].c_str(), err.c_str());
     if (o.args.size() != 2) return io_error("%s: expected OFFSET and LENGTH\n", w[0].c_str());
     int pattern = is_write ? 0xcd : -1;
     bool verbose = false, zero = false, quiet = false;
+    int req_flags = 0;
     for (auto &[c, v] : o.flags) {
+        if (c == 'f') req_flags |= BDRV_REQ_FUA;         // qemu-io's -f: force unit access
+        if (c == 'u') req_flags |= BDRV_REQ_MAY_UNMAP;   // qemu-io's -u (with -z): may unmap
         if (c == 'P' && !parse_pattern(v, &pattern))
             return io_error("%s: invalid pattern '%s': expected a byte value from 0 to 255\n", w[0].c_str(), v.c_str());
         if (c == 'v') verbose = true;
@@ -97,7 +100,9 @@ bool cmd_rw(Session &s, const Words &w, bool is_write) {
     if (!io_need_image(s, w[0])) return false;
     std::vector<uint8_t> buf(*len, is_write && pattern >= 0 ? pattern : 0);
     auto t0 = std::chrono::steady_clock::now();
-    int r = is_write ? (zero ? s.blk->pwrite_zeroes(*off, *len) : s.blk->pwrite(*off, *len, buf.data()))
+    if ((req_flags & BDRV_REQ_MAY_UNMAP) && !zero) return io_error("-u requires -z to be specified\n");  // qemu-io's text
+    int r = is_write ? (zero ? s.blk->pwrite_zeroes(*off, *len, req_flags)
+                             : s.blk->pwrite(*off, *len, buf.data(), req_flags))
                      : s.blk->pread(*off, *len, buf.data());
     auto t = std::chrono::steady_clock::now() - t0;
     if (r < 0) {
@@ -320,8 +325,9 @@ const IoCmd io_commands[] = {
     {"readv", nullptr, cmd_readv, "[-vq] [-P PAT] OFF LEN [LEN...]",
      "reads a number of bytes at a specified offset into several buffers",
      " reads the ranges one after the other from OFF into one request (qemu-io's\n readv), the same flags as read"},
-    {"write", "w", cmd_write, "[-zq] [-P PAT] OFF LEN", "writes a number of bytes at a specified offset",
-     " -P, the byte to write (default 0xcd)\n -z, write zeroes (a zero write)\n -q, quiet"},
+    {"write", "w", cmd_write, "[-zufq] [-P PAT] OFF LEN", "writes a number of bytes at a specified offset",
+     " -P, the byte to write (default 0xcd)\n -z, write zeroes (a zero write)\n -u, with -z: the range may\n"
+     " be unmapped\n -f, force unit access (written through to stable storage)\n -q, quiet"},
     {"writev", nullptr, cmd_writev, "[-q] [-P PAT] OFF LEN [LEN...]",
      "writes a number of bytes at a specified offset from several buffers", nullptr},
     {"aio_read", nullptr, cmd_aio_read, "[-vq] [-P PAT] OFF LEN",

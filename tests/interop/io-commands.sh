@@ -41,6 +41,7 @@ same_output "readv and writev" raw r.raw 'writev -P 0x21 0 512 1k 2k' 'readv -P 
 same_output "readv -v" raw r.raw 'writev -P 0x41 0 16 16' 'readv -v 0 16 16'
 same_output "aio_write, aio_read, aio_flush" raw r.raw 'aio_write -P 0x31 0 4k' 'aio_flush' 'aio_read -P 0x31 0 4k' 'aio_flush'
 same_output "aio and alloc past the end" raw r.raw 'aio_read 2M 4k' 'aio_flush' 'aio_write 1020k 8k' 'aio_flush' 'alloc 2M' 'alloc 1020k 8k' 'readv 1020k 4k 4k' 'writev 2M 512'
+same_output "write -f, write -z -u, and -u alone" raw r.raw 'write -f -P 3 0 4k' 'write -z -u 4k 4k' 'read -P 0 4k 4k' 'write -u 0 512'
 same_output "length" raw r.raw 'length'
 same_output "info (raw)" raw r.raw 'info'
 same_output "info (qcow2)" qcow2 q.qcow2 'info'
