@@ -18,6 +18,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <iostream>
+#include <optional>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -80,7 +81,14 @@ std::vector<std::string> split_words(const std::string &line) {
 bool cmd_rw(Session &s, const Words &w, bool is_write) {
     CmdOpts o;
     std::string err;
-    if (!parse_cmd(w, "P", is_write ? "zqfu" : "vq", &o, &err)) return io_error("%s: %s\n", w[0].c_str(), err.c_str());
+    if (!parse_cmd(w, is_write ? "P" : "Psl", is_write ? "zqfu" : "vq", &o, &err))
+        return io_error("%s: %s\n", w[0].c_str(), err.c_str());
+    // read -s OFF -l LEN: only that part of the buffer is checked (qemu-io's).
+    std::optional<int64_t> pat_off, pat_len;
+    for (auto &[c, v] : o.flags) {
+        if (c == 's' && !(pat_off = parse_number(v))) return io_error("read: invalid pattern offset '%s'\n", v.c_str());
+        if (c == 'l' && !(pat_len = parse_number(v))) return io_error("read: invalid pattern length '%s'\n", v.c_str());
+    }
     if (o.args.size() != 2) return io_error("%s: expected OFFSET and LENGTH\n", w[0].c_str());
     int pattern = is_write ? 0xcd : -1;
     bool verbose = false, zero = false, quiet = false;
@@ -111,7 +119,10 @@ bool cmd_rw(Session &s, const Words &w, bool is_write) {
     }
     // As qemu-io: the failed check names the checked range, and the
     // statistics follow all the same.
-    bool ok = is_write || pattern < 0 || check_pattern(buf.data(), *len, *off, pattern);
+    if ((pat_off || pat_len) && pattern < 0) return io_error("read: -s and -l need -P\n");
+    const int64_t po = pat_off.value_or(0), pl = pat_len.value_or(*len - std::min(po, *len));
+    if (po > *len || pl > *len - po) return io_error("read: pattern verification range exceeds end of read data\n");
+    bool ok = is_write || pattern < 0 || check_pattern(buf.data() + po, pl, *off + po, pattern);
     if (verbose) hexdump(buf.data(), *len, *off);
     if (!quiet) {
         printf("%s %" PRId64 "/%" PRId64 " bytes at offset %" PRId64 "\n", is_write ? "wrote" : "read", *len, *len, *off);
@@ -320,8 +331,9 @@ const IoCmd io_commands[] = {
      " -o, options: the whole image (driver=...,file.filename=...) without FILE,\n"
      "     or options added to FILE's"},
     {"close", "c", cmd_close, "", "close the current open file", nullptr},
-    {"read", "r", cmd_read, "[-vq] [-P PAT] OFF LEN", "reads a number of bytes at a specified offset",
-     " -P, check that every byte read equals PAT\n -v, dump the data\n -q, quiet: no statistics"},
+    {"read", "r", cmd_read, "[-vq] [-P PAT [-s OFF] [-l LEN]] OFF LEN", "reads a number of bytes at a specified offset",
+     " -P, check that every byte read equals PAT (-s, -l: only LEN bytes from OFF in the\n"
+     " buffer)\n -v, dump the data\n -q, quiet: no statistics"},
     {"readv", nullptr, cmd_readv, "[-vq] [-P PAT] OFF LEN [LEN...]",
      "reads a number of bytes at a specified offset into several buffers",
      " reads the ranges one after the other from OFF into one request (qemu-io's\n readv), the same flags as read"},
