@@ -20,10 +20,15 @@ int BlockBackend::check_range(int64_t offset, int64_t bytes, bool write) {
     if (!root_) return -ENOMEDIUM;
     if (offset < 0 || bytes < 0 || offset > INT64_MAX - bytes) return -EINVAL;
     if (write && allow_write_beyond_eof_) return 0;
+    // The length is asked of the driver (an fstat for files) only when a
+    // request goes beyond the last length seen: the common request costs
+    // no system call, and an image grown by someone else is still seen.
+    auto fits = [&](int64_t len) { return offset <= len && bytes <= len - offset; };
+    if (length_seen_ >= 0 && fits(length_seen_)) return 0;
     int64_t len = bdrv_getlength(bs());
     if (len < 0) return (int)len;
-    if (offset > len || bytes > len - offset) return -EIO;
-    return 0;
+    length_seen_ = len;
+    return fits(len) ? 0 : -EIO;
 }
 
 Result<std::unique_ptr<BlockBackend>> BlockBackend::open(std::string_view spec) {
@@ -71,6 +76,7 @@ BlockBackend::~BlockBackend() {
 Status BlockBackend::activate() {
     if (!bs()) return Status::Error(ENOMEDIUM, "Drive '" + name_ + "' has no image");
     if (!inactive()) return Status::OK();
+    length_seen_ = -1;  // the source may have resized the image meanwhile
     Status st = bdrv_activate(bs());
     return st.ok() ? st : st.prefix("Cannot activate drive '" + name_ + "'");
 }
@@ -123,7 +129,10 @@ int BlockBackend::pdiscard(int64_t offset, int64_t bytes) {
     return sync_wait(bdrv_co_pdiscard(root_, offset, bytes));
 }
 int BlockBackend::flush() { return sync_wait(co_flush()); }
-int BlockBackend::truncate(int64_t size) { return sync_wait(bdrv_co_truncate(root_, size)); }
+int BlockBackend::truncate(int64_t size) {
+    length_seen_ = -1;  // asked again at the next request
+    return sync_wait(bdrv_co_truncate(root_, size));
+}
 int64_t BlockBackend::length() { return bdrv_getlength(bs()); }
 
 }  // namespace mb

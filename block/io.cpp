@@ -53,7 +53,10 @@ Task<int> bdrv_co_pwritev(BdrvChild *c, int64_t offset, int64_t bytes, const uin
         // QEMU's detect-zeroes: the zeroes become a zero write (unmapped
         // where the driver can, with detect-zeroes=unmap).
         if (bs->open_flags & BDRV_O_DETECT_ZEROES_UNMAP) flags |= BDRV_REQ_MAY_UNMAP;
-        co_return co_await bdrv_co_pwrite_zeroes(c, offset, bytes, flags);
+        int r = co_await bdrv_co_pwrite_zeroes(c, offset, bytes, flags);
+        // The same durability as the write it replaces.
+        if (r == 0 && (flags & BDRV_REQ_FUA)) r = co_await bdrv_co_flush(bs);
+        co_return r;
     }
     int r = co_await bs->drv->co_pwritev(bs, offset, bytes, buf, flags);
     if (r == 0 && (flags & BDRV_REQ_FUA) && !bs->drv->is_protocol) r = co_await bdrv_co_flush(bs);

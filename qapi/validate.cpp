@@ -386,14 +386,23 @@ std::string type_text(const Schema &s, const TypeDef &t) {
 
 void help_field(const Schema &s, std::string &out, const Field &f, const std::string &prefix,
                 const std::string &when) {
-    const TypeDef &t = s.type(f.type);
+    const TypeDef &t0 = s.type(f.type);
     const std::string name = prefix + f.name;
-    std::string line = "  " + name + "=" + type_text(s, t);
+    std::string line = "  " + name + "=" + type_text(s, t0);
     std::vector<std::string> notes;
     if (!f.optional) notes.push_back("required");
     if (!when.empty()) notes.push_back("when " + when);
     if (!notes.empty()) line += " (" + join(notes, false) + ")";
     out += line + "\n      " + f.doc + "\n";
+    // An alternate of an enum and nested options (cache): the enum's values,
+    // then the nested fields, as each would be shown on its own.
+    std::vector<const TypeDef *> kinds{&t0};
+    if (t0.kind == Kind::Alternate && !t0.node) {
+        kinds.clear();
+        for (const Branch &b : t0.branches) kinds.push_back(&s.type(b.type));
+    }
+    for (const TypeDef *tp : kinds) {
+    const TypeDef &t = *tp;
     if (t.kind == Kind::Enum) {
         size_t w = 0;
         for (const EnumMember &m : t.members) w = std::max(w, std::string_view(m.name).size());
@@ -424,6 +433,7 @@ void help_field(const Schema &s, std::string &out, const Field &f, const std::st
             std::string w = name + "." + t.discriminator + "=" + b.value;
             help_fields(s, out, sub, name + ".", when.empty() ? w : when + ", " + w);
         }
+    }
     }
 }
 

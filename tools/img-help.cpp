@@ -83,6 +83,13 @@ const ImgHelp help_table[] = {
      "Change the image's virtual size.  Takes the resize permission, so it is\n"
      "refused while another process uses the image and forbids resizing (e.g. a\n"
      "running QEMU).  Shrinking needs --shrink.\n"},
+    {"rebase", "rebase [-f FMT] [-t CACHE] [-u] [-U] [-q] [-p] -b BACKING -F BACKING_FMT FILE",
+     "Change the backing file of a qcow2 image.  Safe mode (default) first copies\n"
+     "into FILE every range it does not define itself where the old and the new\n"
+     "backing files differ, so that the guest sees the same data; -u (unsafe) only\n"
+     "rewrites the header.  -b \"\" makes FILE independent of any backing file.\n"
+     "The header is rewritten under an exclusive lock on FILE (refused while anyone\n"
+     "has it open); -U reads the new backing file with force share.\n"},
     {"measure", "measure [--output=human|json] [-O FMT] [-o OPTIONS] (--size SIZE | [-f FMT] FILE)",
      "Say how many bytes a new image of format FMT would need on the host: as\n"
      "created (required) and once every cluster is written (fully-allocated).\n"},

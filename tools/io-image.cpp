@@ -7,6 +7,7 @@
 // new fd without a gap, and bdrv_child_try_set_perm), in the order commit
 // uses them: a file becomes writable before the write permission is taken,
 // and read-only only after it is given back.
+#include <algorithm>
 #include <cinttypes>
 #include <cstring>
 
@@ -127,16 +128,17 @@ bool cmd_alloc(Session &s, const Words &w) {
     if (!count || *count <= 0) return io_error("alloc: invalid length '%s'\n", w[2].c_str());
     if (!io_need_image(s, w[0])) return false;
     int64_t len = s.blk->length();
-    if (*off > len || *count > len - *off) {
-        printf("alloc failed: %s\n", strerror(EIO));
-        return false;
-    }
+    if (len < 0) return io_error("alloc: %s\n", strerror((int)-len));
     int64_t sum = 0;
     for (int64_t done = 0; done < *count;) {
+        if (*off + done >= len) {
+            *count = done;  // beyond the end: qemu-io counts only what it covered
+            break;
+        }
         int64_t n = 0;
-        int r = sync_wait(is_allocated(s.blk->bs(), *off + done, *count - done, false, &n));
+        int r = sync_wait(is_allocated(s.blk->bs(), *off + done, std::min(*count - done, len - *off - done), false, &n));
         if (r < 0) {
-            printf("alloc failed: %s\n", strerror(-r));
+            printf("is_allocated failed: %s\n", strerror(-r));
             return false;
         }
         if (r) sum += n;

@@ -92,7 +92,8 @@ bool cmd_aio(Session &s, const Words &w, bool is_write) {
 
 // Prints one finished request as qemu-io's aio callbacks do; false if it failed.
 bool report(const AioRequest &r) {
-    const char *op = r.is_write ? "aio_write" : "aio_read";
+    // qemu-io's callbacks name a failed aio_read "readv".
+    const char *op = r.is_write ? "aio_write" : "readv";
     if (r.ret < 0) {
         printf("%s failed: %s\n", op, strerror(-r.ret));
         return false;

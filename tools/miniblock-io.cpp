@@ -18,6 +18,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <iostream>
+#include <optional>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -63,7 +64,8 @@ void usage(FILE *out) {
             "Commands (help CMD says more of one):\n");
     for (const IoCmd *c = io_commands; c->name; c++) {
         std::string head = std::string(c->name) + (c->args[0] ? " " : "") + c->args;
-        fprintf(out, "  %-40s %s\n", head.c_str(), c->oneline);
+        if (head.size() > 40) fprintf(out, "  %s\n  %-40s %s\n", head.c_str(), "", c->oneline);
+        else fprintf(out, "  %-40s %s\n", head.c_str(), c->oneline);
     }
     fprintf(out, "\nOFF and LEN accept k, M, G, T suffixes.  The exit status is 1 if any command failed.\n");
 }
@@ -79,11 +81,21 @@ std::vector<std::string> split_words(const std::string &line) {
 bool cmd_rw(Session &s, const Words &w, bool is_write) {
     CmdOpts o;
     std::string err;
-    if (!parse_cmd(w, "P", is_write ? "zq" : "vq", &o, &err)) return io_error("%s: %s\n", w[0].c_str(), err.c_str());
+    if (!parse_cmd(w, is_write ? "P" : "Psl", is_write ? "zqfu" : "vq", &o, &err))
+        return io_error("%s: %s\n", w[0].c_str(), err.c_str());
+    // read -s OFF -l LEN: only that part of the buffer is checked (qemu-io's).
+    std::optional<int64_t> pat_off, pat_len;
+    for (auto &[c, v] : o.flags) {
+        if (c == 's' && !(pat_off = parse_number(v))) return io_error("read: invalid pattern offset '%s'\n", v.c_str());
+        if (c == 'l' && !(pat_len = parse_number(v))) return io_error("read: invalid pattern length '%s'\n", v.c_str());
+    }
     if (o.args.size() != 2) return io_error("%s: expected OFFSET and LENGTH\n", w[0].c_str());
     int pattern = is_write ? 0xcd : -1;
     bool verbose = false, zero = false, quiet = false;
+    int req_flags = 0;
     for (auto &[c, v] : o.flags) {
+        if (c == 'f') req_flags |= BDRV_REQ_FUA;         // qemu-io's -f: force unit access
+        if (c == 'u') req_flags |= BDRV_REQ_MAY_UNMAP;   // qemu-io's -u (with -z): may unmap
         if (c == 'P' && !parse_pattern(v, &pattern))
             return io_error("%s: invalid pattern '%s': expected a byte value from 0 to 255\n", w[0].c_str(), v.c_str());
         if (c == 'v') verbose = true;
@@ -96,7 +108,9 @@ bool cmd_rw(Session &s, const Words &w, bool is_write) {
     if (!io_need_image(s, w[0])) return false;
     std::vector<uint8_t> buf(*len, is_write && pattern >= 0 ? pattern : 0);
     auto t0 = std::chrono::steady_clock::now();
-    int r = is_write ? (zero ? s.blk->pwrite_zeroes(*off, *len) : s.blk->pwrite(*off, *len, buf.data()))
+    if ((req_flags & BDRV_REQ_MAY_UNMAP) && !zero) return io_error("-u requires -z to be specified\n");  // qemu-io's text
+    int r = is_write ? (zero ? s.blk->pwrite_zeroes(*off, *len, req_flags)
+                             : s.blk->pwrite(*off, *len, buf.data(), req_flags))
                      : s.blk->pread(*off, *len, buf.data());
     auto t = std::chrono::steady_clock::now() - t0;
     if (r < 0) {
@@ -105,7 +119,10 @@ bool cmd_rw(Session &s, const Words &w, bool is_write) {
     }
     // As qemu-io: the failed check names the checked range, and the
     // statistics follow all the same.
-    bool ok = is_write || pattern < 0 || check_pattern(buf.data(), *len, *off, pattern);
+    if ((pat_off || pat_len) && pattern < 0) return io_error("read: -s and -l need -P\n");
+    const int64_t po = pat_off.value_or(0), pl = pat_len.value_or(*len - std::min(po, *len));
+    if (po > *len || pl > *len - po) return io_error("read: pattern verification range exceeds end of read data\n");
+    bool ok = is_write || pattern < 0 || check_pattern(buf.data() + po, pl, *off + po, pattern);
     if (verbose) hexdump(buf.data(), *len, *off);
     if (!quiet) {
         printf("%s %" PRId64 "/%" PRId64 " bytes at offset %" PRId64 "\n", is_write ? "wrote" : "read", *len, *len, *off);
@@ -314,20 +331,22 @@ const IoCmd io_commands[] = {
      " -o, options: the whole image (driver=...,file.filename=...) without FILE,\n"
      "     or options added to FILE's"},
     {"close", "c", cmd_close, "", "close the current open file", nullptr},
-    {"read", "r", cmd_read, "[-vq] [-P PAT] OFF LEN", "reads a number of bytes at a specified offset",
-     " -P, check that every byte read equals PAT\n -v, dump the data\n -q, quiet: no statistics"},
+    {"read", "r", cmd_read, "[-vq] [-P PAT [-s OFF] [-l LEN]] OFF LEN", "reads a number of bytes at a specified offset",
+     " -P, check that every byte read equals PAT (-s, -l: only LEN bytes from OFF in the\n"
+     " buffer)\n -v, dump the data\n -q, quiet: no statistics"},
     {"readv", nullptr, cmd_readv, "[-vq] [-P PAT] OFF LEN [LEN...]",
      "reads a number of bytes at a specified offset into several buffers",
      " reads the ranges one after the other from OFF into one request (qemu-io's\n readv), the same flags as read"},
-    {"write", "w", cmd_write, "[-zq] [-P PAT] OFF LEN", "writes a number of bytes at a specified offset",
-     " -P, the byte to write (default 0xcd)\n -z, write zeroes (a zero write)\n -q, quiet"},
+    {"write", "w", cmd_write, "[-zufq] [-P PAT] OFF LEN", "writes a number of bytes at a specified offset",
+     " -P, the byte to write (default 0xcd)\n -z, write zeroes (a zero write)\n -u, with -z: the range may\n"
+     " be unmapped\n -f, force unit access (written through to stable storage)\n -q, quiet"},
     {"writev", nullptr, cmd_writev, "[-q] [-P PAT] OFF LEN [LEN...]",
      "writes a number of bytes at a specified offset from several buffers", nullptr},
     {"aio_read", nullptr, cmd_aio_read, "[-vq] [-P PAT] OFF LEN",
      "asynchronously reads a number of bytes",
      " the request is sent and the command returns; its result is printed when it\n"
      " completes (at the latest at aio_flush)"},
-    {"aio_write", nullptr, cmd_aio_write, "[-zq] [-P PAT] OFF LEN",
+    {"aio_write", nullptr, cmd_aio_write, "[-q] [-P PAT] OFF LEN",
      "asynchronously writes a number of bytes", nullptr},
     {"aio_flush", nullptr, cmd_aio_flush, "", "completes all outstanding aio requests", nullptr},
     {"discard", nullptr, cmd_discard, "OFF LEN", "discards a number of bytes at a specified offset", nullptr},

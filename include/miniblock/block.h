@@ -87,6 +87,7 @@ public:
 private:
     int check_range(int64_t offset, int64_t bytes, bool write);
     bool allow_write_beyond_eof_ = false;
+    int64_t length_seen_ = -1;  // the image's length when last asked
     BlockBackend() = default;
     BdrvChild *root_ = nullptr;  // owned
     std::string name_;

@@ -124,6 +124,37 @@ expect_output "dd -O qcow2: qemu-img check" '^No errors were found on the image.
 expect_fail "dd: an unknown operand" "^miniblock-img: unrecognized operand conv=sync$" "$MI" dd if=a.raw of=x.raw conv=sync
 expect_fail "dd: no input" "^miniblock-img: Must specify an input file with if=INPUT$" "$MI" dd of=x.raw
 
+# --- rebase: -u rewrites the header as qemu-img does (byte for byte); the safe
+# mode copies what the new backing file would change ------------------------------------
+qemu-img create -q -f raw b1.raw 4M; qemu-img create -q -f raw b2.raw 4M
+qemu-io -f raw -c 'write -P 1 0 128k' -c 'write -P 5 2M 64k' b1.raw >/dev/null
+qemu-io -f raw -c 'write -P 2 64k 128k' b2.raw >/dev/null
+qemu-img create -q -f qcow2 -b b1.raw -F raw rb.qcow2
+qemu-io -f qcow2 -c 'write -P 9 1M 64k' rb.qcow2 >/dev/null
+for mode in "-u -b b2.raw -F raw" "-u -b b2.raw" "-u -b ''" "-b b2.raw -F raw" "-b ''"; do
+    cp rb.qcow2 q.qcow2; cp rb.qcow2 m.qcow2
+    eval "qemu-img rebase $mode q.qcow2" >/dev/null 2>&1
+    eval "'$MI' rebase $mode m.qcow2"
+    if cmp -s -n 65536 q.qcow2 m.qcow2; then ok "rebase $mode: the header as qemu-img's, byte for byte"
+    else not_ok "rebase $mode: the header as qemu-img's" "$(cmp -n 65536 q.qcow2 m.qcow2 2>&1)"; fi
+    if [ "${mode#-u}" = "$mode" ]; then
+        expect_output "rebase $mode: the guest sees the same data" '^Images are identical.$' qemu-img compare rb.qcow2 m.qcow2
+        if diff <(qemu-img map --output=json q.qcow2) <(qemu-img map --output=json m.qcow2) >/dev/null; then
+            ok "rebase $mode: the same ranges copied as qemu-img"
+        else
+            not_ok "rebase $mode: the same ranges copied as qemu-img" "$(diff <(qemu-img map --output=json q.qcow2) <(qemu-img map --output=json m.qcow2))"
+        fi
+    fi
+    expect_output "rebase $mode: qemu-img check is clean" '^No errors were found on the image.$' qemu-img check m.qcow2
+done
+expect_fail "rebase -b without -F: qemu-img's text" "^miniblock-img: Could not change the backing file to 'b2.raw': backing format must be specified$" \
+    "$MI" rebase -b b2.raw rb.qcow2
+hold rbw "$IO" -f qcow2 rb.qcow2
+echo length >&"$HOLD_FD"; wait_for "$T/hold-rbw.out" '\[ok\]'
+expect_fail "rebase -u of an image in use: refused" 'Failed to get "write" lock' "$MI" rebase -u -b b2.raw -F raw rb.qcow2
+echo quit >&"$HOLD_FD"; wait "$HOLD_PID" 2>/dev/null
+expect_output "and the header is untouched" '"backing-filename": "b1.raw"' qemu-img info --output=json rb.qcow2
+
 # --- create: -q, -u, 1.5M, -o help, -b without -F -------------------------------------------
 same_as_qemu "create 1.5M" create -f raw c15.raw 1.5M
 expect_output "1.5M is 1572864 bytes" '^1572864$' stat -c %s c15.raw

@@ -66,10 +66,12 @@ same_json "info: --backing-chain there" --backing-chain sub/top2.qcow2
 same_json "info: by absolute path" "$T/top.qcow2"
 expect_output "info: the lock holders are under \"miniblock\"" '"lock-holders" : \[' "$MI" info --output=json base.raw
 
-# The human form: qemu-img's lines for the same image.
-"$MI" info top.qcow2 >mb.txt 2>&1
-qemu-img info top.qcow2 >q.txt 2>&1
-if diff -u q.txt mb.txt >d.txt; then ok "info (human): qemu-img's lines"; else not_ok "info (human): qemu-img's lines" "$(cat d.txt)"; fi
+# The human form: qemu-img's lines for the same images.
+for args in "top.qcow2" "-f raw base.raw" "v2.qcow2" "--backing-chain top.qcow2" "--backing-chain sub/top2.qcow2"; do
+    # shellcheck disable=SC2086
+    "$MI" info $args >mb.txt 2>&1; qemu-img info $args >q.txt 2>&1
+    if diff -u q.txt mb.txt >d.txt; then ok "info $args (human): qemu-img's lines"; else not_ok "info $args (human): qemu-img's lines" "$(cat d.txt)"; fi
+done
 
 # Next to a running writer: raw opens without locks (as qemu-img), qcow2 is
 # refused while a writer holds it (as qemu-img).

@@ -40,6 +40,9 @@ same_output "reads and writes past the end" raw r.raw 'write 1M 512' 'read 1020k
 same_output "readv and writev" raw r.raw 'writev -P 0x21 0 512 1k 2k' 'readv -P 0x21 0 512 1k 2k' 'readv -P 0x21 0 4k'
 same_output "readv -v" raw r.raw 'writev -P 0x41 0 16 16' 'readv -v 0 16 16'
 same_output "aio_write, aio_read, aio_flush" raw r.raw 'aio_write -P 0x31 0 4k' 'aio_flush' 'aio_read -P 0x31 0 4k' 'aio_flush'
+same_output "aio and alloc past the end" raw r.raw 'aio_read 2M 4k' 'aio_flush' 'aio_write 1020k 8k' 'aio_flush' 'alloc 2M' 'alloc 1020k 8k' 'readv 1020k 4k 4k' 'writev 2M 512'
+same_output "write -f, write -z -u, and -u alone" raw r.raw 'write -f -P 3 0 4k' 'write -z -u 4k 4k' 'read -P 0 4k 4k' 'write -u 0 512'
+same_output "read -P -s -l" raw r.raw 'write -P 7 0 4k' 'write -P 8 1k 1k' 'read -P 8 -s 1k -l 1k 0 4k' 'read -P 7 -s 1k -l 2k 0 4k' 'read -P 7 -l 1k 0 4k'
 same_output "length" raw r.raw 'length'
 same_output "info (raw)" raw r.raw 'info'
 same_output "info (qcow2)" qcow2 q.qcow2 'info'
@@ -52,6 +55,9 @@ same_output "alloc (raw)" raw r.raw 'alloc 0 4k'
 same_output "truncate (raw)" raw r.raw 'truncate 2M' 'length' 'write -P 5 1536k 4k' 'read -P 5 1536k 4k'
 same_output "open -o with a path" raw r.raw 'close' 'open -o driver=raw m.copy' 'length'
 
+expect_output "open -d ignore: a discard keeps the data" '^read 4096/4096 bytes at offset 0$' \
+    "$IO" -c 'open -d ignore -f raw r.raw' -c 'write -P 9 0 4k' -c 'discard 0 4k' -c 'read -P 9 0 4k'
+expect_output "open -o with -f and a path" '^1 MiB$' "$IO" -c 'open -o discard=unmap -f raw r.raw' -c length
 expect_output "help CMD: qemu-io's shape" '^alloc OFF \[LEN\] -- checks if offset is allocated in the file$' "$IO" -c 'help alloc'
 expect_output "help lists every command" '^  aio_flush +completes all outstanding aio requests$' "$IO" -c help
 expect_fail "help of an unknown command" '^command frob not found$' "$IO" -c 'help frob'

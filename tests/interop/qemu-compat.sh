@@ -188,12 +188,18 @@ fi
 
 # auto-read-only: a file we may not write opens read-only instead of failing.
 chmod 755 "$T"; chmod 644 "$IMG"
+# nobody may not reach the build tree (a clone under /root): a copy of the
+# tool and its library in $T, found through the tool's rpath ($ORIGIN/..).
+mkdir -p "$T/bin"; cp "$IO" "$T/bin/"
+find "$MINIBLOCK_BUILD" -maxdepth 1 -name 'libminiblock.so*' ! -type d -exec cp -P {} "$T/" \;
+chmod -R a+rX "$T/bin"; chmod a+r "$T"/libminiblock.so*
+NIO=$T/bin/$(basename "$IO")
 expect_fail "without auto-read-only: refused" "Could not open '$IMG': Permission denied" \
-    runuser -u nobody -- "$IO" --image-opts -c 'read 0 512' "driver=file,filename=$IMG"
+    runuser -u nobody -- "$NIO" --image-opts -c 'read 0 512' "driver=file,filename=$IMG"
 expect_output "auto-read-only=on: opens read-only" '^read 512/512 bytes at offset 0$' \
-    runuser -u nobody -- "$IO" --image-opts -c 'read 0 512' "driver=file,filename=$IMG,auto-read-only=on"
+    runuser -u nobody -- "$NIO" --image-opts -c 'read 0 512' "driver=file,filename=$IMG,auto-read-only=on"
 expect_fail "auto-read-only=on: and stays read-only" '^write failed: Operation not permitted$' \
-    runuser -u nobody -- "$IO" --image-opts -c 'write 0 512' "driver=file,filename=$IMG,auto-read-only=on"
+    runuser -u nobody -- "$NIO" --image-opts -c 'write 0 512' "driver=file,filename=$IMG,auto-read-only=on"
 
 # A -blockdev tree as libvirt writes it (storage node nested in the format
 # node) opens unchanged, in miniblock and in QEMU.

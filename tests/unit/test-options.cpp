@@ -668,6 +668,9 @@ void test_drivers_and_help(void **) {
         "Options for driver 'raw': The raw format: a pass-through window on its file\n",
         "  cache=<writeback|none|writethrough|directsync|unsafe or nested options>\n"
         "      host cache mode (inherited by children); or QEMU's cache.direct and cache.no-flush\n",
+        "        writeback     use the host page cache (the default)\n",
+        "  cache.direct=<bool>\n      bypass the host page cache (O_DIRECT) (default off)\n",
+        "  cache.no-flush=<bool>\n",
         "  force-share=<bool>\n",
         "  discard=<ignore|unmap>\n",
         "  driver=<str> (required)\n",
