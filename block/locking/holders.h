@@ -57,6 +57,12 @@ std::string describe_holder(const LockHolder &h);
 inline constexpr const char *kNoVisibleHolder =
     "No holder is visible from here: it may be on another host or in another pid namespace";
 
+// The detail line when the conflicting byte was free again by the time we
+// looked for its holder: a racing opener that lost and let go.
+inline constexpr const char *kHolderJustGone =
+    "The holder let go of the lock before it could be named (another opener racing for "
+    "it?): try again";
+
 // The process-wide registry naming our own lock fds after their node.
 void register_lock_node(int fd, std::string node_name);
 void unregister_lock_node(int fd);
