@@ -8,6 +8,7 @@ PACKAGES="
   libglib2.0-dev libjson-glib-dev libaio-dev libcmocka-dev zlib1g-dev
   qemu-utils fio nbdkit libnbd-bin cloop-utils
   g++-mingw-w64-x86-64 wine64
+  ceph-mon ceph-osd ceph-common librbd-dev librados-dev qemu-block-extra
 "
 
 missing=""
