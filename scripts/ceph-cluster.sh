@@ -49,8 +49,6 @@ ms_bind_retry_count = 1
 ms_bind_retry_delay = 0
 run_dir = $DIR
 pid_file = $DIR/\$name.pid
-admin_socket = $DIR/\$name.asok
-log_file = $DIR/\$name.log
 mon_data = $DIR/mon
 osd_data = $DIR/osd
 osd_objectstore = memstore
@@ -69,6 +67,19 @@ rbd_default_features = 61
 client_mount_timeout = 10
 rados_mon_op_timeout = 10
 rados_osd_op_timeout = 30
+
+# Daemons: pid files, sockets and logs in DIR.  Clients (every miniblock,
+# qemu-io and rbd process of the tests): no admin socket (they would fight
+# over one name) and no log file.
+[mon]
+admin_socket = $DIR/\$name.asok
+log_file = $DIR/\$name.log
+[osd]
+admin_socket = $DIR/\$name.asok
+log_file = $DIR/\$name.log
+[client]
+admin_socket =
+log_file =
 EOF
 }
 
@@ -134,8 +145,10 @@ kill_daemons() {
         # Only a ceph daemon of ours: a stale pid file must not kill a stranger.
         if grep -qs -- "$DIR/ceph.conf" "/proc/$pid/cmdline"; then
             kill -KILL "$pid" 2>/dev/null || true
+            # Gone, or a zombie nobody reaps yet (its memory is freed).
             for _ in $(seq 100); do
                 [ -e "/proc/$pid" ] || break
+                case "$(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null)" in Z | X | '') break ;; esac
                 sleep 0.02
             done
         fi

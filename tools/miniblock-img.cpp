@@ -20,6 +20,7 @@
 
 #include "block/aio.h"
 #include "block/block_int.h"
+#include "block/drivers/rbd-conn.h"
 #include "block/locking/holders.h"
 #include "tools/img-commands.h"
 #include "tools/tool-common.h"
@@ -44,9 +45,11 @@ void usage(FILE *out) {
             "  info [-f FMT] [-U] [--image-opts] [--backing-chain] [--output=human|json] FILE\n"
             "      describe an image (opened read-only, with the default lock unless -U);\n"
             "      --backing-chain: every image of its backing chain\n"
-            "  locks [--output=human|json] FILE...\n"
+            "  locks [--output=human|json] [--break] FILE...\n"
             "      list every process (and node of this process) holding lock bytes on each\n"
-            "      file, with what it uses and forbids; takes no lock itself\n"
+            "      file, with what it uses and forbids; takes no lock itself; for rbd:POOL/IMAGE,\n"
+            "      RBD's lock owners, advisory lockers and watchers; --break breaks the rbd locks\n"
+            "      of clients that no longer watch the image (they get blocklisted)\n"
             "  bench [-c COUNT] [-d DEPTH] [-f FMT] [-i AIO] [-o OFFSET] [-s SIZE] [-S STEP]\n"
             "        [-t CACHE] [-w] [-U] [--image-opts] FILE\n"
             "      send COUNT requests (default 75000) of SIZE bytes (default 4 KiB), DEPTH in\n"
@@ -226,8 +229,9 @@ int cmd_info(int argc, char **argv) {
 // --- locks --------------------------------------------------------------------------
 
 int cmd_locks(int argc, char **argv) {
-    bool json = false;
+    bool json = false, do_break = false;
     static const struct option longopts[] = {{"output", required_argument, nullptr, OPT_OUTPUT},
+                                             {"break", no_argument, nullptr, 'B'},
                                              {"help", no_argument, nullptr, 'h'},
                                              {nullptr, 0, nullptr, 0}};
     int c;
@@ -237,6 +241,7 @@ int cmd_locks(int argc, char **argv) {
             if (!parse_output(optarg, &json)) return img_bad_usage(std::string("--output must be human or json, not '") + optarg + "'");
             break;
         case 'h': usage(stdout); return 0;
+        case 'B': do_break = true; break;
         default: return img_bad_usage("invalid option for locks");
         }
     }
@@ -246,6 +251,12 @@ int cmd_locks(int argc, char **argv) {
     if (b) json_builder_begin_array(b);
     for (int i = optind; i < argc; i++) {
         const char *path = argv[i];
+        // An RBD image: RBD's own owners, watchers and advisory locks.
+        if (strncmp(path, "rbd:", 4) == 0 && !json) {
+            ret |= rbd::report_locks(path, do_break, img_prog);
+            continue;
+        }
+        if (do_break) return img_bad_usage("--break is only for rbd: images (with --output=human)");
         struct stat st;
         // stat, not open: looking must not disturb anyone's locks.
         if (stat(path, &st) < 0) {

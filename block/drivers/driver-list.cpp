@@ -11,6 +11,7 @@ extern const BlockDriver bdrv_raw;
 extern const BlockDriver bdrv_cloop;
 extern const BlockDriver bdrv_nbd;
 extern const BlockDriver bdrv_qcow2;
+extern const BlockDriver bdrv_rbd;
 
 const BlockDriver *const block_drivers[] = {
     &bdrv_file,
@@ -18,6 +19,7 @@ const BlockDriver *const block_drivers[] = {
     &bdrv_cloop,
     &bdrv_nbd,
     &bdrv_qcow2,
+    &bdrv_rbd,
     nullptr,
 };
 
@@ -28,6 +30,15 @@ const BlockDriver *bdrv_find_driver(std::string_view name) {
 }
 
 const BlockDriver *bdrv_find_protocol(std::string_view filename) {
+    // QEMU's "scheme:rest" names (rbd:pool/image): a protocols entry that
+    // ends in ':' claims every filename starting with it.
+    for (const BlockDriver *const *d = block_drivers; *d; d++) {
+        if (!(*d)->protocols) continue;
+        for (const char *const *p = (*d)->protocols; *p; p++) {
+            std::string_view pre(*p);
+            if (!pre.empty() && pre.back() == ':' && filename.substr(0, pre.size()) == pre) return *d;
+        }
+    }
     size_t colon = filename.find("://");
     if (colon == std::string_view::npos) return nullptr;
     std::string_view scheme = filename.substr(0, colon);
