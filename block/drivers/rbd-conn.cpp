@@ -141,6 +141,8 @@ Status Conn::connect(const Spec &spec) {
         return Status::Error(EINVAL, "The Ceph configuration names no monitor (mon_host) for " +
                                          spec.describe());
     }
+    // As QEMU does: the host-cache setting becomes librbd's cache.
+    rados_conf_set(cluster_, "rbd_cache", spec.cache ? "true" : "false");
     const std::string t = std::to_string(spec.timeout_s);
     rados_conf_set(cluster_, "client_mount_timeout", t.c_str());
     rados_conf_set(cluster_, "rados_mon_op_timeout", t.c_str());

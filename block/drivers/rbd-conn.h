@@ -25,6 +25,7 @@ struct Spec {
     std::string conf;  // empty: $CEPH_CONF, then librados' default places
     std::string user;  // without "client."; empty: admin
     int timeout_s = 10;
+    bool cache = true;  // librbd's cache (rbd_cache); off for cache=none/directsync
     // "rbd:pool/image[@snap]" for messages (QEMU's spelling, no options).
     std::string describe() const;
 };

@@ -145,6 +145,7 @@ Status rbd_open_node(BlockDriverState *bs, qapi::OptionDict &opts) {
         return Status::Error(EROFS, "The snapshot " + s->spec.describe() + " is read-only",
                              "Open it read-only");
     }
+    s->spec.cache = !(bs->open_flags & BDRV_O_NOCACHE);
     if (bs->filename.empty() || bs->filename.rfind("rbd:", 0) != 0) bs->filename = s->spec.describe();
     auto c = rbd::Conn::open(s->spec);
     if (!c.ok()) return c.take_status();
@@ -219,9 +220,17 @@ Status acquire(BlockDriverState *bs) {
     auto h = rbd::holders(s->conn->image());
     if (h.ok() && !h->lockers.empty())
         return refusal(bs, EAGAIN, "The image carries an advisory lock (rbd lock ls)");
-    // Blocks while a dead owner's watch has not yet timed out; librbd then
-    // breaks its lock (and blocklists it).  A live owner in manual mode
-    // answers at once: EROFS or EBUSY.
+    // A live owner is using the image: librbd would ask it to hand the lock
+    // over, and a QEMU writer would, then fail every write while we hold
+    // it.  As with a file's writer, we are the one refused.  An owner whose
+    // watch has expired is dead: librbd breaks its lock (and blocklists it).
+    if (h.ok()) {
+        const std::string me = our_addr(bs);
+        for (const std::string &o : h->owners)
+            if (o != me && !h->client_at(o).empty()) return refusal(bs, EAGAIN, {});
+    }
+    // Blocks while a dead owner's watch has not yet timed out; a live owner
+    // in manual mode answers at once: EROFS or EBUSY.
     int r = rbd_lock_acquire(s->conn->image(), RBD_LOCK_MODE_EXCLUSIVE);
     if (r == 0) return Status::OK();
     Status st = refusal(bs, -r, {});

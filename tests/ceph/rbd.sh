@@ -98,6 +98,20 @@ expect_fail "locks --break refuses while the owner's watch is alive" \
     "Refusing to break the exclusive lock of client\\.$H1ID .*still watches the image" \
     "$MINIBLOCK_IMG" locks --break "$IMG"
 mbquit H1
+# A QEMU writer that has written owns the lock (librbd's transparent mode):
+# a miniblock open must be refused, not take it over and fail QEMU's writes.
+qemu-io -f raw -c "write -P 0x42 0 4k" -c "sleep 4000" -c "write -P 0x42 4k 4k" "$IMG" \
+    >"$T/qemu-writer.out" 2>&1 &
+QW=$!
+BG_PIDS+=("$QW")
+# (qemu-io's output to a file is buffered until it exits: watch the lock.)
+for _ in $(seq 100); do rbd lock ls rbd/a | grep -q ' auto ' && break; sleep 0.1; done
+expect_fail "a QEMU writer owning the lock is not robbed: exclusive refused, QEMU named" \
+    "^Held by client\\.[0-9]+ at 127\\.0\\.0\\.1:[0-9]+/[0-9]+: the RBD exclusive lock$" \
+    "$MINIBLOCK_IO" -f raw -l exclusive -c "read 0 512" "$IMG"
+wait "$QW"
+expect_output "and QEMU's next write still works" '^wrote 4096/4096 bytes at offset 4096$' \
+    cat "$T/qemu-writer.out"
 expect_output "closed: the lock is free for QEMU" 'wrote 4096/4096' \
     qemu-io -f raw -c "write -P 0x44 4k 4k" "$IMG"
 
@@ -108,8 +122,19 @@ mbsend K flush
 KID=$(watcher_id rbd/a)
 kill -KILL "$PID_K"; wait "$PID_K" 2>/dev/null
 s=$(date +%s.%N)
-expect_output "after SIGKILL the lock comes free once the watch times out; data intact" \
-    'read 8192/8192' "$MINIBLOCK_IO" -f raw -l exclusive -c "read -P 0x55 0 8k" "$IMG"
+expect_fail "right after the SIGKILL Ceph still counts the holder (its watch): refused, named" \
+    "^Held by client\\.$KID at 127\\.0\\.0\\.1:[0-9]+/[0-9]+: the RBD exclusive lock$" \
+    "$MINIBLOCK_IO" -f raw -l exclusive -c "read 0 512" "$IMG"
+got=""
+for _ in $(seq 60); do
+    if out=$("$MINIBLOCK_IO" -f raw -l exclusive -c "read -P 0x55 0 8k" "$IMG" 2>&1); then got=$out; break; fi
+    sleep 0.5
+done
+if grep -q 'read 8192/8192' <<<"$got"; then
+    ok "after SIGKILL the lock comes free once the watch times out; data intact"
+else
+    not_ok "after SIGKILL the lock comes free once the watch times out" "last output: $out"
+fi
 echo "# lock taken $(echo "$(date +%s.%N) - $s" | bc) s after the SIGKILL (osd_client_watch_timeout = 5)"
 expect_output "the dead client is blocklisted" '127\.0\.0\.1' ceph osd blocklist ls
 
