@@ -15,6 +15,9 @@
 #   them /dev/null, or a test runner waiting for EOF on its pipe hangs;
 # - a random free port, and a new one when the bind loses a race
 #   (ms_bind_retry_count = 1 makes a lost bind fail at once).
+# A watchdog stops the cluster when the process that started it (the caller
+# of "start") is gone without calling "stop": a test runner that SIGKILLs a
+# timed-out test leaks no daemons (they daemonize out of its process group).
 # The watch timeout is 5 s (default 30), so that a SIGKILLed client's
 # exclusive lock comes free within the tests' patience.
 set -eu
@@ -108,6 +111,8 @@ start_mon() {
 start() {
     [ -e "$DIR" ] && die "$DIR exists already"
     mkdir -p "$DIR"
+    DIR=$(cd "$DIR" && pwd)
+    start_watchdog "$PPID"
     FSID=$(cat /proc/sys/kernel/random/uuid)
     local tries=0
     until start_mon; do
@@ -134,6 +139,14 @@ start() {
         sleep 0.05
     done
     die "the rbd pool did not become usable: $(tail -3 "$DIR/osd.$id.log" 2>/dev/null)"
+}
+
+# Polls the owner once a second; stops the cluster when it has gone.
+start_watchdog() {
+    local owner=$1
+    spawn /dev/null setsid -f bash -c '
+        while kill -0 "$1" 2>/dev/null && [ -d "$2" ]; do sleep 1; done
+        [ -d "$2" ] && exec "$3" stop "$2"' watchdog "$owner" "$DIR" "$(readlink -f "$0")"
 }
 
 kill_daemons() {
@@ -165,7 +178,12 @@ stop() {
 [ $# -eq 2 ] || die "usage: $0 start|stop|env DIR"
 DIR=$2
 case "$1" in
-    start) start ;;
+    start)
+        # A start that fails half-way leaves no daemon behind.
+        trap kill_daemons EXIT
+        start
+        trap - EXIT
+        ;;
     stop) stop ;;
     env) echo "CEPH_CONF=$DIR/ceph.conf" ;;
     *) die "unknown command '$1' (start, stop, env)" ;;

@@ -40,7 +40,7 @@ mkfifo "$T/in"
 HOLDER=$!
 exec 3>"$T/in"
 echo length >&3
-for _ in $(seq 200); do grep -q '^\[ok\]' "$T/out" && break; sleep 0.05; done
+for _ in $(seq 200); do grep -qs '^\[ok\]' "$T/out" && break; sleep 0.05; done
 grep -q '^\[ok\]' "$T/out" || fail "client 1 did not open: $(cat "$T/out")"
 "$IMG" locks rbd:rbd/disk
 
