@@ -163,11 +163,32 @@ Status Conn::connect(const Spec &spec) {
     return Status::OK();
 }
 
+namespace {
+
+int submit_open(Aio *a, rbd_completion_t c) {
+    return a->flags ? rbd_aio_open_read_only(a->io, a->name, a->out, a->snap, c)
+                    : rbd_aio_open(a->io, a->name, a->out, a->snap, c);
+}
+
+// Opening reads the image's header objects: asynchronously, so the loop
+// (and whatever else an embedder runs on it) keeps going meanwhile.
+Task<int> open_task(rados_ioctx_t io, const char *name, const char *snap, bool ro,
+                    rbd_image_t *out) {
+    Aio a{AioContext::main(), submit_open};
+    a.io = io;
+    a.name = name;
+    a.snap = snap;
+    a.flags = ro;
+    a.out = out;
+    co_return int(co_await a);
+}
+
+}  // namespace
+
 Status Conn::open_image() {
     const char *snap = spec_.snapshot.empty() ? nullptr : spec_.snapshot.c_str();
-    int r = read_only_ ? rbd_open_read_only(ioctx_, spec_.image.c_str(), &image_, snap)
-                       : rbd_open(ioctx_, spec_.image.c_str(), &image_, snap);
-    if (r < 0) image_ = nullptr;
+    int r = sync_wait(open_task(ioctx_, spec_.image.c_str(), snap, read_only_, &image_));
+    if (r < 0) image_ = nullptr;  // librbd has freed a handle that failed to open
     if (r == -ENOENT) {
         if (snap) {
             return Status::Error(ENOENT, "Image '" + spec_.image + "' or its snapshot '" +

@@ -11,14 +11,63 @@
 #include <rados/librados.h>
 #include <rbd/librbd.h>
 
+#include <cerrno>
+#include <coroutine>
 #include <cstdint>
 #include <memory>
 #include <string>
 #include <vector>
 
+#include "block/aio.h"
+#include "block/coroutine.h"
 #include "miniblock/status.h"
 
 namespace mb::rbd {
+
+// co_await Aio{ctx, submit, ...}: submit(this, completion) starts one librbd
+// asynchronous call.  Its callback runs in a librbd thread: it stores the
+// result and hands the waiting coroutine to ctx's loop thread
+// (AioContext::schedule is thread-safe), which resumes it.
+struct Aio {
+    AioContext &ctx;
+    int (*submit)(Aio *, rbd_completion_t);
+    rbd_image_t image = nullptr;
+    uint64_t off = 0, len = 0;
+    char *buf = nullptr;
+    int flags = 0;
+    // rbd_aio_open
+    rados_ioctx_t io = nullptr;
+    const char *name = nullptr, *snap = nullptr;
+    rbd_image_t *out = nullptr;
+
+    ssize_t ret = 0;
+    std::coroutine_handle<> waiter;
+
+    static void done(rbd_completion_t c, void *arg) {
+        auto *a = static_cast<Aio *>(arg);
+        a->ret = rbd_aio_get_return_value(c);
+        rbd_aio_release(c);
+        a->ctx.schedule(a->waiter);
+    }
+    bool await_ready() const noexcept { return false; }
+    bool await_suspend(std::coroutine_handle<> h) {
+        waiter = h;
+        rbd_completion_t c;
+        int r = rbd_aio_create_completion(this, done, &c);
+        if (r < 0) {
+            ret = r;
+            return false;  // resume now with the error
+        }
+        r = submit(this, c);
+        if (r < 0) {
+            rbd_aio_release(c);
+            ret = r;
+            return false;
+        }
+        return true;
+    }
+    ssize_t await_resume() const noexcept { return ret; }
+};
 
 struct Spec {
     std::string pool, image, snapshot;

@@ -39,64 +39,29 @@ struct RbdState : NodeState {
     bool want_pending = false;
 };
 
-// --- asynchronous librbd calls ------------------------------------------------
+// --- asynchronous librbd calls (rbd::Aio, rbd-conn.h) -------------------------
 
-// co_await RbdCall{ctx, submit}: submit(comp) starts one librbd aio call; the
-// callback (a librbd thread) stores the result and schedules the waiter.
-struct RbdAwait {
-    AioContext &ctx;
-    int (*submit)(RbdAwait *, rbd_completion_t);
-    rbd_image_t image;
-    uint64_t off = 0, len = 0;
-    char *buf = nullptr;
-    int flags = 0;
-    ssize_t ret = 0;
-    std::coroutine_handle<> waiter;
+using rbd::Aio;
 
-    static void done(rbd_completion_t c, void *arg) {
-        auto *a = static_cast<RbdAwait *>(arg);
-        a->ret = rbd_aio_get_return_value(c);
-        rbd_aio_release(c);
-        a->ctx.schedule(a->waiter);  // the loop thread resumes it
-    }
-    bool await_ready() const noexcept { return false; }
-    bool await_suspend(std::coroutine_handle<> h) {
-        waiter = h;
-        rbd_completion_t c;
-        int r = rbd_aio_create_completion(this, done, &c);
-        if (r < 0) {
-            ret = r;
-            return false;
-        }
-        r = submit(this, c);
-        if (r < 0) {
-            rbd_aio_release(c);
-            ret = r;
-            return false;
-        }
-        return true;
-    }
-    ssize_t await_resume() const noexcept { return ret; }
-};
-
-int submit_read(RbdAwait *a, rbd_completion_t c) {
-    return rbd_aio_read(a->image, a->off, a->len, a->buf, c);
-}
-int submit_write(RbdAwait *a, rbd_completion_t c) {
+int submit_read(Aio *a, rbd_completion_t c) { return rbd_aio_read(a->image, a->off, a->len, a->buf, c); }
+int submit_write(Aio *a, rbd_completion_t c) {
     return rbd_aio_write(a->image, a->off, a->len, a->buf, c);
 }
-int submit_discard(RbdAwait *a, rbd_completion_t c) {
-    return rbd_aio_discard(a->image, a->off, a->len, c);
-}
-int submit_zeroes(RbdAwait *a, rbd_completion_t c) {
+int submit_discard(Aio *a, rbd_completion_t c) { return rbd_aio_discard(a->image, a->off, a->len, c); }
+int submit_zeroes(Aio *a, rbd_completion_t c) {
     return rbd_aio_write_zeroes(a->image, a->off, a->len, c, a->flags, 0);
 }
-int submit_flush(RbdAwait *a, rbd_completion_t c) { return rbd_aio_flush(a->image, c); }
+int submit_flush(Aio *a, rbd_completion_t c) { return rbd_aio_flush(a->image, c); }
 
-RbdAwait call(BlockDriverState *bs, int (*submit)(RbdAwait *, rbd_completion_t), int64_t off,
-              int64_t len, char *buf, int flags = 0) {
-    return RbdAwait{AioContext::main(), submit, bs->state<RbdState>()->conn->image(),
-                    uint64_t(off), uint64_t(len), buf, flags};
+Aio call(BlockDriverState *bs, int (*submit)(Aio *, rbd_completion_t), int64_t off, int64_t len,
+         char *buf, int flags = 0) {
+    Aio a{AioContext::main(), submit};
+    a.image = bs->state<RbdState>()->conn->image();
+    a.off = uint64_t(off);
+    a.len = uint64_t(len);
+    a.buf = buf;
+    a.flags = flags;
+    return a;
 }
 
 // --- options ------------------------------------------------------------------
