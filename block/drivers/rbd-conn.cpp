@@ -302,10 +302,7 @@ std::vector<std::string> describe_holders(const Holders &h, const std::string &s
         if (o == skip_addr) continue;
         std::string who = h.client_at(o);
         out.push_back("Held by " + (who.empty() ? "a client" : who) + " at " + o +
-                      ": the RBD exclusive lock" +
-                      (who.empty() ? " (its watch has gone: the lock frees itself when "
-                                     "osd_client_watch_timeout expires)"
-                                   : ""));
+                      ": the RBD exclusive lock");
     }
     for (const AdvisoryLock &l : h.lockers) {
         out.push_back("Held by " + l.client + " at " + l.addr + ": an advisory " +

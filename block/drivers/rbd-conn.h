@@ -134,6 +134,7 @@ Result<Holders> holders(rbd_image_t image);
 
 // Detail lines naming each holder, e.g.
 //   Held by client.4119 at 127.0.0.1:0/2521233581: the RBD exclusive lock
+// ("a client" when the owner no longer watches the image)
 //   Held by client.4125 at 127.0.0.1:0/8041: an advisory shared lock, cookie 'c', tag 't'
 std::vector<std::string> describe_holders(const Holders &h, const std::string &skip_addr = {});
 

@@ -137,6 +137,22 @@ else
 fi
 echo "# lock taken $(echo "$(date +%s.%N) - $s" | bc) s after the SIGKILL (osd_client_watch_timeout = 5)"
 expect_output "the dead client is blocklisted" '127\.0\.0\.1' ceph osd blocklist ls
+# Once the dead holder's watch has expired, locks --break breaks its lock on
+# purpose (before anyone's acquire would).
+mbhold K2 -f raw -l exclusive "$IMG"
+K2ID=$(watcher_id rbd/a)
+kill -KILL "$PID_K2"; wait "$PID_K2" 2>/dev/null
+for _ in $(seq 100); do rbd status rbd/a | grep -q "client.$K2ID " || break; sleep 0.2; done
+expect_output "locks shows an owner without a watch" \
+    '^  exclusive lock owner: a client at 127\.0\.0\.1:[0-9]+/[0-9]+ \(no watch: dead or stalled\)$' \
+    "$MINIBLOCK_IMG" locks "$IMG"
+expect_output "locks --break breaks it and says it will be blocklisted" \
+    '^breaking the exclusive lock of the client at 127\.0\.0\.1:[0-9]+/[0-9]+: it no longer watches the image; it will be blocklisted, so it cannot write if it wakes up$' \
+    "$MINIBLOCK_IMG" locks --break "$IMG"
+expect_output "then nothing is held" '^  no locks held, no other watchers$' "$MINIBLOCK_IMG" locks "$IMG"
+expect_output "and --break has nothing to break" '^nothing to break$' "$MINIBLOCK_IMG" locks --break "$IMG"
+expect_fail "--break is for rbd: images" '--break is only for rbd: images' \
+    "$MINIBLOCK_IMG" locks --break "$T/src.raw"
 
 # --- advisory locks: named in refusals, broken on purpose ---------------------------------
 expect_ok "miniblock-img create rbd:rbd/b" "$MINIBLOCK_IMG" create -f raw rbd:rbd/b 4M
@@ -144,6 +160,8 @@ expect_ok "rbd lock add (an advisory lock, as a crashed tool leaves it)" \
     rbd lock add --shared mytag rbd/b mycookie
 expect_fail "an advisory lock blocks exclusive, named with cookie and tag" \
     "^Held by client\\.[0-9]+ at 127\\.0\\.0\\.1:[0-9]+/[0-9]+: an advisory shared lock, cookie 'mycookie', tag 'mytag'$" \
+    "$MINIBLOCK_IO" -f raw -l exclusive -c "read 0 512" rbd:rbd/b
+expect_fail "... and says why" '^The image carries an advisory lock \(rbd lock ls\)$' \
     "$MINIBLOCK_IO" -f raw -l exclusive -c "read 0 512" rbd:rbd/b
 expect_output "miniblock-img locks lists the advisory locker" \
     "advisory shared lock: client\\.[0-9]+ at .*cookie 'mycookie', tag 'mytag'" \
@@ -223,6 +241,31 @@ expect_fail "an unknown filename key" "Unknown key 'mon_host' \\(known: conf, id
     "$MINIBLOCK_IO" -f raw -c "read 0 512" rbd:rbd/a:mon_host=1.2.3.4
 expect_fail "a user named with client." "Invalid RBD user 'client.admin'" \
     timeout 30 "$MINIBLOCK_IO" -f raw -c "read 0 512" rbd:rbd/a:id=client.admin
+expect_fail "filename and pool together" "^miniblock-io: can.t open device .*: Parameters 'filename' and 'pool' cannot be used together$" \
+    "$MINIBLOCK_IO" --image-opts -c "read 0 512" "driver=raw,file.driver=rbd,file.filename=rbd:rbd/a,file.pool=rbd"
+expect_fail "no pool" "Parameter 'file.pool' is missing" \
+    "$MINIBLOCK_IO" --image-opts -c "read 0 512" "driver=raw,file.driver=rbd,file.image=a"
+expect_fail "no image" "Parameter 'file.image' is missing" \
+    "$MINIBLOCK_IO" --image-opts -c "read 0 512" "driver=raw,file.driver=rbd,file.pool=rbd"
+expect_fail "a timeout out of range" "Invalid value '0' for parameter 'file.timeout'" \
+    "$MINIBLOCK_IO" --image-opts -c "read 0 512" "driver=raw,file.driver=rbd,file.pool=rbd,file.image=a,file.timeout=0"
+expect_fail "create over an existing image" "Image rbd:rbd/a exists already" \
+    "$MINIBLOCK_IMG" create -f raw "$IMG" 1M
+expect_fail "create a snapshot name" "Cannot create a snapshot as an image: rbd:rbd/a@s" \
+    "$MINIBLOCK_IMG" create -f raw rbd:rbd/a@s 1M
+expect_ok "rbd snap create rbd/a@s1" rbd snap create rbd/a@s1
+expect_output "a snapshot reads read-only (nothing to lock)" 'read 4096/4096' \
+    "$MINIBLOCK_IO" -f raw -r -l exclusive -c "read 0 4k" rbd:rbd/a@s1
+expect_fail "a snapshot refuses read-write" "The snapshot rbd:rbd/a@s1 is read-only" \
+    "$MINIBLOCK_IO" -f raw -c "read 0 4k" rbd:rbd/a@s1
+expect_fail "a missing snapshot" "Image 'a' or its snapshot 'nosnap' does not exist in pool 'rbd'" \
+    "$MINIBLOCK_IO" -f raw -r -c "read 0 4k" rbd:rbd/a@nosnap
+mkdir -p "$T/empty"
+expect_fail "no configuration anywhere" "No Ceph configuration found for rbd:rbd/a" \
+    bash -c "cd '$T/empty' && env -u CEPH_CONF HOME='$T/empty' '$MINIBLOCK_IO' -f raw -c 'read 0 512' rbd:rbd/a"
+printf '[global]\nauth_client_required = none\n' >"$T/nomon.conf"
+expect_fail "a configuration without a monitor" "The Ceph configuration names no monitor \\(mon_host\\) for rbd:rbd/a" \
+    "$MINIBLOCK_IO" -f raw -c "read 0 512" "rbd:rbd/a:conf=$T/nomon.conf"
 sed "s/^mon_host = .*/mon_host = v2:127.0.0.1:9/" "$CEPH_CONF" >"$T/dead.conf"
 s=$(date +%s)
 expect_fail "an unreachable monitor: bounded by timeout, the address named" \
