@@ -115,6 +115,17 @@ expect_output "and QEMU's next write still works" '^wrote 4096/4096 bytes at off
 expect_output "closed: the lock is free for QEMU" 'wrote 4096/4096' \
     qemu-io -f raw -c "write -P 0x44 4k 4k" "$IMG"
 
+# --- auto, read-only: keeps writers out (the managed lock), one holder at a time ---
+mbhold R1 -f raw -r "$IMG"
+expect_fail "auto read-only keeps a QEMU writer out" 'write failed: Read-only file system' \
+    qemu-io -f raw -c "write -P 0x66 0 4k" "$IMG"
+expect_fail "a second auto reader is refused (RBD has one holder), the first named" \
+    "^Held by client\\.[0-9]+ at 127\\.0\\.0\\.1:[0-9]+/[0-9]+: the RBD exclusive lock$" \
+    "$MINIBLOCK_IO" -f raw -r -c "read 0 512" "$IMG"
+expect_output "a reader with lock=shared reads next to it" 'read 512/512' \
+    "$MINIBLOCK_IO" -f raw -r -l shared -c "read 0 512" "$IMG"
+mbquit R1
+
 # --- a SIGKILLed holder ----------------------------------------------------------------
 mbhold K -f raw -l exclusive "$IMG"
 mbsend K "write -P 0x55 0 8k"
