@@ -88,7 +88,9 @@ public:
                 held_ = true;
                 return;
             }
-            if (err != EAGAIN && err != EACCES) return;  // cannot lock: no turn
+            // Cannot lock (EBADF: a read-only fd cannot take a write lock):
+            // no turn, the retry in prepare() must do.
+            if (err != EAGAIN && err != EACCES) return;
             // Only another preparer's one-byte lock is a reason to wait; a
             // lock over the whole file (the whole-file protocol) will make the
             // byte locks fail, and says so better.
