@@ -259,7 +259,8 @@ Task<int> rbd_co_flush(BlockDriverState *bs) {
 Task<int> rbd_co_preadv(BlockDriverState *bs, int64_t offset, int64_t bytes, uint8_t *buf, int) {
     ssize_t r = co_await call(bs, submit_read, offset, bytes, reinterpret_cast<char *>(buf));
     if (r < 0) co_return int(r);
-    // Short only at the end of the image: the rest reads as zeroes.
+    // librbd refuses reads past the end (EINVAL) and fills what it reads;
+    // a short count would be a bug of its own: read it as zeroes, not garbage.
     if (r < bytes) memset(buf + r, 0, size_t(bytes - r));
     co_return 0;
 }
