@@ -208,6 +208,15 @@ expect_fail "exclusive refused where RBD cannot keep writers out, with the reaso
 expect_output "lock=shared works there" 'wrote 512/512' \
     "$MINIBLOCK_IO" -f raw -l shared -c "write 0 512" rbd:rbd/nolock
 
+# --- lock-wait: a refused exclusive lock is retried until the holder goes ---------
+"$MINIBLOCK_IO" -f raw -l exclusive -c "sleep 2000" "$IMG" >/dev/null 2>&1 &
+LW=$!
+for _ in $(seq 100); do rbd lock ls rbd/a | grep -q ' auto ' && break; sleep 0.1; done
+expect_output "lock-wait=20 waits for the holder to close, then gets the lock" 'read 512/512' \
+    "$MINIBLOCK_IO" --image-opts -c "read 0 512" \
+    "driver=raw,file.driver=rbd,file.pool=rbd,file.image=a,lock=exclusive,lock-wait=20"
+wait "$LW"
+
 # --- two miniblock clients racing for exclusive ------------------------------------------------
 one=0 other=0
 for round in $(seq 10); do
