@@ -13,4 +13,6 @@ for f in tests/scenarios/*.scn; do
     echo
 done
 bash scripts/lock-matrix.sh "$BUILD" || status=1
+echo
+bash scripts/rbd-scenario.sh "$BUILD" || status=1
 exit $status

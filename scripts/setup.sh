@@ -10,6 +10,7 @@ PACKAGES="
   python3-cffi python3-pytest
   pandoc man-db
   g++-mingw-w64-x86-64 wine64
+  ceph-mon ceph-osd ceph-common librbd-dev librados-dev qemu-block-extra
 "
 
 missing=""

@@ -20,6 +20,7 @@
 
 #include "block/aio.h"
 #include "block/block_int.h"
+#include "block/drivers/rbd-conn.h"
 #include "block/locking/holders.h"
 #include "tools/img-commands.h"
 #include "tools/tool-common.h"
@@ -46,9 +47,11 @@ void usage(FILE *out) {
             "  info [-f FMT] [-U] [--image-opts] [--backing-chain] [--output=human|json] FILE\n"
             "      describe an image, as qemu-img info (a raw image is opened without locks;\n"
             "      --backing-chain: every image of its backing chain)\n"
-            "  locks [--output=human|json] FILE...\n"
+            "  locks [--output=human|json] [--break] FILE...\n"
             "      list every process (and node of this process) holding lock bytes on each\n"
-            "      file, with what it uses and forbids; takes no lock itself\n"
+            "      file, with what it uses and forbids; takes no lock itself; for rbd:POOL/IMAGE,\n"
+            "      RBD's lock owners, advisory lockers and watchers; --break breaks the rbd locks\n"
+            "      of clients that no longer watch the image (they get blocklisted)\n"
             );
     mb::tools::print_img_bench_help(out);
     fprintf(out,
@@ -162,8 +165,9 @@ int cmd_create(int argc, char **argv) {
 // --- locks --------------------------------------------------------------------------
 
 int cmd_locks(int argc, char **argv) {
-    bool json = false;
+    bool json = false, do_break = false;
     static const struct option longopts[] = {{"output", required_argument, nullptr, OPT_OUTPUT},
+                                             {"break", no_argument, nullptr, 'B'},
                                              {"help", no_argument, nullptr, 'h'},
                                              {nullptr, 0, nullptr, 0}};
     int c;
@@ -173,6 +177,7 @@ int cmd_locks(int argc, char **argv) {
             if (!parse_output(optarg, &json)) return img_bad_usage(std::string("--output must be human or json, not '") + optarg + "'");
             break;
         case 'h': usage(stdout); return 0;
+        case 'B': do_break = true; break;
         default: return img_bad_usage("invalid option for locks");
         }
     }
@@ -182,6 +187,12 @@ int cmd_locks(int argc, char **argv) {
     if (b) json_builder_begin_array(b);
     for (int i = optind; i < argc; i++) {
         const char *path = argv[i];
+        // An RBD image: RBD's own owners, watchers and advisory locks.
+        if (strncmp(path, "rbd:", 4) == 0 && !json) {
+            ret |= rbd::report_locks(path, do_break, img_prog);
+            continue;
+        }
+        if (do_break) return img_bad_usage("--break is only for rbd: images (with --output=human)");
         struct stat st;
         // stat, not open: looking must not disturb anyone's locks.
         if (stat(path, &st) < 0) {

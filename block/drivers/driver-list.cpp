@@ -21,12 +21,14 @@ extern const BlockDriver bdrv_file;
 extern const BlockDriver bdrv_raw;
 extern const BlockDriver bdrv_nbd;
 extern const BlockDriver bdrv_qcow2;
+extern const BlockDriver bdrv_rbd;
 
 const BlockDriver *const block_drivers[] = {
     &bdrv_file,
     &bdrv_raw,
     &bdrv_nbd,
     &bdrv_qcow2,
+    &bdrv_rbd,
     nullptr,
 };
 
@@ -105,6 +107,15 @@ const BlockDriver *bdrv_find_driver(std::string_view name) {
 }
 
 Result<const BlockDriver *> bdrv_find_or_load_protocol(std::string_view filename) {
+    // QEMU's "scheme:rest" names (rbd:pool/image): a protocols entry that
+    // ends in ':' claims every filename starting with it.
+    for (const BlockDriver *const *d = block_drivers; *d; d++) {
+        if (!(*d)->protocols) continue;
+        for (const char *const *p = (*d)->protocols; *p; p++) {
+            std::string_view pre(*p);
+            if (!pre.empty() && pre.back() == ':' && filename.substr(0, pre.size()) == pre) return *d;
+        }
+    }
     size_t colon = filename.find("://");
     if (colon == std::string_view::npos) return static_cast<const BlockDriver *>(nullptr);
     std::string_view scheme = filename.substr(0, colon);

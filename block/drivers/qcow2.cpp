@@ -81,7 +81,8 @@ Status open_backing(BlockDriverState *bs, State *s, qapi::OptionDict &opts) {
     } else if (!s->img.backing_file.empty()) {
         std::string name = s->img.backing_file;
         std::string path = name;
-        if (name[0] != '/' && name.find("://") == std::string::npos)
+        // A protocol name (nbd://..., rbd:pool/image) is not a relative path.
+        if (name[0] != '/' && !bdrv_find_protocol(name))
             path = dirname_of(bs->file()->bs->filename) + name;
         qapi::OptionDict b, f;
         f.set_str("filename", path);

@@ -104,7 +104,9 @@ void raw_get_info(BlockDriverState *bs, FormatInfo *info) {
 }
 
 Status raw_create(const std::string &filename, int64_t size, qapi::OptionDict &opts) {
-    return bdrv_create("file", filename, size, opts);
+    // A protocol filename (rbd:pool/image) is created by its protocol.
+    const BlockDriver *proto = bdrv_find_protocol(filename);
+    return bdrv_create(proto ? proto->format_name : "file", filename, size, opts);
 }
 
 }  // namespace

@@ -62,6 +62,11 @@ inline constexpr const char *kNoVisibleHolder =
 // previous record; take_ empties it.
 void record_conflict_holders(std::vector<LockHolder> holders);
 std::vector<LockHolder> take_conflict_holders();
+// The detail line when the conflicting byte was free again by the time we
+// looked for its holder: a racing opener that lost and let go.
+inline constexpr const char *kHolderJustGone =
+    "The holder let go of the lock before it could be named (another opener racing for "
+    "it?): try again";
 
 // The process-wide registry naming our own lock fds after their node.
 void register_lock_node(int fd, std::string node_name);

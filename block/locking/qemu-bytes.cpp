@@ -2,8 +2,13 @@
 // table (see qemu-bytes.h and posix-inode.h for why both).
 #include "block/locking/qemu-bytes.h"
 
+#include <time.h>
+#include <unistd.h>
+
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <random>
 
 #include "block/locking/holders.h"
 #include "block/locking/lock-bytes.h"
@@ -63,6 +68,69 @@ struct flock one_byte(short type, int64_t off) {
     return fl;
 }
 
+// The preparers' byte (docs/locking.md section 3): a one-byte write lock that
+// a miniblock opener holds only while it locks and tests QEMU's bytes, so that
+// two miniblock openers of one file take turns instead of both losing.  It is
+// outside every range QEMU, libvirt (byte 0) or old QEMU (104/204) lock.
+class PreparerTurn {
+public:
+    PreparerTurn(int fd, bool ofd) : fd_(fd), ofd_(ofd) {
+        // Wait while another opener holds it: a lock-and-test takes
+        // microseconds, so polling is cheap; bounded, so a stopped process
+        // that holds the byte costs at most the budget, after which we go on
+        // without a turn (lock-then-test still forbids two winners).
+        const int64_t budget_us = 500 * 1000;
+        int64_t waited_us = 0, step_us = 50;
+        for (;;) {
+            struct flock fl = one_byte(F_WRLCK, kLockPreparerByte);
+            int err = lock_fcntl(fd_, ofd_ ? F_OFD_SETLK : F_SETLK, &fl);
+            if (err == 0) {
+                held_ = true;
+                return;
+            }
+            // Cannot lock (EBADF: a read-only fd cannot take a write lock):
+            // no turn, the retry in prepare() must do.
+            if (err != EAGAIN && err != EACCES) return;
+            // Only another preparer's one-byte lock is a reason to wait; a
+            // lock over the whole file (the whole-file protocol) will make the
+            // byte locks fail, and says so better.
+            struct flock probe = one_byte(F_WRLCK, kLockPreparerByte);
+            if (lock_fcntl(fd_, ofd_ ? F_OFD_GETLK : F_GETLK, &probe) != 0) return;
+            if (probe.l_type != F_UNLCK &&
+                (probe.l_start != kLockPreparerByte || probe.l_len != 1))
+                return;
+            if (waited_us >= budget_us) return;
+            usleep(static_cast<useconds_t>(step_us));
+            waited_us += step_us;
+            step_us = std::min<int64_t>(step_us * 2, 2000);
+        }
+    }
+    ~PreparerTurn() {
+        if (!held_) return;
+        struct flock fl = one_byte(F_UNLCK, kLockPreparerByte);
+        lock_fcntl(fd_, ofd_ ? F_OFD_SETLK : F_SETLK, &fl);  // else it goes with the fd
+    }
+    PreparerTurn(const PreparerTurn &) = delete;
+    PreparerTurn &operator=(const PreparerTurn &) = delete;
+
+private:
+    int fd_;
+    bool ofd_;
+    bool held_ = false;
+};
+
+// Random backoff between attempts, so that two openers that both lost do not
+// retry in step (an opener without a turn, e.g. QEMU, never retries itself).
+useconds_t race_backoff_us(int attempt) {
+    static thread_local std::minstd_rand rng([] {
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        return static_cast<unsigned>(ts.tv_nsec ^ (getpid() << 16));
+    }());
+    const unsigned max_us = 1000u << attempt;  // 1, 2, 4, 8 ms
+    return static_cast<useconds_t>(200 + rng() % max_us);
+}
+
 class QemuByteLock final : public LockProtocol {
 public:
     QemuByteLock(int fd, std::string path, std::string node, LockingApi api, PosixNode *pnode)
@@ -92,7 +160,11 @@ private:
     void drop(LockBits bytes);
 
     Status syscall_error(const char *what, int64_t off, int err) const;
-    Status conflict_error(bool want_use, int bit, LockBits want) const;
+    Status conflict_error(bool want_use, int bit, LockBits want, int64_t tested = -1);
+    // One lock-then-test.  On a conflict found by a test, *tested is the
+    // byte (the caller may retry); on any failure nothing this call took
+    // is still held.
+    Status try_prepare(LockBits want, int64_t *tested);
 
     int fd_;
     std::string path_;
@@ -153,7 +225,7 @@ Status QemuByteLock::syscall_error(const char *what, int64_t off, int err) const
     }
 }
 
-Status QemuByteLock::conflict_error(bool want_use, int bit, LockBits want) const {
+Status QemuByteLock::conflict_error(bool want_use, int bit, LockBits want, int64_t tested) {
     std::string msg = want_use ? "Failed to get \"" : "Failed to get shared \"";
     msg += perm_name(bit);
     msg += "\" lock";
@@ -174,7 +246,15 @@ Status QemuByteLock::conflict_error(bool want_use, int bit, LockBits want) const
         in_way_list.push_back(h);
         shown++;
     }
-    if (!shown) s.add_detail(kNoVisibleHolder);
+    if (!shown) {
+        // Nobody to name: either the holder is out of sight, or it let go
+        // between our test and the look-up (a racing opener that lost).
+        bool still = true;
+        if (tested >= 0 && test_byte(tested, &still) == 0 && !still)
+            s.add_detail(kHolderJustGone);
+        else
+            s.add_detail(kNoVisibleHolder);
+    }
     record_conflict_holders(std::move(in_way_list));
     return s;
 }
@@ -188,6 +268,33 @@ Status QemuByteLock::prepare(uint32_t perm, uint32_t shared) {
     if (pnode_) table_guard = std::unique_lock(posix_table_mutex());
 
     const LockBits want = lock_bits_for(perm, shared);
+    // Lock-then-test, retried a few times when a test finds a conflict: the
+    // conflicting bytes may belong to an opener that is itself still
+    // preparing and about to lose (docs/locking.md section 3).  Conflicts
+    // between nodes of this process (POSIX table) never go away by waiting.
+    for (int attempt = 0;; attempt++) {
+        int64_t tested = -1;
+        Status s;
+        {
+            PreparerTurn turn(fd_, !pnode_);
+            s = try_prepare(want, &tested);
+        }
+        if (s.ok() || tested < 0) return s;
+        bool ours = pnode_ && !posix_node_peers_holding(pnode_, tested).empty();
+        if (ours || attempt + 1 >= kLockRaceAttempts) {
+            const bool use = lb::is_use_byte(tested);
+            const int bit = lb::bit_of(tested);
+            // A held 202 stops a writer that does not itself use write
+            // unchanged: say "write", the permission the user asked for.
+            const bool compat =
+                bit == 2 && !((use ? want.forbid : want.use) & BLK_PERM_WRITE_UNCHANGED);
+            return conflict_error(!use, compat ? 1 : bit, want, tested);
+        }
+        usleep(race_backoff_us(attempt));
+    }
+}
+
+Status QemuByteLock::try_prepare(LockBits want, int64_t *tested) {
     const LockBits to_add = lb::minus(want, held_);
     LockBits added;
 
@@ -211,28 +318,18 @@ Status QemuByteLock::prepare(uint32_t perm, uint32_t shared) {
 
     // ... then test: a racing opener either sees our bytes or we see its.
     const ConflictTest t = conflict_test_for(want);
-    for (int bit = 0; bit < BLK_PERM_COUNT; bit++) {
-        if (!(t.their_forbid & (1u << bit))) continue;
-        bool conflict = false;
-        int err = test_byte(LOCK_FORBID_BASE + bit, &conflict);
-        if (err || conflict) {
-            undo();
-            if (err) return syscall_error("test", LOCK_FORBID_BASE + bit, err);
-            // A held 202 stops a writer that does not itself use write
-            // unchanged: say "write", the permission the user asked for.
-            const bool compat = bit == 2 && !(want.use & BLK_PERM_WRITE_UNCHANGED);
-            return conflict_error(true, compat ? 1 : bit, want);
-        }
-    }
-    for (int bit = 0; bit < BLK_PERM_COUNT; bit++) {
-        if (!(t.their_use & (1u << bit))) continue;
-        bool conflict = false;
-        int err = test_byte(LOCK_USE_BASE + bit, &conflict);
-        if (err || conflict) {
-            undo();
-            if (err) return syscall_error("test", LOCK_USE_BASE + bit, err);
-            const bool compat = bit == 2 && !(want.forbid & BLK_PERM_WRITE_UNCHANGED);
-            return conflict_error(false, compat ? 1 : bit, want);
+    for (int64_t base : {LOCK_FORBID_BASE, LOCK_USE_BASE}) {
+        const uint32_t mask = base == LOCK_FORBID_BASE ? t.their_forbid : t.their_use;
+        for (int bit = 0; bit < BLK_PERM_COUNT; bit++) {
+            if (!(mask & (1u << bit))) continue;
+            bool conflict = false;
+            int err = test_byte(base + bit, &conflict);
+            if (err || conflict) {
+                undo();
+                if (err) return syscall_error("test", base + bit, err);
+                *tested = base + bit;
+                return Status::Error(EAGAIN, "conflict");  // the caller words it
+            }
         }
     }
 

@@ -6,6 +6,14 @@
 // F_WRLCK probe: two racing openers may both fail, never both succeed.  Byte 0
 // (libvirt's) and 104/204 (old QEMU's graph-mod) are never locked.
 //
+// Racing openers: lock-then-test lets two openers that race for
+// incompatible locks both lose.  Two refinements give exactly one winner
+// (docs/locking.md section 3): miniblock openers take turns through a
+// one-byte write lock on kLockPreparerByte held only around one
+// lock-and-test, and a conflict found by a test is retried a few times after
+// a short random backoff (kLockRaceAttempts attempts, ~15 ms at most), since
+// a racing QEMU that lost lets go of its bytes at once.
+//
 // Locks are open-file-description locks (F_OFD_SETLK): they belong to the fd's
 // open file description, so two nodes of this process on one file exclude
 // each other exactly as two processes do, and closing another fd of the file
@@ -33,6 +41,12 @@
 #include "qapi-types.h"
 
 namespace mb {
+
+// The byte miniblock openers lock (F_WRLCK) while they lock and test QEMU's
+// bytes: outside QEMU's 100-104/200-204 and libvirt's 0.
+inline constexpr int64_t kLockPreparerByte = 300;
+// Lock-and-test attempts of one prepare when tests keep finding a conflict.
+inline constexpr int kLockRaceAttempts = 5;
 
 // A lock protocol for one protocol node on `fd` (which stays owned by the
 // caller and must outlive the object).  `path` and `node_name` appear in
