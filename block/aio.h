@@ -68,7 +68,13 @@ private:
     std::atomic<bool> has_scheduled_{false};
     int64_t poll_ns_ = 32000;  // MINIBLOCK_POLL_NS overrides; 0 turns polling off
     unsigned polled_in_a_row_ = 0;
+#ifdef _WIN32
+    // Windows (block/aio-win32.cpp): the one event HANDLE every completion
+    // signals, polled by GLib, which waits on HANDLEs there, not fds.
+    void *event_ = nullptr;
+#else
     int efd_ = -1;
+#endif
     GSource *source_ = nullptr;
     std::mutex lock_;
     std::vector<std::coroutine_handle<>> scheduled_;

@@ -8,6 +8,7 @@ PACKAGES="
   libglib2.0-dev libjson-glib-dev libaio-dev libcmocka-dev zlib1g-dev
   qemu-utils fio nbdkit libnbd-bin cloop-utils
   g++-mingw-w64-x86-64 wine64
+  g++-mingw-w64-x86-64-posix libz-mingw-w64-dev dpkg-dev patch cmake
 "
 
 missing=""
@@ -27,3 +28,7 @@ if [ -n "$missing" ]; then
     $SUDO apt-get install -y -qq --no-install-recommends $missing >/dev/null
 fi
 echo "setup: all packages present"
+
+# GLib for the Windows build, from Debian's source packages, built once into
+# /var/cache/miniblock (a few minutes the first time, nothing afterwards).
+sh "$(dirname "$0")/mingw-glib.sh" >/dev/null

@@ -20,7 +20,9 @@
 
 #include "block/aio.h"
 #include "block/block_int.h"
+#ifndef _WIN32  // /proc-based; Windows cannot name a lock's holder
 #include "block/locking/holders.h"
+#endif
 #include "tools/img-commands.h"
 #include "tools/tool-common.h"
 
@@ -241,6 +243,10 @@ int cmd_locks(int argc, char **argv) {
         }
     }
     if (optind >= argc) return img_bad_usage("locks needs at least one FILE");
+#ifdef _WIN32
+    return img_fail(Status::Error(ENOTSUP, "locks is not available on Windows",
+                                  "Windows cannot say which process holds a byte-range lock"));
+#else
     int ret = 0;
     JsonBuilder *b = json ? json_builder_new() : nullptr;
     if (b) json_builder_begin_array(b);
@@ -303,6 +309,7 @@ int cmd_locks(int argc, char **argv) {
         g_object_unref(b);
     }
     return ret;
+#endif
 }
 
 // --- bench --------------------------------------------------------------------------

@@ -19,7 +19,9 @@
 #include <vector>
 
 #include "block/block_int.h"
+#ifndef _WIN32  // /proc-based; Windows cannot name a lock's holder
 #include "block/locking/holders.h"
+#endif
 #include "tools/tool-common.h"
 
 using namespace mb;
@@ -259,6 +261,10 @@ bool cmd_locks(Session &s) {
         return false;
     }
     std::string path = protocol_filename(*s.blk);
+#ifdef _WIN32
+    printf("locks: not available on Windows: Windows cannot say which process holds a byte-range lock\n");
+    return false;
+#else
     struct stat st;
     if (stat(path.c_str(), &st) < 0) {
         printf("locks: cannot stat '%s': %s\n", path.c_str(), strerror(errno));
@@ -268,6 +274,7 @@ bool cmd_locks(Session &s) {
     if (holders.empty()) printf("no locks held on %s\n", path.c_str());
     for (auto &h : holders) printf("%s\n", describe_holder(h).c_str());
     return true;
+#endif
 }
 
 // discard OFF LEN: a hint to unmap (trim on nbd, punch hole on files).

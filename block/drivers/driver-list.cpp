@@ -9,14 +9,18 @@ namespace mb {
 extern const BlockDriver bdrv_file;
 extern const BlockDriver bdrv_raw;
 extern const BlockDriver bdrv_cloop;
+#ifndef _WIN32  // the nbd client speaks POSIX sockets
 extern const BlockDriver bdrv_nbd;
+#endif
 extern const BlockDriver bdrv_qcow2;
 
 const BlockDriver *const block_drivers[] = {
     &bdrv_file,
     &bdrv_raw,
     &bdrv_cloop,
+#ifndef _WIN32
     &bdrv_nbd,
+#endif
     &bdrv_qcow2,
     nullptr,
 };

@@ -1,8 +1,8 @@
 // win32-driver-tests: raw-win32's `file` driver table (the end of
 // block/drivers/file-win32.cpp) driven the way the block core drives it:
 // open, the permission transaction's three steps, data-plane Tasks, create,
-// close.  The core itself does not build for Windows yet (it needs GLib);
-// core-stubs.cpp stands in for the four symbols the table touches.
+// close, linked with libminiblock.dll: requests go through the Windows
+// event loop and its worker threads (block/aio-win32.cpp).
 #include <windows.h>
 
 #include <cerrno>
@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "block/aio.h"
 #include "block/block_int.h"
 #include "block/locking/win32.h"
 #include "tap.h"
@@ -26,12 +27,10 @@ namespace {
 
 constexpr uint32_t R = BLK_PERM_CONSISTENT_READ, W = BLK_PERM_WRITE, RS = BLK_PERM_RESIZE;
 
-// Runs a Task to completion.  The Windows table's requests complete
-// synchronously, so one resume finishes them; a Task that suspends would be
-// a bug here (it would need the event loop).
+// Runs a Task to completion on the event loop (its request runs in a
+// worker thread, which wakes the loop through the loop's one event).
 int run(Task<int> t) {
-    t.handle().resume();
-    return t.done() ? t.result() : -EINPROGRESS;
+    return sync_wait(std::move(t));
 }
 
 struct Node {
