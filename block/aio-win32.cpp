@@ -47,11 +47,13 @@ gboolean event_check(GSource *s) {
     return (reinterpret_cast<EventSource *>(s)->pfd.revents & G_IO_IN) != 0;
 }
 
-// The callback is AioContext::dispatch_cb, set with its exact type and cast
-// back to it here (the way GLib's own fd sources call theirs).
+// The callback is AioContext::dispatch_cb, stored as a GSourceFunc and cast
+// back to its exact type here (the way GLib's own fd sources call theirs);
+// the casts go through void (*)(), the generic function pointer type.
 using EventCallback = gboolean (*)(gint, GIOCondition, gpointer);
+using AnyFunc = void (*)();
 gboolean event_dispatch(GSource *, GSourceFunc cb, gpointer data) {
-    return reinterpret_cast<EventCallback>(cb)(0, G_IO_IN, data);
+    return reinterpret_cast<EventCallback>(reinterpret_cast<AnyFunc>(cb))(0, G_IO_IN, data);
 }
 
 GSourceFuncs event_funcs = {event_prepare, event_check, event_dispatch, nullptr, nullptr, nullptr};
@@ -73,7 +75,8 @@ AioContext::AioContext(GMainContext *ctx)
     es->pfd.events = G_IO_IN;
     es->pfd.revents = 0;
     g_source_add_poll(source_, &es->pfd);
-    g_source_set_callback(source_, reinterpret_cast<GSourceFunc>(dispatch_cb), this, nullptr);
+    g_source_set_callback(source_, reinterpret_cast<GSourceFunc>(reinterpret_cast<AnyFunc>(dispatch_cb)),
+                          this, nullptr);
     g_source_attach(source_, ctx_);
     if (const char *ns = getenv("MINIBLOCK_POLL_NS")) poll_ns_ = std::max(0LL, atoll(ns));
 }

@@ -8,7 +8,7 @@ PACKAGES="
   libglib2.0-dev libjson-glib-dev libaio-dev libcmocka-dev zlib1g-dev
   qemu-utils fio nbdkit libnbd-bin cloop-utils
   g++-mingw-w64-x86-64 wine64
-  g++-mingw-w64-x86-64-posix libz-mingw-w64-dev dpkg-dev patch cmake
+  g++-mingw-w64-x86-64-posix libz-mingw-w64-dev dpkg-dev patch cmake e2fsprogs
 "
 
 missing=""

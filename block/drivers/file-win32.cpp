@@ -400,6 +400,32 @@ void file_abort_perm_update(BlockDriverState *bs) {
     s->lock_prepared = false;
 }
 
+// Commit writes into a backing file that was opened read-only: a new handle
+// with the other access takes over, and the locks move to it first (the
+// bytes are never free; raw-posix's file_reopen_rw does the same with fds).
+Status file_reopen_rw(BlockDriverState *bs, bool writable) {
+    auto *s = bs->state<FileState>();
+    const std::string mode = writable ? "read-write" : "read-only";
+    Win32FileOptions o;
+    o.read_only = !writable;
+    o.no_buffering = s->file->alignment() > 1;
+    Result<Win32File> f = Win32File::open(s->file->path(), o);
+    if (!f.ok()) return PosixError("Could not reopen '" + s->file->path() + "' " + mode, f.status().err());
+    BY_HANDLE_FILE_INFORMATION a, b;
+    if (!GetFileInformationByHandle(s->file->handle(), &a) ||
+        !GetFileInformationByHandle(f->handle(), &b)) {
+        return Win32Error("Could not reopen '" + s->file->path() + "' " + mode, GetLastError());
+    }
+    if (a.dwVolumeSerialNumber != b.dwVolumeSerialNumber || a.nFileIndexHigh != b.nFileIndexHigh ||
+        a.nFileIndexLow != b.nFileIndexLow) {
+        return Status::Error(EIO, "Could not reopen '" + s->file->path() +
+                                      "': the name now points to another file");
+    }
+    if (s->lock) MB_TRY(s->lock->move_handle(f->handle()));
+    s->file.emplace(std::move(*f));  // closes the old handle
+    return Status::OK();
+}
+
 void file_get_info(BlockDriverState *bs, FormatInfo *info) {
     auto *s = bs->state<FileState>();
     info->fields.emplace_back("aio", "threads");
@@ -455,6 +481,7 @@ const BlockDriver bdrv_file = {
     .get_allocated_size = nullptr,
     .get_info = file_get_info,
     .create = file_create,
+    .reopen_rw = file_reopen_rw,
 };
 
 }  // namespace mb

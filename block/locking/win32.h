@@ -135,6 +135,13 @@ public:
     void release() override;
     LockBits held() const override { return held_; }
 
+    // Moves every lock held to `new_file` (the same file, opened again:
+    // commit's read-write reopen), with no moment in which a byte is free:
+    // each is taken on the new handle first (shared locks of two handles
+    // never conflict), then dropped from the old one.  On failure nothing
+    // changed.  Not during a transaction (EBUSY).
+    Status move_handle(HANDLE new_file);
+
 private:
     bool lock_byte(uint64_t off, bool exclusive, DWORD *err);
     bool unlock_byte(uint64_t off, DWORD *err);

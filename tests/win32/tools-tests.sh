@@ -9,6 +9,7 @@
 set -u
 SRC=$(cd "$(dirname "$0")/../.." && pwd)
 BUILD=$1
+: "${WINE:?tools-tests.sh is run by run-wine-tests.sh, which sets WINE and the Wine prefix}"
 IO_EXE=$BUILD/tools/miniblock-io.exe
 IMG_EXE=$BUILD/tools/miniblock-img.exe
 CHILD_EXE=$BUILD/tests/win32/win32-lock-child.exe
@@ -19,6 +20,7 @@ done
 T=$(mktemp -d /tmp/mb-wine.XXXXXX)
 cleanup() {
     for p in "${HPID[@]}"; do kill "$p" 2>/dev/null; wait "$p" 2>/dev/null; done
+    [ -f "$T/ro.img" ] && chattr -i "$T/ro.img" 2>/dev/null
     rm -rf "$T"
 }
 trap cleanup EXIT
@@ -46,6 +48,15 @@ wine_run() {
 }
 io() { wine_run "$IO_EXE" "$@"; }
 img() { wine_run "$IMG_EXE" "$@"; }
+
+# Reads with qemu-io (Linux) and says whether every pattern matched.
+qemu_reads() {  # qemu_reads FORMAT IMAGE 'read -P ...'...
+    local fmt=$1 image=$2 out c; shift 2
+    local args=()
+    for c in "$@"; do args+=(-c "$c"); done
+    out=$(qemu-io -r -f "$fmt" "${args[@]}" "$image" 2>&1) || { echo "# qemu-io: $out"; return 1; }
+    if grep -q 'Pattern verification failed' <<<"$out"; then echo "# qemu-io: $out"; return 1; fi
+}
 
 # Holders: Windows programs reading commands from a pipe, so that they keep
 # an image open while others try.  Holder A uses fds 7 (to it) and 8 (from
@@ -190,7 +201,7 @@ start_holder B "$IO_EXE" -f raw -r "$T/cbase.raw"
 holder_say B length "[ok]"
 # The one-shot tool, refused.
 img commit "$T/ctop.qcow2"
-lockmsg="Failed to get \"write\" lock
+lockmsg="Cannot commit '$T/ctop.qcow2' into '$T/cbase.raw': the base cannot be locked for writing: Failed to get \"write\" lock
 Is another process using the image [$T/cbase.raw]?
 Windows cannot say which process holds it"
 if [ $RC = 1 ] && [ "$OUT" = "miniblock-img: $lockmsg" ]; then
@@ -241,7 +252,11 @@ want="miniblock-io: can't open device $T/adir: '$T/adir' is a directory"
 if [ $RC = 1 ] && [ "$OUT" = "$want" ]; then ok "a directory"; else not_ok "a directory" "got: $OUT" "want: $want"; fi
 
 qemu-img create -q -f raw "$T/ro.img" 64k
+# Wine shows a file without write permission as FILE_ATTRIBUTE_READONLY; as
+# root the kernel would still let it be opened for writing, so it is made
+# immutable too (the test runs as root in CI).
 chmod 444 "$T/ro.img"
+[ "$(id -u)" != 0 ] || chattr +i "$T/ro.img"
 io -f raw -c 'write 0 512' "$T/ro.img"
 want="miniblock-io: can't open device $T/ro.img: Could not open '$T/ro.img': Permission denied"
 if [ $RC = 1 ] && [ "$OUT" = "$want" ]; then ok "a read-only file opened read-write"
@@ -253,9 +268,9 @@ qemu-img create -q -f raw "$T/whole.img" 64k
 start_holder A "$CHILD_EXE" "$T/whole.img"
 holder_say A "open rw" "ok" && holder_say A wholefile "ok"
 io -f raw -r -c 'read 0 512' "$T/whole.img"
-want="miniblock-io: can't open device $T/whole.img: Failed to get shared \"consistent read\" lock
+want="miniblock-io: can't open device $T/whole.img: Failed to lock '$T/whole.img': another process locks the whole file
 Is another process using the image [$T/whole.img]?
-Windows cannot say which process holds it"
+It does not follow QEMU's lock protocol; Windows cannot say which process it is"
 if [ $RC = 1 ] && [ "$OUT" = "$want" ]; then
     ok "a file locked whole by another process (another protocol)"
 else
