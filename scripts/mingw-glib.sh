@@ -131,16 +131,19 @@ export PKG_CONFIG_LIBDIR="$STAGE/lib/pkgconfig:/usr/$HOST/lib/pkgconfig"
 JOBS=$(nproc)
 
 # --- pcre2 and libffi: static, folded into GLib's DLLs ----------------------
+# Side by side: most of their time is configure, one process each.
 (cd pcre2-*/ && ./configure -q --host=$HOST --prefix="$STAGE" \
     CC=$HOST-gcc-posix --disable-shared --enable-static \
     --disable-pcre2grep-libz --disable-pcre2grep-libbz2 --disable-pcre2test-libreadline &&
     make -s -j"$JOBS" libpcre2-8.la && make -s install-libLTLIBRARIES install-includeHEADERS \
-        install-nodist_includeHEADERS install-pkgconfigDATA) >"$WORK/pcre2.log" 2>&1 ||
-    { tail -30 "$WORK/pcre2.log" >&2; exit 1; }
+        install-nodist_includeHEADERS install-pkgconfigDATA) >"$WORK/pcre2.log" 2>&1 &
+pcre2_pid=$!
 (cd libffi-*/ && ./configure -q --host=$HOST --prefix="$STAGE" \
     CC=$HOST-gcc-posix --disable-shared --enable-static --disable-docs &&
-    make -s -j"$JOBS" && make -s install) >"$WORK/libffi.log" 2>&1 ||
-    { tail -30 "$WORK/libffi.log" >&2; exit 1; }
+    make -s -j"$JOBS" && make -s install) >"$WORK/libffi.log" 2>&1 &
+ffi_pid=$!
+wait "$pcre2_pid" || { tail -30 "$WORK/pcre2.log" >&2; exit 1; }
+wait "$ffi_pid" || { tail -30 "$WORK/libffi.log" >&2; exit 1; }
 
 # --- the libintl stub -------------------------------------------------------
 cat >"$STAGE/include/libintl.h" <<'EOF'
@@ -227,10 +230,12 @@ meson install -C "$WORK/glib-build" --quiet >"$WORK/glib-install.log" 2>&1 ||
     { tail -40 "$WORK/glib-install.log" >&2; exit 1; }
 
 # --- CMocka (the unit tests' framework), shared, with CMake ------------------
+# libgcc linked in statically, as everywhere here: no libgcc_s_seh-1.dll.
 cd "$WORK"/cmocka-*/
 cmake -S . -B "$WORK/cmocka-build" -DCMAKE_SYSTEM_NAME=Windows \
     -DCMAKE_C_COMPILER=$HOST-gcc-posix -DCMAKE_RC_COMPILER=$HOST-windres \
     -DCMAKE_FIND_ROOT_PATH=/usr/$HOST -DCMAKE_BUILD_TYPE=Release \
+    -DCMAKE_SHARED_LINKER_FLAGS=-static-libgcc \
     -DCMAKE_INSTALL_PREFIX="$STAGE" -DUNIT_TESTING=OFF -DWITH_EXAMPLES=OFF \
     >"$WORK/cmocka.log" 2>&1 &&
     cmake --build "$WORK/cmocka-build" -j "$JOBS" >>"$WORK/cmocka.log" 2>&1 &&
