@@ -322,6 +322,16 @@ int64_t file_getlength(BlockDriverState *bs) {
     return bs->state<FileState>()->file->length();
 }
 
+// What the file takes on disk (sparse files take less): `info`'s actual-size.
+int64_t file_get_allocated_size(BlockDriverState *bs) {
+    FILE_STANDARD_INFO info;
+    if (!GetFileInformationByHandleEx(bs->state<FileState>()->file->handle(), FileStandardInfo,
+                                      &info, sizeof info)) {
+        return -win32_to_errno(GetLastError());
+    }
+    return info.AllocationSize.QuadPart;
+}
+
 Status file_open(BlockDriverState *bs, qapi::OptionDict &opts) {
     auto s = std::make_unique<FileState>();
     std::string path = *opts.get_str("filename");
@@ -478,7 +488,7 @@ const BlockDriver bdrv_file = {
     .co_truncate = file_co_truncate,
     .co_block_status = nullptr,
     .getlength = file_getlength,
-    .get_allocated_size = nullptr,
+    .get_allocated_size = file_get_allocated_size,
     .get_info = file_get_info,
     .create = file_create,
     .reopen_rw = file_reopen_rw,

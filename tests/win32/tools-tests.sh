@@ -13,6 +13,9 @@ BUILD=$1
 IO_EXE=$BUILD/tools/miniblock-io.exe
 IMG_EXE=$BUILD/tools/miniblock-img.exe
 CHILD_EXE=$BUILD/tests/win32/win32-lock-child.exe
+# The Linux miniblock-img (meson sets MINIBLOCK_IMG; by hand: build/).
+LINUX_IMG=${MINIBLOCK_IMG:-$SRC/build/tools/miniblock-img}
+[ -x "$LINUX_IMG" ] || { echo "tools-tests: the Linux miniblock-img ($LINUX_IMG) is not built"; echo "0 passed, 1 failed"; exit 1; }
 for t in qemu-img qemu-io; do
     command -v "$t" >/dev/null || { echo "tools-tests: $t not found (scripts/setup.sh installs qemu-utils)"; echo "0 passed, 1 failed"; exit 1; }
 done
@@ -168,6 +171,19 @@ if [ $RC = 0 ] && cmp -s "$T/want.raw" "$T/got2.raw"; then
 else
     not_ok "qcow2 with backing file through a Windows name" "exit $RC: $OUT"
 fi
+
+# The same report as on Linux, byte for byte (the JSON writer of the Windows
+# build, win32/json-glib, against json-glib), and the same human one.
+for out in json human; do
+    img info --output=$out "$T/top.qcow2"
+    win=$OUT
+    lin=$("$LINUX_IMG" info --output=$out "$T/top.qcow2" 2>&1)
+    if [ $RC = 0 ] && [ "$win" = "$lin" ]; then
+        ok "miniblock-img.exe info --output=$out prints what the Linux miniblock-img prints"
+    else
+        not_ok "info --output=$out as on Linux" "$(diff <(echo "$lin") <(echo "$win"))"
+    fi
+done
 
 # --- 3. images written by miniblock-io.exe pass qemu-img check ---------------------
 img create -f qcow2 "$T/new.qcow2" 8M
