@@ -35,10 +35,13 @@ HOST=x86_64-w64-mingw32
 CACHE=${MINIBLOCK_MINGW_CACHE:-/var/cache/miniblock}
 PCRE2_VERSION=10.42-1
 
-# The versions come from the binary packages' candidates (no network): the
-# source packages of the same versions are what gets built.
+# The versions are those of the Linux -dev packages scripts/setup.sh
+# installed (dpkg-query: fast, as this is the whole cost of a second run),
+# else apt's candidates; the source packages of those versions are built.
 candidate() {
-    apt-cache policy "$1" 2>/dev/null | sed -n 's/^ *Candidate: //p'
+    v=$(dpkg-query -W -f='${db:Status-Abbrev} ${Version}' "$1" 2>/dev/null | sed -n 's/^ii  *//p')
+    [ -n "$v" ] || v=$(apt-cache policy "$1" 2>/dev/null | sed -n 's/^ *Candidate: //p')
+    echo "$v"
 }
 GLIB_VERSION=$(candidate libglib2.0-dev)
 FFI_VERSION=$(candidate libffi-dev)
