@@ -206,6 +206,19 @@ else
     not_ok "write into the qemu-img overlay" "exit $rc"
 fi
 
+# cache=none (FILE_FLAG_NO_BUFFERING): unaligned writes go through whole
+# sectors, and only the bytes asked for change.
+qemu-img create -q -f raw "$T/nocache.img" 1M
+qemu-io -f raw -c 'write -P 0x11 0 1M' "$T/nocache.img" >/dev/null
+io -f raw -t none -c 'write -P 0x5c 1000 3000' -c 'write -P 0x6d 8192 4096' -c 'read -P 0x5c 1000 3000' "$T/nocache.img"
+rc=$RC
+if [ $rc = 0 ] && qemu_reads raw "$T/nocache.img" 'read -P 0x11 0 1000' 'read -P 0x5c 1000 3000' \
+       'read -P 0x11 4000 4192' 'read -P 0x6d 8192 4096' 'read -P 0x11 12288 1036288'; then
+    ok "cache=none: unaligned and aligned writes change exactly their bytes"
+else
+    not_ok "cache=none writes" "exit $rc: $OUT"
+fi
+
 # --- 4. commit: the temporary exclusive base lock on Windows -----------------------
 qemu-img create -q -f raw "$T/cbase.raw" 4M
 qemu-io -f raw -c 'write -P 0x11 0 4M' "$T/cbase.raw" >/dev/null
