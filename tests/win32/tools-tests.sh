@@ -292,6 +292,18 @@ if [ $RC = 1 ] && [ "$OUT" = "$want" ]; then ok "a read-only file opened read-wr
 else not_ok "a read-only file opened read-write" "got: $OUT" "want: $want"; fi
 io -f raw -r -c 'read 0 512' "$T/ro.img"
 check "... which opens read-only" [ $RC = 0 ]
+# Commit into a base that cannot be opened for writing: the reopen fails,
+# cleanly, and the base is untouched.
+(cd "$T" && qemu-img create -q -f qcow2 -b ro.img -F raw rotop.qcow2 &&
+    qemu-io -f qcow2 -c 'write -P 0x42 0 4k' rotop.qcow2 >/dev/null)
+before=$(md5sum <"$T/ro.img")
+img commit "$T/rotop.qcow2"
+want="miniblock-img: Cannot commit into '$T/ro.img': Could not reopen '$T/ro.img' read-write: Permission denied"
+if [ $RC = 1 ] && [ "$OUT" = "$want" ] && [ "$(md5sum <"$T/ro.img")" = "$before" ]; then
+    ok "commit into a read-only base: the reopen is refused, the base untouched"
+else
+    not_ok "commit into a read-only base" "got: $OUT" "want: $want"
+fi
 
 qemu-img create -q -f raw "$T/whole.img" 64k
 start_holder A "$CHILD_EXE" "$T/whole.img"
@@ -312,6 +324,17 @@ want="miniblock-io: can't open device json:{\"driver\":\"raw\",\"file\":{\"drive
 Use key=value options instead (--image-opts)"
 if [ $RC = 1 ] && [ "$OUT" = "$want" ]; then ok "json: filenames are refused, saying why"
 else not_ok "json: filenames" "got: $OUT" "want: $want"; fi
+
+# What Windows cannot do is said, not faked.
+img locks "$DISK"
+want="miniblock-img: locks is not available on Windows
+Windows cannot say which process holds a byte-range lock"
+if [ $RC = 1 ] && [ "$OUT" = "$want" ]; then ok "miniblock-img.exe locks says it is not available"
+else not_ok "miniblock-img.exe locks" "got: $OUT" "want: $want"; fi
+io -f raw -c locks "$DISK"
+want="locks: not available on Windows: Windows cannot say which process holds a byte-range lock"
+if [ $RC = 1 ] && [ "$OUT" = "$want" ]; then ok "miniblock-io.exe's locks command says it is not available"
+else not_ok "miniblock-io.exe locks" "got: $OUT" "want: $want"; fi
 
 echo "1..$count"
 echo "$((count - failed)) passed, $failed failed"
