@@ -262,6 +262,12 @@ if holder_say A commit "[ok]" && [ "$REPLY_LINES" = "Image committed."$'\n' ]; t
 else
     not_ok "commit once the base is free" "got: $REPLY_LINES"
 fi
+# Back on its read-only handle, the base has the backing file's locks again.
+io -f raw -c length "$T/cbase.raw"
+r1=$RC
+io -f raw -r -c length "$T/cbase.raw"
+check "... after it, the base is locked as a backing file again (writer refused, reader let in)" \
+    test "$r1" = 1 -a "$RC" = 0
 stop_holder A
 if qemu_reads raw "$T/cbase.raw" 'read -P 0x77 1M 64k' 'read -P 0x11 0 1M' &&
    qemu-img compare -q "$T/ctop.qcow2" "$T/cbase.raw"; then
