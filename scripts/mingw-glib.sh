@@ -124,6 +124,8 @@ apt-get source -qq --download-only \
     "glib2.0=$GLIB_VERSION" "pcre2=$PCRE2_VERSION" "libffi=$FFI_VERSION" "cmocka=$CMOCKA_VERSION" 2>&1 |
     grep -v 'unsandboxed as root' >&2 || true
 $SUDO rm -f "$SRC_LIST"
+# apt checked every file against the archive's signed Sources index; the
+# .dsc signatures (uploaders' keys, not installed here) add nothing to that.
 for dsc in glib2.0_*.dsc pcre2_*.dsc libffi_*.dsc cmocka_*.dsc; do
     [ -f "$dsc" ] || { echo "mingw-glib: source package missing: $dsc" >&2; exit 1; }
     dpkg-source --no-check -x "$dsc" >/dev/null
