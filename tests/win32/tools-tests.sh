@@ -21,6 +21,7 @@ for t in qemu-img qemu-io; do
 done
 
 T=$(mktemp -d /tmp/mb-wine.XXXXXX)
+declare -A HPID=()  # the holders' pids (below), killed on any exit
 cleanup() {
     for p in "${HPID[@]}"; do kill "$p" 2>/dev/null; wait "$p" 2>/dev/null; done
     [ -f "$T/ro.img" ] && chattr -i "$T/ro.img" 2>/dev/null
@@ -64,7 +65,6 @@ qemu_reads() {  # qemu_reads FORMAT IMAGE 'read -P ...'...
 # Holders: Windows programs reading commands from a pipe, so that they keep
 # an image open while others try.  Holder A uses fds 7 (to it) and 8 (from
 # it), holder B fds 5 and 6.
-declare -A HPID
 start_holder() {  # start_holder A|B PROGRAM ARGS...
     local h=$1; shift
     local win=7 wout=8
