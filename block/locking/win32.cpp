@@ -403,6 +403,40 @@ Status Win32Locks::move_handle(HANDLE new_file) {
     return st;
 }
 
+Result<LockBits> Win32Locks::others_held() {
+    MB_TRY(take_guard());
+    LockBits seen;
+    Status st;
+    for (int i = 0; i < BLK_PERM_COUNT && st.ok(); i++) {
+        for (bool forbid : {false, true}) {
+            const uint64_t off = forbid ? win32_forbid_byte(i) : win32_use_byte(i);
+            DWORD err;
+            if (lock_byte(off, true, &err)) {
+                must_unlock(off);
+            } else if (is_conflict(err)) {
+                (forbid ? seen.forbid : seen.use) |= 1u << i;
+            } else {
+                st = Win32Error("Failed to test " + byte_name(off) + " of '" + path_ + "'", err);
+                break;
+            }
+        }
+    }
+    must_unlock(WIN32_GUARD_BYTE);
+    if (!st.ok()) return st;
+    return seen;
+}
+
+Result<LockBits> win32_lock_bytes_held(const std::string &path) {
+    Result<std::wstring> wide = utf8_to_wide(path);
+    if (!wide.ok()) return wide.take_status().prefix("Could not open '" + path + "'");
+    Win32Handle h(CreateFileW(wide->c_str(), GENERIC_READ,
+                              FILE_SHARE_READ | FILE_SHARE_WRITE | FILE_SHARE_DELETE, nullptr,
+                              OPEN_EXISTING, FILE_ATTRIBUTE_NORMAL, nullptr));
+    if (!h.valid()) return Win32Error("Could not open '" + path + "'", GetLastError());
+    Win32Locks look(h.get(), path);
+    return look.others_held();
+}
+
 void Win32Locks::commit() {
     if (!prepared_) return;
     prepared_ = false;

@@ -331,12 +331,29 @@ Use key=value options instead (--image-opts)"
 if [ $RC = 1 ] && [ "$OUT" = "$want" ]; then ok "json: filenames are refused, saying why"
 else not_ok "json: filenames" "got: $OUT" "want: $want"; fi
 
-# What Windows cannot do is said, not faked.
+# miniblock-img locks: which bytes another process holds, its owner not
+# visible (Windows cannot name it); nothing once it is gone.
+start_holder A "$IO_EXE" -f raw "$DISK"
+holder_say A length "[ok]"
 img locks "$DISK"
-want="miniblock-img: locks is not available on Windows
-Windows cannot say which process holds a byte-range lock"
-if [ $RC = 1 ] && [ "$OUT" = "$want" ]; then ok "miniblock-img.exe locks says it is not available"
+want="$DISK:
+  not visible from here: uses: consistent read, write / forbids: write, write unchanged, resize"
+if [ $RC = 0 ] && [ "$OUT" = "$want" ]; then ok "miniblock-img.exe locks shows the bytes a writer holds"
 else not_ok "miniblock-img.exe locks" "got: $OUT" "want: $want"; fi
+img locks --output=json "$DISK"
+json_ok=$(/usr/bin/python3 -c 'import json, sys
+d = json.loads(sys.argv[1])
+h = d[0]["holders"]
+print(d[0]["filename"] == sys.argv[2] and len(h) == 1 and h[0]["pid"] is None and
+      h[0]["uses"] == ["consistent read", "write"] and
+      h[0]["forbids"] == ["write", "write unchanged", "resize"])' "$OUT" "$DISK" 2>&1)
+check "... and as JSON" [ "$json_ok" = True ]
+stop_holder A
+img locks "$DISK"
+check "... and nothing once the writer is gone" [ "$OUT" = "$DISK:
+  no locks held" ]
+# What Windows cannot do is said, not faked: miniblock-io's locks would see
+# its own bytes and could not tell them from others'.
 io -f raw -c locks "$DISK"
 want="locks: not available on Windows: Windows cannot say which process holds a byte-range lock"
 if [ $RC = 1 ] && [ "$OUT" = "$want" ]; then ok "miniblock-io.exe's locks command says it is not available"
