@@ -101,8 +101,14 @@ private:
     std::atomic<bool> has_scheduled_{false};
     int64_t poll_ns_ = 32000;  // MINIBLOCK_POLL_NS overrides; 0 turns polling off
     unsigned polled_in_a_row_ = 0;
+#ifdef _WIN32
+    // Windows (block/aio-win32.cpp): the one event HANDLE every completion
+    // signals, polled by GLib, which waits on HANDLEs there, not fds.
+    void *event_ = nullptr;
+#else
     int efd_ = -1;
-    int init_errno_ = 0;
+#endif
+    int init_errno_ = 0;  // why init() failed (AioContext::init_errno)
     GSource *source_ = nullptr;
     std::mutex lock_;
     std::vector<std::coroutine_handle<>> scheduled_;

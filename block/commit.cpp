@@ -32,14 +32,13 @@
 // before, and the overlay was only read, so it is
 // intact and still defines the guest's view.  The overlay is never emptied
 // after commit (qemu-img's default); it stays a valid, now redundant, layer.
-#include <sys/stat.h>
-
 #include <algorithm>
 #include <cerrno>
 #include <vector>
 
 #include "block/aio.h"
 #include "block/block_int.h"
+#include "block/file-id.h"
 
 namespace mb {
 
@@ -58,9 +57,9 @@ struct NodeFlags {
 };
 
 bool same_file(const std::string &a, const std::string &b) {
-    struct stat sa, sb;
-    if (stat(a.c_str(), &sa) < 0 || stat(b.c_str(), &sb) < 0) return a == b;
-    return sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
+    std::optional<FileId> ia = file_id(a), ib = file_id(b);
+    if (!ia || !ib) return a == b;
+    return *ia == *ib;
 }
 
 // The backing edges from top down to the base: edges.back()->bs is the base.

@@ -8,8 +8,10 @@
 namespace mb::qapi::detail {
 
 Status parse_json_into(std::string_view, TreeBuilder &) {
-    return Status::Error(EINVAL, "JSON options are not supported in this build",
-                         "Use key=value options instead");
+    return Status::Error(EINVAL,
+                         "json: filenames are not supported in this build (it has no json-glib, "
+                         "as on Windows)",
+                         "Use key=value options instead (--image-opts)");
 }
 
 }  // namespace mb::qapi::detail

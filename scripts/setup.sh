@@ -11,6 +11,7 @@ PACKAGES="
   pandoc man-db
   g++-mingw-w64-x86-64 wine64
   ceph-mon ceph-osd ceph-common librbd-dev librados-dev qemu-block-extra
+  g++-mingw-w64-x86-64-posix libz-mingw-w64-dev dpkg-dev patch cmake e2fsprogs
 "
 
 missing=""
@@ -30,3 +31,7 @@ if [ -n "$missing" ]; then
     $SUDO apt-get install -y -qq --no-install-recommends $missing >/dev/null
 fi
 echo "setup: all packages present"
+
+# GLib for the Windows build, from Debian's source packages, built once into
+# /var/cache/miniblock (a few minutes the first time, nothing afterwards).
+sh "$(dirname "$0")/mingw-glib.sh" >/dev/null

@@ -24,7 +24,9 @@
 #include <vector>
 
 #include "block/block_int.h"
+#ifndef _WIN32  // /proc-based; Windows cannot name a lock's holder
 #include "block/locking/holders.h"
+#endif
 #include "tools/io-common.h"
 #include "tools/tool-common.h"
 
@@ -212,12 +214,17 @@ bool cmd_close(Session &s, const Words &) {
 bool cmd_locks(Session &s, const Words &w) {
     if (!io_need_image(s, w[0])) return false;
     std::string path = protocol_filename(*s.blk);
+#ifdef _WIN32
+    printf("locks: not available on Windows: Windows cannot say which process holds a byte-range lock\n");
+    return false;
+#else
     struct stat st;
     if (stat(path.c_str(), &st) < 0) return io_error("locks: cannot stat '%s': %s\n", path.c_str(), strerror(errno));
     auto holders = find_lock_holders(st.st_dev, st.st_ino);
     if (holders.empty()) printf("no locks held on %s\n", path.c_str());
     for (auto &h : holders) printf("%s\n", describe_holder(h).c_str());
     return true;
+#endif
 }
 
 // discard OFF LEN: a hint to unmap (trim on nbd, punch hole on files).

@@ -3,6 +3,9 @@
 #include <cerrno>
 #include <fcntl.h>
 #include <unistd.h>
+#ifdef _WIN32
+#include <glib.h>  // g_mkstemp, g_get_tmp_dir
+#endif
 
 #include <cinttypes>
 #include <cstdio>
@@ -91,9 +94,14 @@ Result<std::unique_ptr<BlockBackend>> open_snapshot(std::string_view image, Imag
     // qcow2 sizes are whole sectors: as QEMU's -snapshot, the overlay is
     // rounded up (its tail beyond the image reads as zeroes).
     size = (size + 511) & ~int64_t(511);
+#ifdef _WIN32
+    std::string tmpl = std::string(g_get_tmp_dir()) + "\\miniblock-snapshot.XXXXXX";
+    int fd = g_mkstemp(tmpl.data());
+#else
     const char *dir = getenv("TMPDIR");
     std::string tmpl = std::string(dir && *dir ? dir : "/tmp") + "/miniblock-snapshot.XXXXXX";
     int fd = mkostemp(tmpl.data(), O_CLOEXEC);
+#endif
     if (fd < 0) return PosixError("Could not create a temporary overlay in '" + tmpl + "'", errno);
     close(fd);
     Status st = bdrv_create("qcow2", tmpl, size, {});
@@ -111,7 +119,8 @@ Result<std::unique_ptr<BlockBackend>> open_snapshot(std::string_view image, Imag
     if (!flags.cache.empty()) top.set_str("cache", flags.cache);
     top.set_dict("backing", img_opts);
     auto blk = BlockBackend::open(top);
-    // Deleted at once: the open fd keeps it alive until the drive closes.
+    // Deleted at once: the open fd keeps it alive until the drive closes
+    // (on Windows too: the file driver's handle allows FILE_SHARE_DELETE).
     unlink(tmpl.c_str());
     return blk;
 }

@@ -19,16 +19,24 @@ namespace mb {
 
 extern const BlockDriver bdrv_file;
 extern const BlockDriver bdrv_raw;
+#ifndef _WIN32  // the nbd client speaks POSIX sockets
 extern const BlockDriver bdrv_nbd;
+#endif
 extern const BlockDriver bdrv_qcow2;
+#ifndef _WIN32  // librbd
 extern const BlockDriver bdrv_rbd;
+#endif
 
 const BlockDriver *const block_drivers[] = {
     &bdrv_file,
     &bdrv_raw,
+#ifndef _WIN32
     &bdrv_nbd,
+#endif
     &bdrv_qcow2,
+#ifndef _WIN32
     &bdrv_rbd,
+#endif
     nullptr,
 };
 

@@ -13,6 +13,7 @@
 #include <string>
 
 #ifdef MB_WIN32_BLOCK_CORE
+#include "block/aio.h"
 #include "block/block_int.h"
 #endif
 
@@ -72,7 +73,17 @@ Result<Win32File> Win32File::open(std::string_view path, const Win32FileOptions 
     // process (a helper started with bInheritHandles for its pipes) keeps
     // the image, and with it the locks, open behind our back.
     Win32Handle h(CreateFileW(wide->c_str(), access, share, nullptr, disposition, flags, nullptr));
-    if (!h.valid()) return Win32Error("Could not open '" + p + "'", GetLastError());
+    if (!h.valid()) {
+        DWORD err = GetLastError();
+        // Windows refuses to open a directory this way with "access denied",
+        // which would send the user looking at permissions.
+        DWORD attr = GetFileAttributesW(wide->c_str());
+        if (err == ERROR_ACCESS_DENIED && attr != INVALID_FILE_ATTRIBUTES &&
+            (attr & FILE_ATTRIBUTE_DIRECTORY)) {
+            return Status::Error(EISDIR, "'" + p + "' is a directory");
+        }
+        return Win32Error("Could not open '" + p + "'", err);
+    }
 
     BY_HANDLE_FILE_INFORMATION info;
     if (GetFileInformationByHandle(h.get(), &info) &&
@@ -83,9 +94,21 @@ Result<Win32File> Win32File::open(std::string_view path, const Win32FileOptions 
 }
 
 int64_t Win32File::io_once(bool write, int64_t offset, void *buf, DWORD len) {
-    // One event per request: the handle is overlapped, and waiting on the
-    // handle itself would confuse concurrent requests.
-    Win32Handle ev(CreateEventW(nullptr, TRUE, FALSE, nullptr));
+    // FILE_FLAG_NO_BUFFERING's rules, checked here because Wine does not
+    // enforce them and Windows fails such a request (ERROR_INVALID_PARAMETER)
+    // only on some volumes: offset, length and buffer address all multiples
+    // of the sector size.  pread/pwrite bounce what is not; reaching this
+    // unaligned is a bug of ours, so it fails on every system alike.
+    if (opts_.no_buffering &&
+        !(is_aligned(uint64_t(offset), align_) && is_aligned(len, align_) &&
+          is_aligned(reinterpret_cast<uintptr_t>(buf), align_))) {
+        return -EINVAL;
+    }
+    // The calling thread's own event (a worker of the pool, block/aio.h):
+    // the handle is overlapped, and waiting on the handle itself would
+    // confuse concurrent requests.  One event per thread, reused, never one
+    // per request, and never one the event loop has to poll.
+    thread_local Win32Handle ev(CreateEventW(nullptr, TRUE, FALSE, nullptr));
     if (!ev.valid()) return -win32_to_errno(GetLastError());
     OVERLAPPED ov{};
     ov.Offset = DWORD(uint64_t(offset));
@@ -213,10 +236,9 @@ int64_t Win32File::length() {
 
 // --- the `file` driver table ----------------------------------------------------
 //
-// Compiled only where the block core builds for Windows (MB_WIN32_BLOCK_CORE).
-// Today the core's event loop needs GLib, which mingw lacks here, so the
-// Windows build compiles this part in a check-only library against the real
-// block/block_int.h and links nothing with it (docs/drivers/raw-win32.md).
+// Compiled where the block core builds for Windows (MB_WIN32_BLOCK_CORE, set
+// by win32/meson.build for libminiblock.dll); the protocol tests build the
+// part above alone.
 #ifdef MB_WIN32_BLOCK_CORE
 
 namespace mb {
@@ -230,35 +252,84 @@ struct FileState : NodeState {
     std::unique_ptr<Win32Locks> lock;
     bool lock_prepared = false;
     bool no_flush = false;
+    // cache=none: an unaligned write is a read-modify-write of whole
+    // sectors, so it runs alone; aligned writes share (raw-posix's rule).
+    CoRwLock write_lock;
 };
 
-// Requests run on the calling thread and complete before the Task returns:
-// the core's thread pool (block/aio.h) is built on GLib and does not exist
-// on Windows yet.  That keeps one request at a time per node, which also
-// serialises cache=none read-modify-writes, as raw-posix's CoRwLock does.
+// Requests run in the event loop's worker threads (block/aio-win32.cpp):
+// each does its ReadFile/WriteFile at an explicit offset and waits on its
+// thread's own event, and the coroutine resumes in the loop when the worker
+// signals the loop's one event.  So a node has many requests in flight.
+struct FileJob : ThreadPool::Job {
+    enum class Op { Read, Write, Flush, Truncate } op;
+    Win32File *file;
+    uint8_t *buf;
+    int64_t offset, bytes;
+};
+
+int do_job(ThreadPool::Job *job) {
+    auto *j = static_cast<FileJob *>(job);
+    switch (j->op) {
+    case FileJob::Op::Read: return j->file->pread(j->offset, j->buf, size_t(j->bytes));
+    case FileJob::Op::Write: return j->file->pwrite(j->offset, j->buf, size_t(j->bytes));
+    case FileJob::Op::Flush: return j->file->flush();
+    case FileJob::Op::Truncate: return j->file->truncate(j->offset);
+    }
+    return -EINVAL;
+}
+
+Task<int> run_job(FileState *s, FileJob::Op op, const uint8_t *buf, int64_t offset, int64_t bytes) {
+    FileJob job;
+    job.fn = do_job;
+    job.op = op;
+    job.file = &*s->file;
+    job.buf = const_cast<uint8_t *>(buf);  // writes only read it
+    job.offset = offset;
+    job.bytes = bytes;
+    co_return co_await AioContext::main().thread_pool().run(job);
+}
+
 Task<int> file_co_preadv(BlockDriverState *bs, int64_t offset, int64_t bytes, uint8_t *buf, int) {
-    co_return bs->state<FileState>()->file->pread(offset, buf, size_t(bytes));
+    co_return co_await run_job(bs->state<FileState>(), FileJob::Op::Read, buf, offset, bytes);
 }
 
 Task<int> file_co_pwritev(BlockDriverState *bs, int64_t offset, int64_t bytes, const uint8_t *buf,
                           int flags) {
     auto *s = bs->state<FileState>();
-    int r = s->file->pwrite(offset, buf, size_t(bytes));
-    if (r == 0 && (flags & BDRV_REQ_FUA) && !s->no_flush) r = s->file->flush();
+    const uint32_t a = s->file->alignment();
+    const bool rmw = a > 1 && ((uint64_t(offset) | uint64_t(bytes)) & (a - 1)) != 0;
+    co_await (rmw ? s->write_lock.lock_exclusive() : s->write_lock.lock_shared());
+    int r = co_await run_job(s, FileJob::Op::Write, buf, offset, bytes);
+    s->write_lock.unlock();
+    if (r == 0 && (flags & BDRV_REQ_FUA) && !s->no_flush) {
+        r = co_await run_job(s, FileJob::Op::Flush, nullptr, 0, 0);
+    }
     co_return r;
 }
 
 Task<int> file_co_flush(BlockDriverState *bs) {
     auto *s = bs->state<FileState>();
-    co_return s->no_flush ? 0 : s->file->flush();
+    if (s->no_flush) co_return 0;
+    co_return co_await run_job(s, FileJob::Op::Flush, nullptr, 0, 0);
 }
 
 Task<int> file_co_truncate(BlockDriverState *bs, int64_t size) {
-    co_return bs->state<FileState>()->file->truncate(size);
+    co_return co_await run_job(bs->state<FileState>(), FileJob::Op::Truncate, nullptr, size, 0);
 }
 
 int64_t file_getlength(BlockDriverState *bs) {
     return bs->state<FileState>()->file->length();
+}
+
+// What the file takes on disk (sparse files take less): `info`'s actual-size.
+int64_t file_get_allocated_size(BlockDriverState *bs) {
+    FILE_STANDARD_INFO info;
+    if (!GetFileInformationByHandleEx(bs->state<FileState>()->file->handle(), FileStandardInfo,
+                                      &info, sizeof info)) {
+        return -win32_to_errno(GetLastError());
+    }
+    return info.AllocationSize.QuadPart;
 }
 
 Status file_open(BlockDriverState *bs, qapi::OptionDict &opts) {
@@ -339,6 +410,32 @@ void file_abort_perm_update(BlockDriverState *bs) {
     s->lock_prepared = false;
 }
 
+// Commit writes into a backing file that was opened read-only: a new handle
+// with the other access takes over, and the locks move to it first (the
+// bytes are never free; raw-posix's file_reopen_rw does the same with fds).
+Status file_reopen_rw(BlockDriverState *bs, bool writable) {
+    auto *s = bs->state<FileState>();
+    const std::string mode = writable ? "read-write" : "read-only";
+    Win32FileOptions o;
+    o.read_only = !writable;
+    o.no_buffering = s->file->alignment() > 1;
+    Result<Win32File> f = Win32File::open(s->file->path(), o);
+    if (!f.ok()) return PosixError("Could not reopen '" + s->file->path() + "' " + mode, f.status().err());
+    BY_HANDLE_FILE_INFORMATION a, b;
+    if (!GetFileInformationByHandle(s->file->handle(), &a) ||
+        !GetFileInformationByHandle(f->handle(), &b)) {
+        return Win32Error("Could not reopen '" + s->file->path() + "' " + mode, GetLastError());
+    }
+    if (a.dwVolumeSerialNumber != b.dwVolumeSerialNumber || a.nFileIndexHigh != b.nFileIndexHigh ||
+        a.nFileIndexLow != b.nFileIndexLow) {
+        return Status::Error(EIO, "Could not reopen '" + s->file->path() +
+                                      "': the name now points to another file");
+    }
+    if (s->lock) MB_TRY(s->lock->move_handle(f->handle()));
+    s->file.emplace(std::move(*f));  // closes the old handle
+    return Status::OK();
+}
+
 void file_get_info(BlockDriverState *bs, FormatInfo *info) {
     auto *s = bs->state<FileState>();
     info->fields.emplace_back("aio", "threads");
@@ -391,9 +488,10 @@ const BlockDriver bdrv_file = {
     .co_truncate = file_co_truncate,
     .co_block_status = nullptr,
     .getlength = file_getlength,
-    .get_allocated_size = nullptr,
+    .get_allocated_size = file_get_allocated_size,
     .get_info = file_get_info,
     .create = file_create,
+    .reopen_rw = file_reopen_rw,
 };
 
 }  // namespace mb

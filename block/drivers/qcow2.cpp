@@ -1,6 +1,5 @@
 // The qcow2 driver: open (tables and the backing chain), reads, block
 // status, info, and the driver table.  See qcow2.h for the file map.
-#include <sys/stat.h>
 #include <zlib.h>
 
 #include <algorithm>
@@ -9,6 +8,7 @@
 
 #include "block/aio.h"
 #include "block/drivers/qcow2.h"
+#include "block/file-id.h"
 #include "block/warn.h"
 
 namespace mb {
@@ -19,7 +19,7 @@ namespace {
 
 // The chain being opened, to refuse loops (opening is synchronous and
 // recursive through bdrv_open_child, so a stack is enough).
-std::vector<std::pair<dev_t, ino_t>> g_opening;
+std::vector<FileId> g_opening;
 constexpr size_t MAX_CHAIN_DEPTH = 128;
 
 struct ChainGuard {
@@ -40,8 +40,19 @@ Status read_file(BlockDriverState *bs, uint64_t off, uint64_t len, uint8_t *buf,
     return Status::OK();
 }
 
+#ifdef _WIN32
+// Windows names take either slash, and a drive letter makes them absolute.
+constexpr const char *kSlashes = "/\\";
+bool is_absolute(const std::string &p) {
+    return p[0] == '/' || p[0] == '\\' || (p.size() > 1 && p[1] == ':');
+}
+#else
+constexpr const char *kSlashes = "/";
+bool is_absolute(const std::string &p) { return p[0] == '/'; }
+#endif
+
 std::string dirname_of(const std::string &path) {
-    size_t slash = path.rfind('/');
+    size_t slash = path.find_last_of(kSlashes);
     if (slash == std::string::npos) return "";
     return path.substr(0, slash + 1);
 }
@@ -82,7 +93,7 @@ Status open_backing(BlockDriverState *bs, State *s, qapi::OptionDict &opts) {
         std::string name = s->img.backing_file;
         std::string path = name;
         // A protocol name (nbd://..., rbd:pool/image) is not a relative path.
-        if (name[0] != '/' && !bdrv_find_protocol(name))
+        if (!is_absolute(name) && !bdrv_find_protocol(name))
             path = dirname_of(bs->file()->bs->filename) + name;
         qapi::OptionDict b, f;
         f.set_str("filename", path);
@@ -195,10 +206,10 @@ Status qcow2_open(BlockDriverState *bs, qapi::OptionDict &opts) {
 
     // Loops: the same file twice in the chain being opened.
     ChainGuard guard;
-    struct stat st;
-    if (!fbs->filename.empty() && stat(fbs->filename.c_str(), &st) == 0) {
+    std::optional<FileId> id;
+    if (!fbs->filename.empty() && (id = file_id(fbs->filename))) {
         for (auto &e : g_opening) {
-            if (e.first == st.st_dev && e.second == st.st_ino) {
+            if (e == *id) {
                 return Status::Error(ELOOP, "Backing chain loop: '" + fbs->filename +
                                                 "' is its own backing file");
             }
@@ -206,7 +217,7 @@ Status qcow2_open(BlockDriverState *bs, qapi::OptionDict &opts) {
         if (g_opening.size() >= MAX_CHAIN_DEPTH) {
             return Status::Error(ELOOP, "Backing chain deeper than " + std::to_string(MAX_CHAIN_DEPTH) + " images");
         }
-        g_opening.push_back({st.st_dev, st.st_ino});
+        g_opening.push_back(*id);
         guard.pushed = true;
     }
 

@@ -162,13 +162,33 @@ std::string Win32Locks::hint() const {
     return "Is another process using the image [" + path_ + "]?";
 }
 
+// A byte of our region that the protocol never locks: if even a shared lock
+// on it is refused, someone holds a lock over a range that covers it, i.e.
+// another program with a protocol of its own (a lock over the whole file).
+// Waiting for the guard would then be waiting for that program to go away.
+constexpr uint64_t WIN32_FOREIGN_PROBE_BYTE = WIN32_LOCK_BASE + 301;
+
 Status Win32Locks::take_guard() {
     ULONGLONG start = calls_->GetTickCount64();
     DWORD backoff = 1;
+    bool probed = false;
     for (;;) {
         DWORD err;
         if (lock_byte(WIN32_GUARD_BYTE, true, &err)) return Status::OK();
         if (!is_conflict(err)) return Win32Error("Failed to lock '" + path_ + "'", err);
+        if (!probed) {
+            probed = true;
+            DWORD perr;
+            if (lock_byte(WIN32_FOREIGN_PROBE_BYTE, false, &perr)) {
+                must_unlock(WIN32_FOREIGN_PROBE_BYTE);
+            } else if (is_conflict(perr)) {
+                return Status::Error(
+                    EAGAIN, "Failed to lock '" + path_ + "': another process locks the whole file",
+                    hint() +
+                        "\nIt does not follow QEMU's lock protocol; Windows cannot say which "
+                        "process it is");
+            }
+        }
         if (calls_->GetTickCount64() - start >= opts_.guard_timeout_ms) {
             return Status::Error(
                 EAGAIN, "Failed to get the lock guard of '" + path_ + "'",
@@ -346,6 +366,75 @@ Status Win32Locks::prepare(uint32_t perm, uint32_t shared) {
                                st.message() + ")");
     }
     return st;
+}
+
+Status Win32Locks::move_handle(HANDLE new_file) {
+    if (prepared_) {
+        return Status::Error(EBUSY, "Cannot move the locks of '" + path_ + "' during a permission change");
+    }
+    const HANDLE old = file_;
+    file_ = new_file;
+    LockBits taken{};
+    Status st;
+    for (int i = 0; i < BLK_PERM_COUNT && st.ok(); i++) {
+        uint32_t b = 1u << i;
+        DWORD err;
+        if (held_.use & b) {
+            if (lock_byte(win32_use_byte(i), false, &err)) taken.use |= b;
+            else st = take_error(win32_use_byte(i), false, i, err);
+        }
+        if (st.ok() && (held_.forbid & b)) {
+            if (lock_byte(win32_forbid_byte(i), false, &err)) taken.forbid |= b;
+            else st = take_error(win32_forbid_byte(i), true, i, err);
+        }
+    }
+    // On failure, undo on the new handle; on success, drop from the old one.
+    // Bytes that refuse to unlock there go when that handle closes, which
+    // the caller does next either way.
+    if (!st.ok()) file_ = new_file;
+    else file_ = old;
+    const LockBits undo = st.ok() ? held_ : taken;
+    for (int i = 0; i < BLK_PERM_COUNT; i++) {
+        uint32_t b = 1u << i;
+        if (undo.use & b) must_unlock(win32_use_byte(i));
+        if (undo.forbid & b) must_unlock(win32_forbid_byte(i));
+    }
+    file_ = st.ok() ? new_file : old;
+    return st;
+}
+
+Result<LockBits> Win32Locks::others_held() {
+    MB_TRY(take_guard());
+    LockBits seen;
+    Status st;
+    for (int i = 0; i < BLK_PERM_COUNT && st.ok(); i++) {
+        for (bool forbid : {false, true}) {
+            const uint64_t off = forbid ? win32_forbid_byte(i) : win32_use_byte(i);
+            DWORD err;
+            if (lock_byte(off, true, &err)) {
+                must_unlock(off);
+            } else if (is_conflict(err)) {
+                (forbid ? seen.forbid : seen.use) |= 1u << i;
+            } else {
+                st = Win32Error("Failed to test " + byte_name(off) + " of '" + path_ + "'", err);
+                break;
+            }
+        }
+    }
+    must_unlock(WIN32_GUARD_BYTE);
+    if (!st.ok()) return st;
+    return seen;
+}
+
+Result<LockBits> win32_lock_bytes_held(const std::string &path) {
+    Result<std::wstring> wide = utf8_to_wide(path);
+    if (!wide.ok()) return wide.take_status().prefix("Could not open '" + path + "'");
+    Win32Handle h(CreateFileW(wide->c_str(), GENERIC_READ,
+                              FILE_SHARE_READ | FILE_SHARE_WRITE | FILE_SHARE_DELETE, nullptr,
+                              OPEN_EXISTING, FILE_ATTRIBUTE_NORMAL, nullptr));
+    if (!h.valid()) return Win32Error("Could not open '" + path + "'", GetLastError());
+    Win32Locks look(h.get(), path);
+    return look.others_held();
 }
 
 void Win32Locks::commit() {

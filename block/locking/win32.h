@@ -135,6 +135,17 @@ public:
     void release() override;
     LockBits held() const override { return held_; }
 
+    // Moves every lock held to `new_file` (the same file, opened again:
+    // commit's read-write reopen), with no moment in which a byte is free:
+    // each is taken on the new handle first (shared locks of two handles
+    // never conflict), then dropped from the old one.  On failure nothing
+    // changed.  Not during a transaction (EBUSY).
+    Status move_handle(HANDLE new_file);
+
+    // Which protocol bytes other handles hold (this object holding none),
+    // tested inside the guard so that the answer is one consistent moment.
+    Result<LockBits> others_held();
+
 private:
     bool lock_byte(uint64_t off, bool exclusive, DWORD *err);
     bool unlock_byte(uint64_t off, DWORD *err);
@@ -159,5 +170,10 @@ private:
     LockBits wanted_;  // the last prepared state, for commit
     bool prepared_ = false;
 };
+
+// For `miniblock-img locks`: which of the protocol's bytes are held on the
+// file at `path` (UTF-8), opened read-only for the look, which disturbs no
+// one.  Windows cannot say whose they are.
+Result<LockBits> win32_lock_bytes_held(const std::string &path);
 
 }  // namespace mb

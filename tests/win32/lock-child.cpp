@@ -17,6 +17,8 @@
 //                          late: start 2 ms after the barrier opens;
 //                          noguard: the negative control, with the guard
 //                          byte's lock calls faked (they lock nothing)
+//   wholefile              one exclusive LockFileEx over the whole file (a
+//                          program with a lock protocol of its own)
 //   close                  release the locks, close the file
 //   quit
 #include <windows.h>
@@ -181,6 +183,20 @@ std::string handle(State &s, const std::string &line) {
         // its takes not yet begun if it is "slow".
         if (late) Sleep(2);
         return do_lock(s, mode, false);
+    }
+    if (cmd == "wholefile") {
+        // Another protocol: one exclusive LockFileEx over every byte, as a
+        // program with a whole-file scheme of its own would take (the 2009
+        // patch's lock, on Windows).  Released by close.
+        if (!s.file) return "fail 9 not open";
+        OVERLAPPED ov{};
+        Win32Handle ev(CreateEventW(nullptr, TRUE, FALSE, nullptr));
+        ov.hEvent = ev.get();
+        if (!LockFileEx(s.file->handle(), LOCKFILE_EXCLUSIVE_LOCK | LOCKFILE_FAIL_IMMEDIATELY, 0,
+                        MAXDWORD, MAXDWORD, &ov)) {
+            return "fail " + std::to_string(win32_to_errno(GetLastError())) + " LockFileEx";
+        }
+        return "ok";
     }
     if (cmd == "close") {
         if (s.locks) s.locks->release();
