@@ -3,7 +3,10 @@
  * advancing by STRIDE from 0 and wrapping as qemu-img bench does, waits in
  * mbq_do_io.  Prints requests/s and CPU time per request.
  *
- *   mb-queue-bench SPEC COUNT DEPTH SIZE STRIDE
+ *   mb-queue-bench SPEC COUNT DEPTH SIZE STRIDE [REAP]
+ *
+ * REAP (default DEPTH) is the most completions taken per mbq_do_io: 1
+ * resubmits after every completion, as qemu-img bench does.
  *
  * Run by bench/queue-bench.sh. */
 #include <errno.h>
@@ -35,8 +38,8 @@ static int64_t next_offset(int64_t offset, int64_t stride, int64_t len, size_t s
 }
 
 int main(int argc, char **argv) {
-    if (argc != 6) {
-        fprintf(stderr, "usage: %s SPEC COUNT DEPTH SIZE STRIDE\n", argv[0]);
+    if (argc != 6 && argc != 7) {
+        fprintf(stderr, "usage: %s SPEC COUNT DEPTH SIZE STRIDE [REAP]\n", argv[0]);
         return 2;
     }
     const char *spec = argv[1];
@@ -44,7 +47,8 @@ int main(int argc, char **argv) {
     int depth = atoi(argv[3]);
     size_t size = (size_t)atol(argv[4]);
     int64_t stride = atoll(argv[5]);
-    if (count <= 0 || depth <= 0 || depth > 1024 || size == 0) {
+    int reap = argc == 7 ? atoi(argv[6]) : depth;
+    if (count <= 0 || depth <= 0 || depth > 1024 || size == 0 || reap <= 0 || reap > depth) {
         fprintf(stderr, "mb-queue-bench: bad arguments\n");
         return 2;
     }
@@ -72,7 +76,7 @@ int main(int argc, char **argv) {
         offset = next_offset(offset, stride, len, size);
     }
     while (done < count) {
-        int n = mbq_do_io(q, c, 1, depth, NULL);
+        int n = mbq_do_io(q, c, 1, reap, NULL);
         if (n < 0) {
             fprintf(stderr, "mb-queue-bench: %s\n", mb_last_error());
             return 1;

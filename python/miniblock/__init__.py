@@ -140,7 +140,11 @@ class Drive:
         return False
 
     def __del__(self):
-        self.close()
+        # At interpreter exit the module's globals may already be gone.
+        try:
+            self.close()
+        except Exception:
+            pass
 
     @property
     def closed(self):
