@@ -33,7 +33,10 @@ namespace mb {
 
 namespace {
 
-enum : uint32_t { FREE = 0, SUBMITTED = 1, WAITING = 2, DONE = 3, TIMED_OUT = 4 };
+// COMPLETING: a completion owns the slot while it stores the result; the
+// result is published by the store of DONE, never written before the
+// compare-exchange (a stale completion must not touch a reused slot).
+enum : uint32_t { FREE = 0, SUBMITTED = 1, WAITING = 2, DONE = 3, TIMED_OUT = 4, COMPLETING = 5 };
 
 struct Slot {
     std::atomic<uint64_t> word{0};  // generation << 8 | state
@@ -301,7 +304,13 @@ bool PluginRequest::await_suspend(std::coroutine_handle<> h) {
     Slot &s = slot_at(slot);
     s.waiter = h;
     s.deadline_ns = now_ns() + node->timeout_ns;
-    uint64_t w = s.word.load(std::memory_order_relaxed);
+    uint64_t w = s.word.load(std::memory_order_acquire);
+    // A completion is storing its result right now: it is a few
+    // instructions from DONE.
+    while (state_of(w) == COMPLETING) {
+        std::this_thread::yield();
+        w = s.word.load(std::memory_order_acquire);
+    }
     if (state_of(w) != SUBMITTED) return false;
     table().waiting.fetch_add(1, std::memory_order_relaxed);
     if (!s.word.compare_exchange_strong(w, pack(gen_of(w), WAITING), std::memory_order_acq_rel)) {
@@ -316,6 +325,10 @@ int PluginRequest::await_resume() {
     if (immediate != 1) return immediate;
     Slot &s = slot_at(slot);
     uint64_t w = s.word.load(std::memory_order_acquire);
+    while (state_of(w) == COMPLETING) {  // resumed without suspending, mid-completion
+        std::this_thread::yield();
+        w = s.word.load(std::memory_order_acquire);
+    }
     if (state_of(w) == TIMED_OUT) return -ETIMEDOUT;  // freed by a late completion, if any
     int r = s.ret;
     slot_free(slot);
@@ -364,8 +377,15 @@ MB_DRIVER_API void mbd_request_complete(mbd_request *req, int ret) {
             slot_free(idx - 1);
             return;
         }
+        if (st == COMPLETING) {
+            warn_report("Driver '" + s.pd->name +
+                        "' completed a request that was already completed; ignored");
+            return;
+        }
+        if (!s.word.compare_exchange_weak(w, pack(gen_of(w), COMPLETING), std::memory_order_acq_rel))
+            continue;
         s.ret = ret;
-        if (!s.word.compare_exchange_weak(w, pack(gen_of(w), DONE), std::memory_order_acq_rel)) continue;
+        s.word.store(pack(gen_of(w), DONE), std::memory_order_release);
         if (st == WAITING) {
             t.waiting.fetch_sub(1, std::memory_order_relaxed);
             AioContext::main().schedule(s.waiter);
