@@ -62,6 +62,9 @@ Task<int> write_l1_sector(BlockDriverState *bs, uint64_t l1_idx) {
 Task<int> prepare_first_write(BlockDriverState *bs) {
     State *s = bs->state<State>();
     if (s->header_updated) co_return 0;
+    // Every write path passes here first: the refcount table (and the
+    // refcount blocks the overlap checks know) must be in memory.
+    if (int r = co_await load_reftable(bs); r < 0) co_return r;
     s->header_updated = true;
     if (s->h().version >= 3 && s->h().autoclear) {
         uint8_t z[8] = {};
@@ -300,6 +303,8 @@ Task<int> co_pwritev(BlockDriverState *bs, int64_t offset, int64_t bytes, const 
     if (s->corrupt) co_return -EIO;  // see signal_corruption
     if (uint64_t(offset) > s->h().size || uint64_t(bytes) > s->h().size - offset) co_return -EINVAL;
     if (flags & BDRV_REQ_WRITE_COMPRESSED) co_return co_await write_compressed(bs, offset, bytes, buf);
+    // The overlap checks of in-place writes need the refcount blocks known.
+    if (int r = co_await load_reftable(bs); r < 0) co_return r;
     while (bytes > 0) {
         co_await s->lock.lock();
         Mapping m;

@@ -242,8 +242,24 @@ Task<int> update_range(BlockDriverState *bs, int64_t first, int64_t count, int d
 
 }  // namespace
 
+Task<int> load_reftable(BlockDriverState *bs) {
+    State *s = bs->state<State>();
+    if (s->reftable_loaded) co_return 0;
+    std::vector<uint8_t> t(uint64_t(s->h().refcount_table_clusters) * s->cluster_size);
+    int r = co_await bdrv_co_preadv(bs->file(), s->h().refcount_table_offset, t.size(), t.data());
+    if (r < 0) co_return r;
+    s->reftable.resize(t.size() / 8);
+    for (size_t i = 0; i < s->reftable.size(); i++) {
+        s->reftable[i] = be64(&t[i * 8]);
+        if (uint64_t o = s->reftable[i] & REFT_OFFSET_MASK) s->rb_offsets.insert(o);
+    }
+    s->reftable_loaded = true;
+    co_return 0;
+}
+
 Task<int> get_refcount(BlockDriverState *bs, int64_t cluster, uint64_t *out) {
     State *s = bs->state<State>();
+    if (int r = co_await load_reftable(bs); r < 0) co_return r;
     uint64_t j = uint64_t(cluster) >> s->rb_bits;
     *out = 0;
     if (j >= s->reftable.size()) co_return 0;
@@ -262,6 +278,7 @@ Task<int> update_refcount(BlockDriverState *bs, int64_t cluster, int delta) {
 
 Task<int64_t> alloc_clusters(BlockDriverState *bs, int64_t n) {
     State *s = bs->state<State>();
+    if (int r = co_await load_reftable(bs); r < 0) co_return r;
     if (s->free_index < 0) {
         int r = co_await compute_free_index(bs);
         if (r < 0) co_return r;
@@ -319,6 +336,7 @@ Task<int> check(BlockDriverState *bs, bool repair_leaks, CheckResult *res) {
     const int64_t cs = s->cluster_size;
     const Header &h = s->h();
     if (h.nb_snapshots) co_return -ENOTSUP;
+    if (int r = co_await load_reftable(bs); r < 0) co_return r;
     int64_t file_len = bdrv_getlength(bs->file()->bs.get());
     if (file_len < 0) co_return (int)file_len;
     uint64_t nclusters = (file_len + cs - 1) / cs;

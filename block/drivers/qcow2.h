@@ -163,6 +163,7 @@ struct State : NodeState {
     uint64_t coffset_mask = 0;
     std::vector<uint64_t> l1;        // host-endian copy of the active L1 table
     std::vector<uint64_t> reftable;  // host-endian copy of the refcount table
+    bool reftable_loaded = false;    // read-only opens load it when needed (load_reftable)
     TableCache l2_cache{16};
     TableCache rb_cache{4};
     std::set<uint64_t> l2_offsets;   // metadata clusters, for the overlap check
@@ -251,6 +252,9 @@ void entry_range(State *s, uint64_t e, uint64_t *off, uint64_t *len);
 
 // --- refcounts (qcow2-refcount.cpp) --------------------------------------------
 
+// Reads the refcount table if this node has not yet (opened read-only, as
+// backing files are; commit may make it writable later).
+Task<int> load_reftable(BlockDriverState *bs);
 Task<int> get_refcount(BlockDriverState *bs, int64_t cluster, uint64_t *out);
 Task<int> update_refcount(BlockDriverState *bs, int64_t cluster, int delta);
 // Allocates n contiguous clusters with refcount 1; returns the byte offset or

@@ -93,10 +93,26 @@ expect_fail "L2 table without COPIED refused for writing" \
     "qcow2: L2 table 0x40000 in 'nc.qcow2' lacks the COPIED flag" "$MINIBLOCK_IO" -c 'write 64k 4k' nc.qcow2
 expect_ok "L2 table without COPIED still readable" "$MINIBLOCK_IO" -r -c 'read -P 9 0 64k' nc.qcow2
 
-# A chain deeper than 128 images.
-qemu-img create -q -f qcow2 d0.qcow2 1M
-for i in $(seq 1 130); do qemu-img create -q -f qcow2 -b d$((i - 1)).qcow2 -F qcow2 -u d$i.qcow2 1M; done
-expect_fail "chain deeper than 128" "Backing chain deeper than 128 images$" "$MINIBLOCK_IMG" info d130.qcow2
-expect_ok "chain of 100 opens" "$MINIBLOCK_IO" -r -c 'read -P 0 0 4k' d100.qcow2
+# Chains: 1000 images open (made by patching the backing name of one
+# qemu-img overlay, which is quick); a chain longer than max-chain-depth
+# is refused in one line naming the image where it stopped.
+qemu-img create -q -f qcow2 d0000.qcow2 1M
+qemu-io -c 'write -P 0x5a 64k 4k' d0000.qcow2 >/dev/null
+qemu-img create -q -f qcow2 -b d0000.qcow2 -F qcow2 -u dt.qcow2 1M
+python3 -c "
+d = open('dt.qcow2', 'rb').read()
+for i in range(1, 1001):
+    open('d%04d.qcow2' % i, 'wb').write(d.replace(b'd0000.qcow2', b'd%04d.qcow2' % (i - 1)))"
+expect_output "a chain of 1001 images opens and reads the base" '^read 4096/4096 bytes at offset 65536$' \
+    "$MINIBLOCK_IO" -r -c 'read -P 0x5a 64k 4k' d1000.qcow2
+expect_fail "a chain longer than max-chain-depth" \
+    "^miniblock-io: can't open device .*: Could not open backing file: Backing chain longer than 100 images: stopped at 'd0900.qcow2'$" \
+    "$MINIBLOCK_IO" -r --image-opts -c 'read 0 4k' driver=qcow2,file.filename=d1000.qcow2,max-chain-depth=100
+expect_fail "a chain longer than max-chain-depth: the hint" "^Raise the limit with max-chain-depth \(at most 3000\)$" \
+    "$MINIBLOCK_IO" -r --image-opts -c 'read 0 4k' driver=qcow2,file.filename=d1000.qcow2,max-chain-depth=100
+expect_fail "max-chain-depth out of range" "Invalid value '3001' for parameter 'max-chain-depth'" \
+    "$MINIBLOCK_IO" -r --image-opts -c 'read 0 4k' driver=qcow2,file.filename=d1000.qcow2,max-chain-depth=3001
+expect_ok "max-chain-depth=1001 is enough" \
+    "$MINIBLOCK_IO" -r --image-opts -c 'read -P 0x5a 64k 4k' driver=qcow2,file.filename=d1000.qcow2,max-chain-depth=1001
 
 finish
