@@ -89,12 +89,45 @@ AioContext::~AioContext() {
     g_main_context_unref(ctx_);
 }
 
+namespace {
+thread_local AioContext *current_ctx = nullptr;
+}
+
 AioContext &AioContext::main() {
+    if (current_ctx) return *current_ctx;
     // Leaked on purpose: worker threads and sources may still refer to it
-    // while static destructors run.
-    static AioContext *ctx = new AioContext(nullptr);
+    // while static destructors run.  Its own GMainContext, as on Linux, never
+    // GLib's default one (an embedder's loop must not run our sources).
+    static AioContext *ctx = [] {
+        GMainContext *g = g_main_context_new();
+        auto *c = new AioContext(g);
+        g_main_context_unref(g);
+        return c;
+    }();
     return *ctx;
 }
+
+AioContext::Scope::Scope(AioContext &ctx) : prev_(current_ctx) { current_ctx = &ctx; }
+AioContext::Scope::~Scope() { current_ctx = prev_; }
+
+void AioContext::notify() { SetEvent(static_cast<HANDLE>(event_)); }
+
+// A source on the context's event HANDLE, for an embedder's GMainContext
+// (mbq_attach_glib); it does not reset the event: the loop's own source does.
+GSource *AioContext::new_notify_source(gboolean (*cb)(gint, GIOCondition, gpointer), gpointer opaque) {
+    GSource *s = g_source_new(&event_funcs, sizeof(EventSource));
+    auto *es = reinterpret_cast<EventSource *>(s);
+    es->pfd.fd = reinterpret_cast<gintptr>(event_);
+    es->pfd.events = G_IO_IN;
+    es->pfd.revents = 0;
+    g_source_add_poll(s, &es->pfd);
+    g_source_set_callback(s, reinterpret_cast<GSourceFunc>(reinterpret_cast<AnyFunc>(cb)), opaque, nullptr);
+    return s;
+}
+
+// No native AIO on Windows: nothing to batch.
+void AioContext::io_plug() {}
+void AioContext::io_unplug() {}
 
 void AioContext::schedule(std::coroutine_handle<> h) {
     bool was_empty;

@@ -60,7 +60,18 @@ public:
     // The eventfd that becomes readable whenever the loop has work (a
     // scheduled coroutine, a native AIO completion): what a queue hands to
     // an embedder as its completion fd.
+#ifdef _WIN32
+    // Windows has no eventfd: the same notification is an event HANDLE.
+    int notify_fd() const { return -1; }
+    void *notify_handle() const { return event_; }
+#else
     int notify_fd() const { return efd_; }
+#endif
+    // Makes the notification fire again (completions left for the embedder).
+    void notify();
+    // A new GSource that dispatches `cb` when the notification fires: an
+    // fd source on Linux, a HANDLE source on Windows.  The caller attaches it.
+    GSource *new_notify_source(gboolean (*cb)(gint, GIOCondition, gpointer), gpointer opaque);
     // Runs whatever is ready without blocking and without waiting on the
     // GLib loop (scheduled coroutines, completions in the AIO ring); true
     // if anything ran.

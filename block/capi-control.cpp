@@ -191,6 +191,9 @@ int mb_commit(mb_drive *d, const char *base, mb_progress_cb *progress, void *opa
 int mb_lock_holders(const char *path, struct mb_lock_holder **out) {
     if (!path || !out) return fail(EINVAL, "mb_lock_holders: a path and an output pointer are needed");
     *out = nullptr;
+#ifdef _WIN32
+    return fail(ENOTSUP, "mb_lock_holders: Windows cannot say which process holds a byte-range lock");
+#else
     // stat, not open: opening and closing an fd would drop this process's
     // POSIX locks on the file (docs/locking.md).
     struct stat st;
@@ -203,6 +206,7 @@ int mb_lock_holders(const char *path, struct mb_lock_holder **out) {
         arr[i] = to_public(hs[i], strdup(hs[i].comm.c_str()), strdup(hs[i].node_name.c_str()));
     *out = arr;
     return int(hs.size());
+#endif
 }
 
 void mb_free_lock_holders(struct mb_lock_holder *holders, int n) {

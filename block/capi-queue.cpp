@@ -6,12 +6,10 @@
 // path.  Everything a request touches lives in its queue (the loop, the
 // thread pool, the libaio context, the completion list); the graph below is
 // shared read-only between queues (multi-queue graphs are file/raw only).
-#include <glib-unix.h>
 
 #include <cerrno>
 #include <cinttypes>
 #include <cstring>
-#include <unistd.h>
 
 #include "block/block_int.h"
 #include "block/capi-internal.h"
@@ -298,19 +296,26 @@ int mbq_do_io(mb_queue *handle, struct mb_completion *out, int min, int max,
     }
     // Completions left over keep the fd readable, so that a loop waiting on
     // it (or an attached GLib source) comes back for them.
-    if (!q->completed.empty()) {
-        uint64_t one = 1;
-        ssize_t w = write(ctx.notify_fd(), &one, sizeof(one));
-        (void)w;
-    }
+    if (!q->completed.empty()) ctx.notify();
     return n;
 }
 
 int mbq_get_completion_fd(mb_queue *handle) {
     QueueImpl *q = live(handle, "mbq_get_completion_fd");
     if (!q) return -(handle ? EBADF : EINVAL);
+#ifdef _WIN32
+    return fail(ENOTSUP, "mbq_get_completion_fd: Windows has no completion fd; use mbq_get_completion_handle");
+#else
     return q->ctx->notify_fd();
+#endif
 }
+
+#ifdef _WIN32
+void *mbq_get_completion_handle(mb_queue *handle) {
+    QueueImpl *q = live(handle, "mbq_get_completion_handle");
+    return q ? q->ctx->notify_handle() : nullptr;
+}
+#endif
 
 }  // extern "C"
 
@@ -341,8 +346,7 @@ int mbq_attach_glib(mb_queue *handle, void *gmain_context, mb_completion_cb *cb,
                                                " is already attached to a GMainContext");
     q->glib_cb = cb;
     q->glib_opaque = opaque;
-    q->glib_source = g_unix_fd_source_new(q->ctx->notify_fd(), G_IO_IN);
-    g_source_set_callback(q->glib_source, G_SOURCE_FUNC(glib_dispatch), handle, nullptr);
+    q->glib_source = q->ctx->new_notify_source(glib_dispatch, handle);
     g_source_attach(q->glib_source, static_cast<GMainContext *>(gmain_context));
     return 0;
 }

@@ -6,6 +6,9 @@
 // setting are an error, never a silent override.
 #include <unistd.h>
 #include <fcntl.h>
+#ifdef _WIN32
+#include <glib/gstdio.h>
+#endif
 
 #include <cerrno>
 
@@ -81,7 +84,11 @@ Status bdrv_translate_qemu_options(OptionDict &opts, const InheritedOptions &inh
     // (QEMU's file-posix falls back on EACCES and EROFS the same way).
     if (opts.get_bool("auto-read-only").value_or(false) && !read_only) {
         if (auto fn = opts.get_str("filename"); fn && opts.get_str("driver") == "file") {
+#ifdef _WIN32
+            if (g_access(fn->c_str(), W_OK) < 0 &&
+#else
             if (faccessat(AT_FDCWD, fn->c_str(), W_OK, AT_EACCESS) < 0 &&
+#endif
                 (errno == EACCES || errno == EROFS || errno == EPERM)) {
                 opts.set_bool("read-only", true);
             }

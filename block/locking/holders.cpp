@@ -360,12 +360,4 @@ std::string describe_holder(const LockHolder &h) {
     return s;
 }
 
-namespace {
-thread_local std::vector<LockHolder> conflict_holders;
-}
-
-void record_conflict_holders(std::vector<LockHolder> holders) { conflict_holders = std::move(holders); }
-
-std::vector<LockHolder> take_conflict_holders() { return std::exchange(conflict_holders, {}); }
-
 }  // namespace mb

@@ -7,7 +7,9 @@
 // MINIBLOCK_MODULE_DIR is ignored (an empty PATH entry means "."; a module
 // runs with the caller's privileges, so a file dropped in the working
 // directory must not become code).  Modules stay loaded until exit.
+#ifndef _WIN32
 #include <dlfcn.h>
+#endif
 #include <sys/stat.h>
 
 #include <cerrno>
@@ -43,6 +45,12 @@ std::vector<std::string> module_dirs() {
 }
 
 Result<const BlockDriver *> module_load_file(const std::string &path, std::string_view want) {
+#ifdef _WIN32
+    // The linked-in plugin drivers work on Windows; loading DLLs does not yet.
+    (void)want;
+    return Status::Error(ENOTSUP, "Could not load module '" + path +
+                                      "': loadable modules are not supported on Windows yet");
+#else
     void *h = dlopen(path.c_str(), RTLD_NOW | RTLD_LOCAL);
     if (!h) {
         const char *e = dlerror();
@@ -80,6 +88,7 @@ Result<const BlockDriver *> module_load_file(const std::string &path, std::strin
                              "A module must be named block-NAME.so after its driver's name");
     }
     return r;
+#endif
 }
 
 Result<const BlockDriver *> module_load(std::string_view name, std::string *searched) {

@@ -158,6 +158,12 @@ MB_API int mbq_do_io(mb_queue *q, struct mb_completion *out, int min, int max,
  * drive's socket is not behind it, so drive nbd queues with mbq_do_io(min
  * >= 1) or mbq_attach_glib.  -EBADF on a closed drive. */
 MB_API int mbq_get_completion_fd(mb_queue *q);
+#ifdef _WIN32
+/* Windows has no eventfd: the same notification is an event HANDLE (to wait
+ * on with WaitForMultipleObjects, or to put in the embedder's loop);
+ * mbq_get_completion_fd fails there with -ENOTSUP.  NULL on a closed drive. */
+MB_API void *mbq_get_completion_handle(mb_queue *q);
+#endif
 
 /* For GLib embedders: completions of `q` are delivered by calling `cb` from
  * a source attached to `ctx` (a GMainContext *), which must be iterated by
