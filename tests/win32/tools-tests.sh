@@ -174,10 +174,26 @@ fi
 
 # The same report as on Linux, byte for byte (the JSON writer of the Windows
 # build, win32/json-glib, against json-glib), and the same human one.
+# Except the entries of miniblock's "lock-holders": the Linux tool names
+# itself there (its own read lock), and Windows cannot name a holder.
+no_holders() {
+    /usr/bin/python3 -c '
+import sys
+out, skip = [], None
+for line in sys.stdin.read().split("\n"):
+    if skip is not None:
+        if line.startswith(skip + "]"):
+            out.append(line); skip = None
+        continue
+    out.append(line)
+    if line.rstrip().endswith("\"lock-holders\" : ["):
+        skip = line[:len(line) - len(line.lstrip())]
+print("\n".join(out))'
+}
 for out in json human; do
     img info --output=$out "$T/top.qcow2"
-    win=$OUT
-    lin=$("$LINUX_IMG" info --output=$out "$T/top.qcow2" 2>&1)
+    win=$(echo "$OUT" | no_holders)
+    lin=$("$LINUX_IMG" info --output=$out "$T/top.qcow2" 2>&1 | no_holders)
     if [ $RC = 0 ] && [ "$win" = "$lin" ]; then
         ok "miniblock-img.exe info --output=$out prints what the Linux miniblock-img prints"
     else
