@@ -63,7 +63,7 @@ expect_fail_text "a bad size names the option" "Invalid value 'big' for paramete
 expect_fail_text "a misspelt option names it" "Invalid parameter 'file.sise'" \
     "$IO" -c length --image-opts driver=raw,file.driver=null-co,file.sise=1M
 expect_fail_text "... and lists null-co's options" \
-    "Valid parameters for driver 'null-co': cache, driver, filename, inactive, latency-ns, lock, lock-wait, node-name, read-only, read-zeroes, request-timeout, size" \
+    "Valid parameters for driver 'null-co': auto-read-only, cache, detect-zeroes, discard, driver, filename, force-share, inactive, latency-ns, lock, lock-wait, node-name, read-only, read-zeroes, request-timeout, size" \
     "$IO" -c length --image-opts driver=raw,file.driver=null-co,file.sise=1M
 expect_fail_text "a bad boolean names the option" "Invalid value 'maybe' for parameter 'file.read-zeroes'" \
     "$IO" -c length --image-opts driver=raw,file.driver=null-co,file.read-zeroes=maybe
