@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <cinttypes>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <map>
 #include <vector>
@@ -117,8 +118,16 @@ Task<int> write_chunk(Convert *c, const Chunk &k, const uint8_t *buf, int64_t *a
     co_return 0;
 }
 
+// Page-aligned, so that O_DIRECT (-t none / -T none) needs no bounce buffer.
+struct AlignedBuf {
+    uint8_t *p = static_cast<uint8_t *>(std::aligned_alloc(4096, BUF_SIZE));
+    ~AlignedBuf() { std::free(p); }
+    uint8_t *data() { return p; }
+    uint8_t *begin() { return p; }
+};
+
 Task<void> worker(Convert *c) {
-    std::vector<uint8_t> buf(BUF_SIZE);
+    AlignedBuf buf;
     while (!c->error && c->next < c->chunks.size()) {
         size_t i = c->next++;
         const Chunk k = c->chunks[i];
