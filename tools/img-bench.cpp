@@ -154,11 +154,8 @@ int cmd_bench(int argc, char **argv) {
     }
     std::vector<uint8_t *> bufs;
     for (int64_t i = 0; i < depth; i++) {
-#ifdef _WIN32  // the CRT has no aligned_alloc; _aligned_malloc pairs with _aligned_free
-        auto *p = static_cast<uint8_t *>(_aligned_malloc((size + 4095) / 4096 * 4096, 4096));
-#else
-        auto *p = static_cast<uint8_t *>(std::aligned_alloc(4096, (size + 4095) / 4096 * 4096));
-#endif
+        // GLib's: the Windows CRT has no aligned_alloc.
+        auto *p = static_cast<uint8_t *>(g_aligned_alloc(1, (size + 4095) / 4096 * 4096, 4096));
         memset(p, write ? 0xa5 : 0, size);
         bufs.push_back(p);
     }
@@ -168,11 +165,7 @@ int cmd_bench(int argc, char **argv) {
     // Let stragglers finish before their buffers go.
     while (b.done < b.issued) AioContext::main().poll(true);
     double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-#ifdef _WIN32
-    for (auto *p : bufs) _aligned_free(p);
-#else
-    for (auto *p : bufs) std::free(p);
-#endif
+    for (auto *p : bufs) g_aligned_free(p);
     if (b.error) return img_fail(PosixError("Benchmark request failed", -b.error));
     printf("Run completed in %.3f seconds.\n", secs);
     printf("%.0f requests/s\n", count / secs);

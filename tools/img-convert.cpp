@@ -120,8 +120,9 @@ Task<int> write_chunk(Convert *c, const Chunk &k, const uint8_t *buf, int64_t *a
 
 // Page-aligned, so that O_DIRECT (-t none / -T none) needs no bounce buffer.
 struct AlignedBuf {
-    uint8_t *p = static_cast<uint8_t *>(std::aligned_alloc(4096, BUF_SIZE));
-    ~AlignedBuf() { std::free(p); }
+    // GLib's: the Windows CRT has no aligned_alloc.
+    uint8_t *p = static_cast<uint8_t *>(g_aligned_alloc(1, BUF_SIZE, 4096));
+    ~AlignedBuf() { g_aligned_free(p); }
     uint8_t *data() { return p; }
     uint8_t *begin() { return p; }
 };

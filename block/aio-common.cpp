@@ -1,0 +1,103 @@
+// The parts of the event loop that are the same on every system: spawn, the
+// coroutine locks and the worker thread pool (aio=threads on Linux, every
+// blocking call on Windows).  aio.cpp (eventfd, libaio) and aio-win32.cpp
+// (one event HANDLE) hold what differs.
+#include "block/aio.h"
+
+#include <algorithm>
+#include <cerrno>
+
+namespace mb {
+
+// --- spawn ----------------------------------------------------------------
+
+namespace {
+// A self-destroying coroutine that owns a Task and awaits it.
+struct Detached {
+    struct promise_type {
+        Detached get_return_object() { return {}; }
+        std::suspend_never initial_suspend() noexcept { return {}; }
+        std::suspend_never final_suspend() noexcept { return {}; }
+        void return_void() {}
+        void unhandled_exception() noexcept { std::terminate(); }
+    };
+};
+Detached run_detached(Task<void> t) { co_await t; }
+}  // namespace
+
+void spawn(Task<void> task) { run_detached(std::move(task)); }
+
+void CoMutex::unlock() {
+    if (waiters_.empty()) {
+        locked_ = false;
+        return;
+    }
+    // Ownership passes to the next waiter; resuming it from the loop keeps
+    // the stack flat.
+    auto h = waiters_.front();
+    waiters_.pop_front();
+    AioContext::main().schedule(h);
+}
+
+void CoRwLock::unlock() {
+    if (writer_) writer_ = false; else readers_--;
+    // Hand the lock to the waiters at the head that can now have it.
+    while (!waiters_.empty()) {
+        Waiter w = waiters_.front();
+        if (w.exclusive ? (writer_ || readers_ > 0) : writer_) break;
+        waiters_.pop_front();
+        if (w.exclusive) writer_ = true; else readers_++;
+        AioContext::main().schedule(w.h);
+        if (w.exclusive) break;
+    }
+}
+
+// --- ThreadPool -----------------------------------------------------------
+
+ThreadPool::ThreadPool(AioContext &ctx, int max_threads) : ctx_(ctx), max_threads_(max_threads) {}
+
+ThreadPool::~ThreadPool() {
+    {
+        std::lock_guard<std::mutex> g(lock_);
+        stopping_ = true;
+    }
+    cond_.notify_all();
+    for (auto &t : threads_) t.join();
+}
+
+void ThreadPool::submit(Job *job) {
+    in_flight_.fetch_add(1, std::memory_order_relaxed);
+    bool spawn_thread = false;
+    {
+        std::lock_guard<std::mutex> g(lock_);
+        queue_.push_back(job);
+        // A new worker only when every existing one is busy: the pool grows
+        // to the queue depth the user asks for, up to max_threads_.
+        if (idle_ < static_cast<int>(queue_.size()) &&
+            static_cast<int>(threads_.size()) < max_threads_) {
+            spawn_thread = true;
+        }
+        if (spawn_thread) threads_.emplace_back([this] { worker(); });
+        if (idle_ == 0) return;  // a busy worker takes it from the queue next
+    }
+    cond_.notify_one();
+}
+
+void ThreadPool::worker() {
+    std::unique_lock<std::mutex> g(lock_);
+    for (;;) {
+        idle_++;
+        cond_.wait(g, [this] { return stopping_ || !queue_.empty(); });
+        idle_--;
+        if (queue_.empty()) return;  // stopping
+        Job *job = queue_.front();
+        queue_.pop_front();
+        g.unlock();
+        job->ret = job->fn(job);
+        in_flight_.fetch_sub(1, std::memory_order_relaxed);
+        ctx_.schedule(job->waiter);
+        g.lock();
+    }
+}
+
+}  // namespace mb
