@@ -16,6 +16,12 @@
 #include "miniblock/miniblock.h"
 
 #ifdef _WIN32
+#include <windows.h>
+#else
+#include <poll.h>
+#endif
+
+#ifdef _WIN32
 /* The same suite on Windows (tests/win32, docs/windows.md): the CRT opens
  * in text mode unless told O_BINARY and has no pread; a lock's holder cannot
  * be named there; aio=native does not exist. */
@@ -201,6 +207,58 @@ static void test_migration_handover(void **state) {
     mb_close(dst);
 }
 
+/* A queue's completion notification, waited for as an embedder's loop does:
+ * an eventfd on Linux, an event HANDLE on Windows (docs/windows.md).  It
+ * must fire while a completion waits to be reaped: a wait that times out
+ * (5 s) fails the test. */
+static int wait_notification(mb_queue *q) {
+#ifdef _WIN32
+    void *h = mbq_get_completion_handle(q);
+    assert_non_null(h);
+    return WaitForSingleObject((HANDLE)h, 5000) == WAIT_OBJECT_0;
+#else
+    struct pollfd p = {.fd = mbq_get_completion_fd(q), .events = POLLIN};
+    assert_true(p.fd >= 0);
+    return poll(&p, 1, 5000) == 1;
+#endif
+}
+
+static void reap_one(mb_queue *q, void *user_data) {
+    struct mb_completion c[2];
+    int n = 0;
+    for (int tries = 0; n == 0 && tries < 30; tries++) {
+        assert_true(wait_notification(q));
+        n = mbq_do_io(q, c, 0, 2, NULL);  /* 0 after a wake-up that was not ours */
+    }
+    assert_int_equal(n, 1);
+    assert_ptr_equal(c[0].user_data, user_data);
+    assert_int_equal(c[0].ret, 0);
+}
+
+static void test_queue_notification(void **state) {
+    (void)state;
+    char *err = NULL;
+    mb_drive *d = mb_open(drive(""), &err);
+    assert_non_null(d);
+    mb_queue *q = mb_get_queue(d, 0);
+    assert_non_null(q);
+#ifdef _WIN32
+    assert_int_equal(mbq_get_completion_fd(q), -ENOTSUP);
+    assert_string_equal(mb_last_error(),
+                        "mbq_get_completion_fd: Windows has no completion fd; use mbq_get_completion_handle");
+#endif
+    static char wbuf[4096], rbuf[4096];
+    memset(wbuf, 0x5c, sizeof(wbuf));
+    assert_int_equal(mbq_write(q, 8192, wbuf, sizeof(wbuf), wbuf, 0), 0);
+    assert_int_equal(mbq_do_io(q, NULL, 0, 0, NULL), 0);  /* submits */
+    reap_one(q, wbuf);
+    assert_int_equal(mbq_read(q, 8192, rbuf, sizeof(rbuf), rbuf, 0), 0);
+    assert_int_equal(mbq_do_io(q, NULL, 0, 0, NULL), 0);
+    reap_one(q, rbuf);
+    assert_memory_equal(rbuf, wbuf, sizeof(wbuf));
+    mb_close(d);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_io_roundtrip, setup, teardown),
@@ -208,6 +266,7 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_errors, setup, teardown),
         cmocka_unit_test_setup_teardown(test_two_drives_one_process, setup, teardown),
         cmocka_unit_test_setup_teardown(test_migration_handover, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_queue_notification, setup, teardown),
     };
     return cmocka_run_group_tests_name("capi", tests, NULL, NULL);
 }
