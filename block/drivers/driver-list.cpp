@@ -45,6 +45,7 @@ const BlockDriver *const block_drivers[] = {
 // Plugin-ABI drivers linked into the library.
 extern "C" mbd_driver *mbd_builtin_null_co(void);
 extern "C" mbd_driver *mbd_builtin_blkdebug(void);
+extern "C" mbd_driver *mbd_builtin_crash_sim(void);
 #ifndef MB_MODULE_CLOOP
 extern "C" mbd_driver *mbd_builtin_cloop(void);
 #endif
@@ -62,6 +63,7 @@ const BuiltinPlugin builtin_plugins[] = {
 #endif
     {"null-co", mbd_builtin_null_co},
     {"blkdebug", mbd_builtin_blkdebug},
+    {"crash-sim", mbd_builtin_crash_sim},
 };
 }  // namespace
 

@@ -1,0 +1,88 @@
+#!/usr/bin/python3
+# Simulated power failures during allocating qcow2 writes (crash-sim.sh).
+#
+#   crash-sim-run.py MINIBLOCK_IO DIR CRASHES BACKING(0|1) SEED
+#
+# Each run is a miniblock-io writing at random offsets and sizes, several
+# requests in flight (aio_write, then aio_flush), sometimes a guest flush,
+# through driver=crash-sim under qcow2; the power fails at a random request
+# (or flush) and a random subset of the unflushed writes reaches the file,
+# some torn.  qemu-img check then runs: leaks are allowed (exit 3),
+# corruption (exit 2) or a failed check is not.  A fresh image every few
+# runs keeps the writes allocating (new L2 tables, new refcount blocks).
+# Prints one line of counts; exit 1 on any corruption or unexpected exit.
+import random
+import re
+import subprocess
+import sys
+
+io, d, want, backing, seed = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4] == "1", int(sys.argv[5])
+r = random.Random(seed)
+SIZE = 32 << 20
+CRASH_EXIT = 75
+img = d + "/crash.qcow2"
+
+crashes = runs = leaky = corrupt = unexpected = 0
+fates = [0, 0, 0, 0]  # unflushed, kept, torn, dropped
+first_bad = None
+cs = 0
+while crashes < want and runs < 3 * want:
+    if runs % 20 == 0:
+        # Small clusters put several refcount blocks and many L2 tables in
+        # reach; 64k is the default most images have.
+        cs = r.choice([512, 4096, 65536])
+        cmd = ["qemu-img", "create", "-q", "-f", "qcow2", "-o", "cluster_size=%d" % cs]
+        if backing:
+            cmd += ["-b", d + "/base.raw", "-F", "raw"]
+        subprocess.run(cmd + [img, str(SIZE)], check=True)
+    runs += 1
+    cmds = []
+    for _ in range(r.randint(4, 10)):
+        for _ in range(r.randint(1, 8)):  # the queue depth of this batch
+            ln = r.randint(1, 3 * cs) if r.random() < 0.7 else r.randint(1, 256 << 10)
+            off = r.randint(0, SIZE - ln)
+            if r.random() < 0.5:
+                off &= ~511
+            cmds.append("aio_write -q -P %d %d %d" % (r.randint(1, 255), off, ln))
+        cmds.append("aio_flush")
+        if r.random() < 0.3:
+            cmds.append("flush")
+    on_flush = r.random() < 0.25
+    after = r.randint(0, 6) if on_flush else r.randint(0, 150)
+    # Half the runs with a cache of two L2 tables (written back all the
+    # time), half with the default (written back at flushes).
+    cache = ",l2-cache-size=%d" % (2 * cs) if r.random() < 0.5 else ""
+    opts = ("driver=qcow2%s,file.driver=crash-sim,file.seed=%d,file.crash-after=%d,"
+            "file.crash-on=%s,file.file.driver=file,file.file.filename=%s"
+            % (cache, r.randint(0, 1 << 30), after, "flush" if on_flush else "request", img))
+    p = subprocess.run([io, "--image-opts", opts], input="\n".join(cmds) + "\n",
+                       capture_output=True, text=True, timeout=60)
+    out = p.stdout + p.stderr
+    if p.returncode == CRASH_EXIT:
+        m = re.search(r"crash-sim: simulated power failure at request \d+: (\d+) unflushed writes, "
+                      r"(\d+) kept, (\d+) torn, (\d+) dropped", out)
+        if not m:
+            unexpected += 1
+            first_bad = first_bad or "exit %d without the crash-sim message:\n%s" % (p.returncode, out)
+            continue
+        crashes += 1
+        for i in range(4):
+            fates[i] += int(m.group(i + 1))
+    elif p.returncode != 0 or "failed" in out:
+        # Without a power failure every write must succeed.
+        unexpected += 1
+        first_bad = first_bad or "exit %d, options %s:\n%s" % (p.returncode, opts, out[-2000:])
+    c = subprocess.run(["qemu-img", "check", img], capture_output=True, text=True)
+    if c.returncode == 3 and "leaked clusters were found" in c.stdout:
+        leaky += 1
+    elif c.returncode != 0:
+        corrupt += 1
+        first_bad = first_bad or "qemu-img check exit %d after run %d (cluster_size %d, options %s):\n%s" % (
+            c.returncode, runs, cs, opts, (c.stdout + c.stderr)[-2000:])
+
+print("failures simulated: %d, checks finding leaks: %d, corruptions: %d, unexpected exits: %d "
+      "(%d runs; unflushed writes at the failures: %d, kept %d, torn %d, dropped %d)"
+      % (crashes, leaky, corrupt, unexpected, runs, fates[0], fates[1], fates[2], fates[3]))
+if first_bad:
+    print("first problem: " + first_bad)
+sys.exit(0 if crashes >= want and corrupt == 0 and unexpected == 0 else 1)
