@@ -136,6 +136,10 @@ struct BlockDriver {
     // held: a migration target opened inactive while the source was still
     // writing.  nullptr: nothing is cached.
     Status (*invalidate_cache)(BlockDriverState *bs);
+
+    // Filters: a driver event from a format above (bdrv_debug_event), for
+    // blkdebug.  nullptr: the event passes on to the file child.
+    void (*debug_event)(BlockDriverState *bs, const char *event);
 };
 
 // Creates an image with `driver` ("raw", "qcow2", ...).
@@ -350,5 +354,8 @@ Task<int> bdrv_co_pdiscard(BdrvChild *c, int64_t offset, int64_t bytes);
 Task<int> bdrv_co_flush(BlockDriverState *bs);
 Task<int> bdrv_co_truncate(BdrvChild *c, int64_t size);
 int64_t bdrv_getlength(BlockDriverState *bs);
+// Announces a driver event (QEMU's blkdebug names) to the first node down
+// c's chain of file children that listens (blkdebug); free when none does.
+void bdrv_debug_event(BdrvChild *c, const char *event);
 
 }  // namespace mb

@@ -119,6 +119,14 @@ Task<int> bdrv_co_truncate(BdrvChild *c, int64_t size) {
     co_return co_await bs->drv->co_truncate(bs, size);
 }
 
+void bdrv_debug_event(BdrvChild *c, const char *event) {
+    for (BlockDriverState *bs = c ? c->bs.get() : nullptr; bs && bs->drv;) {
+        if (bs->drv->debug_event) return bs->drv->debug_event(bs, event);
+        BdrvChild *f = bs->file();
+        bs = f ? f->bs.get() : nullptr;
+    }
+}
+
 int64_t bdrv_getlength(BlockDriverState *bs) {
     if (!bs || !bs->drv) return -ENOMEDIUM;
     if (!bs->drv->getlength) return -ENOTSUP;

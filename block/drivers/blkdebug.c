@@ -4,18 +4,21 @@
  * errno without reaching the child (a failed write has changed nothing).
  *
  *   rules=RULE[;RULE]...     RULE = EVENT[@OFFSET][:ERRNO][:once|:always][:after=N]
- *     EVENT   read, write or flush
+ *     EVENT   read, write or flush: fail such requests; or event=NAME: a
+ *             driver event a format above announced (QEMU's blkdebug names,
+ *             below) arms the rule, and the next requests fail (once: the
+ *             next one), whatever their type: the event is announced just
+ *             before the I/O it names
  *     OFFSET  the request must cover this byte (default: any request)
  *     ERRNO   EIO (default), ENOSPC, EROFS, EPERM, EINVAL, ENOMEM or a number
  *     once    the rule fires once, then is gone (default: always)
- *     after=N the first N matching requests pass (default 0)
+ *     after=N the first N matching requests (or events) pass (default 0)
  *
  * e.g. driver=qcow2,file.driver=blkdebug,file.rules=write:ENOSPC:once:after=2,
  *      file.file.driver=file,file.file.filename=a.qcow2
  *
  * Written against the public driver ABI, async model: the template for a
- * filter.  Events inside a format (an L2 or refcount update, as QEMU's
- * blkdebug has) need hooks in that format: not here yet.
+ * filter.
  */
 #include <errno.h>
 #include <stdatomic.h>
@@ -27,11 +30,23 @@
 #endif
 #include "miniblock/driver.h"
 
-enum { EV_READ, EV_WRITE, EV_FLUSH };
+enum { EV_READ, EV_WRITE, EV_FLUSH, EV_NAMED };
 #define MAX_RULES 16
+
+/* The driver events formats announce (bdrv_debug_event), under QEMU's
+ * blkdebug names; only those some driver of ours emits (qcow2). */
+static const char *const event_names[] = {
+    "l1_update", "l2_load", "l2_update", "l2_alloc_write", "refblock_load",
+    "refblock_update", "refblock_alloc", "refblock_alloc_hookup", "reftable_grow",
+    "cluster_alloc", "cluster_free", "write_aio", "read_aio", "read_backing_aio",
+    "cow_read", "cow_write", "read_compressed", "write_compressed",
+};
+#define N_EVENT_NAMES (sizeof(event_names) / sizeof(event_names[0]))
 
 struct rule {
     int event;
+    const char *name; /* EV_NAMED: one of event_names */
+    atomic_int armed; /* EV_NAMED: the event happened */
     int64_t offset; /* -1: any */
     int err;
     int once;
@@ -67,6 +82,8 @@ static int parse_rule(char *text, struct rule *r) {
     r->once = 0;
     atomic_init(&r->skip, 0);
     atomic_init(&r->spent, 0);
+    atomic_init(&r->armed, 0);
+    r->name = NULL;
     tok = strtok_r(text, ":", &save);
     if (!tok) {
         mbd_error(EINVAL, "Empty blkdebug rule");
@@ -85,9 +102,23 @@ static int parse_rule(char *text, struct rule *r) {
     if (strcmp(tok, "read") == 0) r->event = EV_READ;
     else if (strcmp(tok, "write") == 0) r->event = EV_WRITE;
     else if (strcmp(tok, "flush") == 0) r->event = EV_FLUSH;
-    else {
+    else if (strncmp(tok, "event=", 6) == 0) {
+        r->event = EV_NAMED;
+        for (size_t i = 0; i < N_EVENT_NAMES; i++)
+            if (strcmp(tok + 6, event_names[i]) == 0) r->name = event_names[i];
+        if (!r->name) {
+            char list[512] = "";
+            for (size_t i = 0; i < N_EVENT_NAMES; i++) {
+                if (i) strcat(list, ", ");
+                strcat(list, event_names[i]);
+            }
+            mbd_error(EINVAL, "Unknown blkdebug driver event '%s'", tok + 6);
+            mbd_error_hint("Valid driver events: %s", list);
+            return -1;
+        }
+    } else {
         mbd_error(EINVAL, "Unknown blkdebug event '%s'", tok);
-        mbd_error_hint("Valid events: read, write, flush");
+        mbd_error_hint("Valid events: read, write, flush, event=NAME");
         return -1;
     }
     while ((tok = strtok_r(NULL, ":", &save))) {
@@ -153,16 +184,35 @@ static int64_t blkdebug_get_length(void *handle) {
 static int inject(struct blkdebug *h, int event, uint64_t offset, uint64_t count) {
     for (int i = 0; i < h->n; i++) {
         struct rule *r = &h->rules[i];
-        if (r->event != event || atomic_load(&r->spent)) continue;
+        if (atomic_load(&r->spent)) continue;
+        if (r->event == EV_NAMED ? !atomic_load(&r->armed) : r->event != event) continue;
         if (r->offset >= 0 && event != EV_FLUSH &&
             ((uint64_t)r->offset < offset || (uint64_t)r->offset - offset >= count))
             continue;
-        if (atomic_fetch_sub(&r->skip, 1) > 0) continue;
-        atomic_store(&r->skip, 0);
+        /* An event rule with an offset never fails a flush. */
+        if (r->offset >= 0 && event == EV_FLUSH && r->event == EV_NAMED) continue;
+        /* after=N of an event rule counts events (blkdebug_event). */
+        if (r->event != EV_NAMED) {
+            if (atomic_fetch_sub(&r->skip, 1) > 0) continue;
+            atomic_store(&r->skip, 0);
+        }
         if (r->once && atomic_exchange(&r->spent, 1)) continue;
         return -r->err;
     }
     return 0;
+}
+
+/* A format above announced an event: arm its rules (the first after=N
+ * occurrences pass). */
+static void blkdebug_event(void *handle, const char *event) {
+    struct blkdebug *h = handle;
+    for (int i = 0; i < h->n; i++) {
+        struct rule *r = &h->rules[i];
+        if (r->event != EV_NAMED || strcmp(r->name, event) != 0 || atomic_load(&r->armed)) continue;
+        if (atomic_fetch_sub(&r->skip, 1) > 0) continue;
+        atomic_store(&r->skip, 0);
+        atomic_store(&r->armed, 1);
+    }
 }
 
 static void done(void *opaque, int ret) { mbd_request_complete(opaque, ret); }
@@ -190,7 +240,8 @@ static void blkdebug_aio_flush(void *handle, mbd_request *req) {
 
 static const struct mbd_option blkdebug_options[] = {
     {"rules", MBD_OPT_STR, 0, NULL,
-     "faults to inject: EVENT[@OFFSET][:ERRNO][:once|:always][:after=N], ';'-separated"},
+     "faults to inject: EVENT[@OFFSET][:ERRNO][:once|:always][:after=N], ';'-separated; "
+     "EVENT is read, write, flush or event=NAME (a driver event)"},
     {NULL, 0, 0, NULL, NULL},
 };
 
@@ -206,6 +257,7 @@ static struct mbd_driver blkdebug_driver = {
     .aio_read = blkdebug_aio_read,
     .aio_write = blkdebug_aio_write,
     .aio_flush = blkdebug_aio_flush,
+    .debug_event = blkdebug_event,
 };
 
 MBD_REGISTER(blkdebug_driver)

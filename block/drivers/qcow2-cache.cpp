@@ -90,6 +90,7 @@ Task<int> write_dirty(BlockDriverState *bs, TableCache &cache, MetaKind kind) {
     for (auto &[off, t] : cache.dirty_tables()) {
         int r = co_await check_overlap(bs, "write on", off, s->cluster_size, kind);
         if (r < 0) co_return r;
+        bdrv_debug_event(bs->file(), kind == MetaKind::L2 ? "l2_update" : "refblock_update");
         r = co_await bdrv_co_pwritev(bs->file(), off, s->cluster_size, t->data());
         if (r < 0) co_return r;
         cache.mark_clean(off, t);
@@ -180,6 +181,7 @@ Task<int> load_table(BlockDriverState *bs, TableCache &cache, uint64_t offset, T
         cache.shrink();
     }
     auto t = std::make_shared<std::vector<uint8_t>>(s->cluster_size);
+    bdrv_debug_event(bs->file(), &cache == &s->l2_cache ? "l2_load" : "refblock_load");
     int r = co_await bdrv_co_preadv(bs->file(), offset, s->cluster_size, t->data());
     if (r < 0) co_return r;
     // Another request may have loaded it meanwhile: keep the first copy.

@@ -54,6 +54,7 @@ Task<int> write_l1_sector(BlockDriverState *bs, uint64_t l1_idx) {
     uint64_t first = l1_idx & ~uint64_t(63);
     uint8_t buf[512] = {};
     for (uint64_t i = first; i < first + 64 && i < s->l1.size(); i++) put_be64(buf + (i - first) * 8, s->l1[i]);
+    bdrv_debug_event(bs->file(), "l1_update");
     co_return co_await write_file(bs, s->h().l1_table_offset + first * 8, 512, buf);
 }
 
@@ -101,6 +102,7 @@ Task<int> ensure_l2(BlockDriverState *bs, uint64_t l1_idx, TableCache::Table *t,
     // L1 entry that points at it.
     int r = co_await write_back_rb(bs);
     if (r < 0) co_return r;
+    bdrv_debug_event(bs->file(), "l2_alloc_write");
     if ((r = co_await write_file(bs, noff, s->cluster_size, nt->data())) < 0) co_return r;
     if ((r = co_await flush_file(bs)) < 0) co_return r;
     uint64_t saved = s->l1[l1_idx];
@@ -206,19 +208,23 @@ Task<int64_t> allocating_write(BlockDriverState *bs, int64_t offset, int64_t byt
         old_zero = zflag || (unalloc && guest0 + i * cs >= blen);
     }
     if (old_zero) {
+        bdrv_debug_event(bs->file(), "write_aio");
         r = co_await write_file(bs, host + in_off, len, buf);
     } else if (in_off != 0 || len != n * cs) {
         // Copy-on-write: the old content around the new data (backing
         // file, zeroes, compressed or shared cluster), which cannot change
         // while this allocation is in flight.
         b.resize(n * cs);
+        bdrv_debug_event(bs->file(), "cow_read");
         if (in_off) r = co_await read_range(bs, guest0, in_off, b.data(), false);
         memcpy(b.data() + in_off, buf, len);
         int64_t end = in_off + len;
         if (r == 0 && end < n * cs) r = co_await read_range(bs, guest0 + end, n * cs - end, b.data() + end, false);
         data = b.data();
+        bdrv_debug_event(bs->file(), "cow_write");
         if (r == 0) r = co_await write_file(bs, host, n * cs, data);
     } else {
+        bdrv_debug_event(bs->file(), "write_aio");
         r = co_await write_file(bs, host, n * cs, data);
     }
 
@@ -316,6 +322,7 @@ Task<int> co_pwritev(BlockDriverState *bs, int64_t offset, int64_t bytes, const 
         if (m.type == ClusterType::Normal && m.copied) {
             s->lock.unlock();
             if ((r = co_await check_overlap(bs, "write on", m.host, m.bytes, MetaKind::Data)) < 0) co_return r;
+            bdrv_debug_event(bs->file(), "write_aio");
             r = co_await write_file(bs, m.host, m.bytes, buf);
             if (r < 0) co_return r;
             offset += m.bytes;

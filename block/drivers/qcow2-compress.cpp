@@ -80,6 +80,7 @@ Task<int> write_one(BlockDriverState *bs, int64_t guest, const uint8_t *data) {
     // The shared cluster gets a reference for this descriptor too.
     if (shares && (r = co_await update_refcount(bs, int64_t(coff / ccs), 1)) < 0) co_return r;
     if ((r = co_await check_overlap(bs, "write on", coff, zlen, MetaKind::Data)) < 0) co_return r;
+    bdrv_debug_event(bs->file(), "write_compressed");
     if ((r = co_await bdrv_co_pwritev(bs->file(), coff, zlen, z.data())) < 0) co_return r;
     uint64_t nsec = ((coff & 511) + zlen + 511) / 512;
     put_be64(t->data() + l2_idx * 8, OFLAG_COMPRESSED | ((nsec - 1) << s->csize_shift) | coff);

@@ -90,6 +90,7 @@ Task<int> grow_reftable(BlockDriverState *bs, uint64_t min_entries) {
     uint64_t want = std::max<uint64_t>(min_entries, old_n + 1);
     uint64_t n = 0;
     std::vector<uint64_t> needed;
+    bdrv_debug_event(bs->file(), "reftable_grow");
     for (int iter = 0;; iter++) {
         if (iter > 64) co_return -EIO;
         n = std::max<uint64_t>((want * 8 + cs - 1) / cs, old_clusters + old_clusters / 2 + 1);
@@ -157,6 +158,7 @@ Task<int> ensure_block(BlockDriverState *bs, uint64_t j) {
         if ((r = co_await grow_reftable(bs, j + 1)) < 0) co_return r;
     }
     if (s->reftable[j] & REFT_OFFSET_MASK) co_return 0;
+    bdrv_debug_event(bs->file(), "refblock_alloc");
     uint64_t p = s->free_index++;
     auto blk = std::make_shared<std::vector<uint8_t>>(cs, 0);
     bool self = (p >> s->rb_bits) == j;
@@ -171,6 +173,7 @@ Task<int> ensure_block(BlockDriverState *bs, uint64_t j) {
     uint64_t first = j & ~uint64_t(63);
     uint8_t sec[512] = {};
     for (uint64_t i = first; i < first + 64 && i < s->reftable.size(); i++) put_be64(sec + (i - first) * 8, s->reftable[i]);
+    bdrv_debug_event(bs->file(), "refblock_alloc_hookup");
     if ((r = co_await write_file(bs, s->h().refcount_table_offset + first * 8, 512, sec)) < 0) {
         s->reftable[j] = 0;
         co_return r;
@@ -286,6 +289,7 @@ Task<int64_t> alloc_clusters(BlockDriverState *bs, int64_t n) {
     int64_t start = s->free_index;
     // Offsets must fit the 56-bit table entries.
     if (start + n > (int64_t(1) << (56 - s->cluster_bits))) co_return -EFBIG;
+    bdrv_debug_event(bs->file(), "cluster_alloc");
     // Whatever points at the new clusters waits for their refcounts.
     int r = co_await refs_will_point_at_new(bs);
     if (r < 0) co_return r;
@@ -298,6 +302,7 @@ Task<int64_t> alloc_clusters(BlockDriverState *bs, int64_t n) {
 Task<int> free_range(BlockDriverState *bs, uint64_t off, uint64_t len) {
     State *s = bs->state<State>();
     if (!len) co_return 0;
+    bdrv_debug_event(bs->file(), "cluster_free");
     uint64_t c0 = off >> s->cluster_bits, c1 = (off + len - 1) >> s->cluster_bits;
     co_return co_await update_range(bs, c0, c1 - c0 + 1, -1);
 }

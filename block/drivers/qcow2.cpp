@@ -281,6 +281,7 @@ Task<int> load_compressed(BlockDriverState *bs, uint64_t desc) {
     uint64_t clen = nsec * 512 - (coff & 511);
     clen = std::min<uint64_t>(clen, uint64_t(file_len) - coff);
     std::vector<uint8_t> in(clen);
+    bdrv_debug_event(bs->file(), "read_compressed");
     int r = co_await bdrv_co_preadv(bs->file(), coff, clen, in.data());
     if (r < 0) co_return r;
     s->zcache_offset = UINT64_MAX;
@@ -400,6 +401,7 @@ Task<int> read_range(BlockDriverState *bs, int64_t offset, int64_t bytes, uint8_
             }
             int64_t from_backing = std::clamp<int64_t>(blen - offset, 0, n);
             if (from_backing) {
+                bdrv_debug_event(bs->file(), "read_backing_aio");
                 r = co_await bdrv_co_preadv(bs->backing(), offset, from_backing, buf);
                 if (r < 0) co_return r;
             }
@@ -409,6 +411,7 @@ Task<int> read_range(BlockDriverState *bs, int64_t offset, int64_t bytes, uint8_
         case ClusterType::ZeroPlain:
         case ClusterType::ZeroAlloc: memset(buf, 0, n); break;
         case ClusterType::Normal:
+            bdrv_debug_event(bs->file(), "read_aio");
             r = co_await bdrv_co_preadv(bs->file(), m.host, n, buf);
             if (r < 0) co_return r;
             break;

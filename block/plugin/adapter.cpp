@@ -182,6 +182,11 @@ void plugin_get_info(BlockDriverState *bs, FormatInfo *info) {
     n->pd->c.get_info(n->handle, reinterpret_cast<mbd_info *>(info));
 }
 
+void plugin_debug_event(BlockDriverState *bs, const char *event) {
+    auto *n = bs->state<PluginNode>();
+    n->pd->c.debug_event(n->handle, event);
+}
+
 }  // namespace
 
 void plugin_fill_block_driver(PluginDriver *pd) {
@@ -209,6 +214,7 @@ void plugin_fill_block_driver(PluginDriver *pd) {
     if (c.block_status) bd.co_block_status = plugin_co_block_status;
     bd.getlength = plugin_getlength;
     if (c.get_info) bd.get_info = plugin_get_info;
+    if (c.debug_event) bd.debug_event = plugin_debug_event;
 }
 
 }  // namespace mb

@@ -208,6 +208,13 @@ struct mbd_driver {
     /* Formats: adds fields to `miniblock-img info` with mbd_info_add(). */
     void (*get_info)(void *handle, mbd_info *info);
 
+    /* Filters: a format above announced a driver event (QEMU's blkdebug
+     * names: "l2_update", "refblock_update", "cluster_alloc", ...; the list
+     * is in docs/drivers/blkdebug.md) on its way to its file child.  Loop
+     * thread, must not block.  NULL: the event passes on to this node's file
+     * child. */
+    void (*debug_event)(void *handle, const char *event);
+
     /* New fields go here, at the end, and only here. */
 };
 

@@ -137,4 +137,62 @@ eval "exec $HOLD_FD_c>&-"
 wait "$HOLD_PID_c"
 check_clean "... the overlay is consistent" "$T/top.qcow2"
 expect_ok "... and still holds its data" qemu-io -f qcow2 -c 'read -P 0x44 0 64k' "$T/top.qcow2"
+
+# --- qcow2's driver events (event=NAME) -------------------------------------------------
+EV="driver=qcow2,file.driver=blkdebug,file.file.driver=file,file.file.filename=$T/e.qcow2"
+qemu-img create -q -f qcow2 "$T/e.qcow2" 4M
+expect_fail "an unknown driver event is refused, naming it" "Unknown blkdebug driver event 'l3_update'" \
+    "$IO" -c 'read 0 512' --image-opts "$EV,file.rules=event=l3_update"
+expect_fail "... with the valid names in a hint" \
+    "Valid driver events: l1_update, l2_load, l2_update, l2_alloc_write, refblock_load, refblock_update, refblock_alloc, refblock_alloc_hookup, reftable_grow, cluster_alloc, cluster_free, write_aio, read_aio, read_backing_aio, cow_read, cow_write, read_compressed, write_compressed" \
+    "$IO" -c 'read 0 512' --image-opts "$EV,file.rules=event=l3_update"
+# EIO at each step of a first allocating write (cache=writethrough: the
+# write-back of the tables is part of the write).  The writer gets the
+# error; the image is consistent.  Where the failure comes before the new
+# cluster is linked in, the guest still reads the old data.
+for ev in cluster_alloc refblock_update l2_alloc_write l1_update write_aio l2_update; do
+    qemu-img create -q -f qcow2 "$T/e.qcow2" 4M
+    expect_fail "event=$ev:EIO:once fails the allocating write" 'write failed: Input/output error' \
+        "$IO" -t writethrough -c 'write -P 0x11 0 64k' --image-opts "$EV,file.rules=event=$ev:EIO:once"
+    check_clean "... qemu-img check finds the image consistent after $ev failed" "$T/e.qcow2"
+    case $ev in
+    l2_update) ;;  # the table is written again at close: old or new data, both consistent
+    *) expect_ok "... and qemu-io reads the old data (zeroes) after $ev failed" \
+        qemu-io -f qcow2 -c 'read -P 0 0 64k' "$T/e.qcow2" ;;
+    esac
+done
+qemu-img create -q -f qcow2 "$T/e.qcow2" 4M
+expect_fail "after=1 counts events: the second guest write fails, with the rule's errno" \
+    'write failed: No space left on device' \
+    "$IO" -c 'write -P 0x11 0 64k' -c 'write -P 0x22 64k 64k' --image-opts "$EV,file.rules=event=write_aio:ENOSPC:once:after=1"
+expect_ok "... the first one passed" qemu-io -f qcow2 -c 'read -P 0x11 0 64k' -c 'read -P 0 64k 64k' "$T/e.qcow2"
+expect_ok "a rule whose event does not happen never fires (no new L2 table for a rewrite)" \
+    "$IO" -c 'write 0 512' --image-opts "$EV,file.rules=event=l2_alloc_write"
+check_clean "... and the rewritten image is consistent" "$T/e.qcow2"
+
+# The locks of a process whose allocating write failed at an event are
+# exactly as before.
+for ev in l2_update refblock_update cluster_alloc; do
+    qemu-img create -q -f qcow2 "$T/l.qcow2" 4M
+    hold e "$IO" -t writethrough --image-opts \
+        "driver=qcow2,file.driver=blkdebug,file.rules=event=$ev:EIO:once,file.file.driver=file,file.file.filename=$T/l.qcow2"
+    echo "read 0 512" >&"$HOLD_FD_e"
+    wait_for "$T/hold-e.out" '\[ok\]' || true
+    before=$(lk "$T/l.qcow2")
+    echo "write -P 0x11 0 64k" >&"$HOLD_FD_e"
+    wait_for "$T/hold-e.out" 'write failed' || true
+    after=$(lk "$T/l.qcow2")
+    if [ -n "$before" ] && [ "$before" = "$after" ] && grep -q 'write failed: Input/output error' "$T/hold-e.out"; then
+        ok "EIO at $ev: the write fails and the lock bytes are exactly as before"
+    else
+        not_ok "EIO at $ev: the write fails and the lock bytes are exactly as before" \
+            "before: $before" "after: $after" "$(cat "$T/hold-e.out")"
+    fi
+    expect_fail "... and they still keep qemu-io out" 'Failed to get "write" lock' \
+        qemu-io -f qcow2 -c 'write 0 512' "$T/l.qcow2"
+    eval "exec $HOLD_FD_e>&-"
+    wait "$HOLD_PID_e"
+    rm -f "$T/hold-e.in" "$T/hold-e.out"
+    check_clean "... and the image is consistent after $ev failed" "$T/l.qcow2"
+done
 finish
