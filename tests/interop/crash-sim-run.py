@@ -78,7 +78,7 @@ while crashes < want and runs < 3 * want:
     elif c.returncode != 0:
         corrupt += 1
         first_bad = first_bad or "qemu-img check exit %d after run %d (cluster_size %d, options %s):\n%s" % (
-            c.returncode, runs, cs, opts, (c.stdout + c.stderr)[-2000:])
+            c.returncode, runs, cs, opts, (c.stdout + c.stderr)[:1500])
 
 print("failures simulated: %d, checks finding leaks: %d, corruptions: %d, unexpected exits: %d "
       "(%d runs; unflushed writes at the failures: %d, kept %d, torn %d, dropped %d)"
