@@ -48,7 +48,7 @@ while crashes < want and runs < 3 * want:
         if r.random() < 0.3:
             cmds.append("flush")
     on_flush = r.random() < 0.25
-    after = r.randint(0, 6) if on_flush else r.randint(0, 150)
+    after = r.randint(0, 6) if on_flush else r.randint(0, 100)
     # Half the runs with a cache of two L2 tables (written back all the
     # time), half with the default (written back at flushes).
     cache = ",l2-cache-size=%d" % (2 * cs) if r.random() < 0.5 else ""

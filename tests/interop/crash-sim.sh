@@ -113,7 +113,7 @@ fi
 # --- the acceptance run: power failures during allocating qcow2 writes ---------------
 qemu-img create -q -f raw "$T/base.raw" 32M
 qemu-io -f raw -c 'write -P 0x5a 0 32M' "$T/base.raw" >/dev/null
-N=${CRASHES:-260}
+N=${CRASHES:-250}
 for backing in 0 1; do
     what=$([ $backing = 1 ] && echo "over a backing file" || echo "without a backing file")
     if out=$("$PY" "$HERE/crash-sim-run.py" "$IO" "$T" "$N" "$backing" "$RANDOM" 2>&1); then

@@ -124,9 +124,9 @@ expect_fail_text "an older plugin's shorter struct loads; fields past its end ar
 # A build with -Dmodules=enabled has cloop as a module (tests/meson.build
 # points MINIBLOCK_MODULE_DIR at it).
 if [ -e "$MINIBLOCK_BUILD/block/plugin/block-cloop.so" ]; then
-    linked="blkdebug file nbd null-co qcow2 raw" modules="abinew abiold cloop dup"
+    linked="blkdebug crash-sim file nbd null-co qcow2 raw" modules="abinew abiold cloop dup"
 else
-    linked="blkdebug cloop file nbd null-co qcow2 raw" modules="abinew abiold dup"
+    linked="blkdebug cloop crash-sim file nbd null-co qcow2 raw" modules="abinew abiold dup"
 fi
 expect_text "--help ends with the linked-in formats" "Supported formats: $linked" "$IMG" --help
 expect_text "... and says which come from modules" \
