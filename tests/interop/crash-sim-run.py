@@ -4,7 +4,8 @@
 #   crash-sim-run.py MINIBLOCK_IO DIR CRASHES BACKING(0|1) SEED
 #
 # Each run is a miniblock-io writing at random offsets and sizes, several
-# requests in flight (aio_write, then aio_flush), sometimes a guest flush,
+# requests in flight (aio_write, then aio_flush), sometimes a discard or a
+# zero write (references dropped), sometimes a guest flush,
 # through driver=crash-sim under qcow2; the power fails at a random request
 # (or flush) and a random subset of the unflushed writes reaches the file,
 # some torn.  qemu-img check then runs: leaks are allowed (exit 3),
@@ -45,6 +46,12 @@ while crashes < want and runs < 3 * want:
                 off &= ~511
             cmds.append("aio_write -q -P %d %d %d" % (r.randint(1, 255), off, ln))
         cmds.append("aio_flush")
+        # Discards and zero writes drop references: refcount decrements,
+        # which must reach the disk after the L2 entries that no longer
+        # use the clusters.
+        if r.random() < 0.3:
+            ln = r.randint(1, 16) * cs
+            cmds.append("%s %d %d" % (r.choice(["discard", "write -z"]), r.randint(0, (SIZE - ln) // cs) * cs, ln))
         if r.random() < 0.3:
             cmds.append("flush")
     on_flush = r.random() < 0.25
