@@ -166,6 +166,16 @@ expect_fail "after=1 counts events: the second guest write fails, with the rule'
     'write failed: No space left on device' \
     "$IO" -c 'write -P 0x11 0 64k' -c 'write -P 0x22 64k 64k' --image-opts "$EV,file.rules=event=write_aio:ENOSPC:once:after=1"
 expect_ok "... the first one passed" qemu-io -f qcow2 -c 'read -P 0x11 0 64k' -c 'read -P 0 64k 64k' "$T/e.qcow2"
+qemu-img create -q -f qcow2 "$T/e.qcow2" 4M
+expect_fail "event=NAME:once: after its one failure the next write passes" 'wrote 65536/65536 bytes at offset 0' \
+    "$IO" -c 'write -P 0x11 0 64k' -c 'write -P 0x11 0 64k' --image-opts "$EV,file.rules=event=write_aio:once"
+out=$("$IO" -c 'write 0 64k' -c 'write 0 64k' --image-opts "$EV,file.rules=event=write_aio" 2>&1)
+if [ "$(grep -c 'write failed: Input/output error' <<<"$out")" = 2 ]; then
+    ok "event=NAME (always): once armed, every later request fails"
+else
+    not_ok "event=NAME (always): once armed, every later request fails" "$out"
+fi
+check_clean "... and the image is consistent" "$T/e.qcow2"
 expect_ok "a rule whose event does not happen never fires (no new L2 table for a rewrite)" \
     "$IO" -c 'write 0 512' --image-opts "$EV,file.rules=event=l2_alloc_write"
 check_clean "... and the rewritten image is consistent" "$T/e.qcow2"
