@@ -176,6 +176,14 @@ else
     not_ok "event=NAME (always): once armed, every later request fails" "$out"
 fi
 check_clean "... and the image is consistent" "$T/e.qcow2"
+qemu-img create -q -f qcow2 "$T/e.qcow2" 4M
+expect_fail "events pass through a filter that does not listen (qcow2 > crash-sim > blkdebug)" \
+    'write failed: Input/output error' \
+    "$IO" -t writethrough -c 'write 0 64k' --image-opts \
+    "driver=qcow2,file.driver=crash-sim,file.file.driver=blkdebug,file.file.rules=event=write_aio:once,file.file.file.driver=file,file.file.file.filename=$T/e.qcow2"
+check_clean "... and the image is consistent" "$T/e.qcow2"
+qemu-img create -q -f qcow2 "$T/e.qcow2" 4M
+qemu-io -f qcow2 -c 'write 0 64k' "$T/e.qcow2" >/dev/null
 expect_ok "a rule whose event does not happen never fires (no new L2 table for a rewrite)" \
     "$IO" -c 'write 0 512' --image-opts "$EV,file.rules=event=l2_alloc_write"
 check_clean "... and the rewritten image is consistent" "$T/e.qcow2"
