@@ -25,6 +25,14 @@ AioContext::AioContext(GMainContext *ctx)
     }
     source_ = g_unix_fd_source_new(efd_, G_IO_IN);
     g_source_set_callback(source_, G_SOURCE_FUNC(dispatch_cb), this, nullptr);
+    // As QEMU's AioContext source: GLib blocks a source that cannot recurse
+    // while it dispatches, by removing its fd from the poll set and adding it
+    // back, and each of those signals the context's own wake-up eventfd: two
+    // writes, a read and an extra loop iteration per batch of completions
+    // (measured: 17717 writes for 20000 rbd reads).  Dispatching may recurse:
+    // run_scheduled takes a batch of its own, LinuxAio::complete reaps
+    // events no outer call holds.
+    g_source_set_can_recurse(source_, TRUE);
     g_source_attach(source_, ctx_);
     if (const char *ns = getenv("MINIBLOCK_POLL_NS")) poll_ns_ = std::max(0LL, atoll(ns));
 }

@@ -10,6 +10,10 @@
 #include "block/block_int.h"
 #include "miniblock/status.h"
 
+namespace mb {
+struct LockHolder;  // block/locking/holders.h
+}
+
 namespace mb::tools {
 
 // What every miniblock-img subcommand shares (tools/img-common.cpp).
@@ -22,6 +26,12 @@ int img_bad_usage(const std::string &msg);
 bool parse_output(const char *arg, bool *json);
 // Prints the builder's tree as qemu-img does (pretty, 4 spaces).
 void print_json(JsonBuilder *b);
+#ifndef _WIN32
+// One lock holder as a JSON object: pid (null when not visible), program,
+// uses, forbids; with `details` (`locks`) also command-line, kind and
+// write-lock, in that order.
+void add_lock_holder_json(JsonBuilder *b, const LockHolder &h, bool details);
+#endif
 
 // tools/img-help.cpp: "Usage: miniblock-img SYNOPSIS" and the command's own
 // text; false for a command without an entry.

@@ -102,23 +102,7 @@ void add_holders(JsonBuilder *b, BlockDriverState *bs) {
     struct stat st;
     BlockDriverState *proto = protocol_of(bs);
     if (proto->drv->protocols == nullptr && stat(proto->filename.c_str(), &st) == 0) {
-        for (auto &h : find_lock_holders(st.st_dev, st.st_ino)) {
-            json_builder_begin_object(b);
-            json_builder_set_member_name(b, "pid");
-            if (h.pid) json_builder_add_int_value(b, h.pid);
-            else json_builder_add_null_value(b);
-            json_builder_set_member_name(b, "program");
-            json_builder_add_string_value(b, h.comm.c_str());
-            json_builder_set_member_name(b, "uses");
-            json_builder_begin_array(b);
-            for (auto &x : lock_bit_name_list(h.use)) json_builder_add_string_value(b, x.c_str());
-            json_builder_end_array(b);
-            json_builder_set_member_name(b, "forbids");
-            json_builder_begin_array(b);
-            for (auto &x : lock_bit_name_list(h.forbid)) json_builder_add_string_value(b, x.c_str());
-            json_builder_end_array(b);
-            json_builder_end_object(b);
-        }
+        for (auto &h : find_lock_holders(st.st_dev, st.st_ino)) add_lock_holder_json(b, h, false);
     }
 #else
     (void)bs;

@@ -273,29 +273,7 @@ int cmd_locks(int argc, char **argv) {
             json_builder_add_string_value(b, path);
             json_builder_set_member_name(b, "holders");
             json_builder_begin_array(b);
-            for (auto &h : holders) {
-                json_builder_begin_object(b);
-                json_builder_set_member_name(b, "pid");
-                if (h.pid) json_builder_add_int_value(b, h.pid);
-                else json_builder_add_null_value(b);
-                json_builder_set_member_name(b, "program");
-                json_builder_add_string_value(b, h.comm.c_str());
-                json_builder_set_member_name(b, "command-line");
-                json_builder_add_string_value(b, h.cmdline.c_str());
-                json_builder_set_member_name(b, "kind");
-                json_builder_add_string_value(b, h.kind.c_str());
-                json_builder_set_member_name(b, "uses");
-                json_builder_begin_array(b);
-                for (auto &n : lock_bit_name_list(h.use)) json_builder_add_string_value(b, n.c_str());
-                json_builder_end_array(b);
-                json_builder_set_member_name(b, "forbids");
-                json_builder_begin_array(b);
-                for (auto &n : lock_bit_name_list(h.forbid)) json_builder_add_string_value(b, n.c_str());
-                json_builder_end_array(b);
-                json_builder_set_member_name(b, "write-lock");
-                json_builder_add_boolean_value(b, h.write_lock);
-                json_builder_end_object(b);
-            }
+            for (auto &h : holders) mb::tools::add_lock_holder_json(b, h, true);
             json_builder_end_array(b);
             json_builder_end_object(b);
             continue;

@@ -151,7 +151,14 @@ Status Conn::connect(const Spec &spec) {
         return Status::Error(ETIMEDOUT, "No Ceph monitor answered within " + t + " s at " + mons,
                              "Check that the cluster is up and mon_host in the configuration");
     }
-    if (r == -EACCES || r == -EPERM || r == -ENOENT || r == -EINVAL) {
+    if (r == -ENOENT) {
+        // librados found no keyring with a key for the user, so it had no
+        // way to authenticate (cephx) and never asked the cluster.
+        return Status::Error(ENOENT, "No key for user 'client." + user + "' to authenticate to the Ceph cluster at " +
+                                         mons + ": no keyring found at " + conf_get(cluster_, "keyring"),
+                             "Give the user's keyring (keyring = PATH in the configuration), or check id=USER");
+    }
+    if (r == -EACCES || r == -EPERM || r == -EINVAL) {
         return Status::Error(-r, "The Ceph cluster at " + mons + " refused user 'client." + user +
                                      "': " + strerror(-r),
                              "Check id=USER and its keyring");

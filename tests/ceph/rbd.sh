@@ -286,6 +286,37 @@ expect_fail "no configuration anywhere" "No Ceph configuration found for rbd:rbd
 printf '[global]\nauth_client_required = none\n' >"$T/nomon.conf"
 expect_fail "a configuration without a monitor" "The Ceph configuration names no monitor \\(mon_host\\) for rbd:rbd/a" \
     "$MINIBLOCK_IO" -f raw -c "read 0 512" "rbd:rbd/a:conf=$T/nomon.conf"
+# A wrong user, for real: the cluster's clients use auth none (which accepts
+# any name), but its mon and osd accept cephx too (scripts/ceph-cluster.sh).
+# A conf demanding cephx, with a key per user: the cluster knows "tester"
+# (the control: it reads), not "intruder" (a key of its own making), and
+# knows "tester" under another key than "forger" presents; "nokey" has no
+# keyring at all (librados does not even ask the cluster).
+ceph auth get-or-create client.tester mon 'profile rbd' osd 'profile rbd pool=rbd' \
+    -o "$T/tester.keyring" >/dev/null 2>&1
+ceph-authtool --create-keyring "$T/intruder.keyring" --gen-key -n client.intruder >/dev/null
+ceph-authtool --create-keyring "$T/forger.keyring" --gen-key -n client.tester >/dev/null
+MONS=$(sed -n 's/^mon_host = //p' "$CEPH_CONF")
+{ cat "$CEPH_CONF"; printf '[client]\nauth_client_required = cephx\nkeyring = %s\n[client.tester]\nkeyring = %s\n[client.intruder]\nkeyring = %s\n' \
+    "$T/missing.keyring" "$T/tester.keyring" "$T/intruder.keyring"; } >"$T/cephx.conf"
+sed "s|keyring = $T/tester.keyring|keyring = $T/forger.keyring|" "$T/cephx.conf" >"$T/forger.conf"
+expect_output "cephx: a user the cluster knows, with its key, reads" '^read 512/512 bytes at offset 0$' \
+    timeout 30 "$MINIBLOCK_IO" -f raw -r -l shared -c "read 0 512" "rbd:rbd/a:conf=$T/cephx.conf:id=tester"
+s=$(date +%s)
+expect_fail "a user the cluster does not know is refused, named, at once" \
+    "^miniblock-io: can.t open device rbd:rbd/a:conf=$T/cephx\\.conf:id=intruder: The Ceph cluster at $MONS refused user 'client\\.intruder': Permission denied$" \
+    timeout 30 "$MINIBLOCK_IO" -f raw -r -l shared -c "read 0 512" "rbd:rbd/a:conf=$T/cephx.conf:id=intruder"
+if [ $(($(date +%s) - s)) -le 5 ]; then ok "the refusal comes within 5 s (no hang)"; else
+    not_ok "the refusal comes within 5 s" "took $(($(date +%s) - s)) s"; fi
+expect_fail "... with a hint" '^Check id=USER and its keyring$' \
+    timeout 30 "$MINIBLOCK_IO" -f raw -r -l shared -c "read 0 512" "rbd:rbd/a:conf=$T/cephx.conf:id=intruder"
+expect_fail "a known user with a wrong key is refused, named" \
+    "The Ceph cluster at $MONS refused user 'client\\.tester': Permission denied$" \
+    timeout 30 "$MINIBLOCK_IO" -r --image-opts -c "read 0 512" \
+    "driver=raw,file.driver=rbd,file.pool=rbd,file.image=a,file.conf=$T/forger.conf,file.user=tester,lock=shared"
+expect_fail "a user with no keyring: no key, the keyring searched named (not a refusal)" \
+    "^miniblock-io: can.t open device rbd:rbd/a:conf=$T/cephx\\.conf:id=nokey: No key for user 'client\\.nokey' to authenticate to the Ceph cluster at $MONS: no keyring found at $T/missing\\.keyring$" \
+    timeout 30 "$MINIBLOCK_IO" -f raw -r -l shared -c "read 0 512" "rbd:rbd/a:conf=$T/cephx.conf:id=nokey"
 sed "s/^mon_host = .*/mon_host = v2:127.0.0.1:9/" "$CEPH_CONF" >"$T/dead.conf"
 s=$(date +%s)
 expect_fail "an unreachable monitor: bounded by timeout, the address named" \

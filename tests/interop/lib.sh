@@ -35,32 +35,38 @@ expect_ok() {
     if out=$("$@" 2>&1); then ok "$name"; else not_ok "$name" "command: $*" "output: $out"; fi
 }
 
-# expect_fail NAME 'PATTERN' CMD...: CMD exits non-zero and its output matches
-# the grep -E PATTERN.
-expect_fail() {
-    local name=$1 pattern=$2; shift 2
-    local out
-    if out=$("$@" 2>&1); then
+# expect_check WANT HOW NAME PATTERN CMD...: the four checks below.  WANT:
+# "fail" (CMD must exit non-zero) or "ok" (0); HOW: E (its output matches
+# the grep -E PATTERN) or F (its output has PATTERN verbatim).
+expect_check() {
+    local want=$1 how=$2 name=$3 pattern=$4; shift 4
+    local out rc=0
+    out=$("$@" 2>&1) || rc=$?
+    if [ "$want" = fail ] && [ "$rc" -eq 0 ]; then
         not_ok "$name" "command succeeded but should have failed: $*" "output: $out"
-    elif ! grep -qE -- "$pattern" <<<"$out"; then
-        not_ok "$name" "output does not match '$pattern'" "output: $out"
+    elif [ "$want" = ok ] && [ "$rc" -ne 0 ]; then
+        not_ok "$name" "command failed: $*" "output: $out"
+    elif ! grep -q"$how" -- "$pattern" <<<"$out"; then
+        if [ "$how" = F ]; then
+            not_ok "$name" "output lacks: $pattern" "output: $out"
+        else
+            not_ok "$name" "output does not match '$pattern'" "output: $out"
+        fi
     else
         ok "$name"
     fi
 }
 
+# expect_fail NAME 'PATTERN' CMD...: CMD exits non-zero and its output matches
+# the grep -E PATTERN.
+expect_fail() { expect_check fail E "$@"; }
 # expect_output NAME 'PATTERN' CMD...: CMD exits 0 and its output matches.
-expect_output() {
-    local name=$1 pattern=$2; shift 2
-    local out
-    if ! out=$("$@" 2>&1); then
-        not_ok "$name" "command failed: $*" "output: $out"
-    elif ! grep -qE -- "$pattern" <<<"$out"; then
-        not_ok "$name" "output does not match '$pattern'" "output: $out"
-    else
-        ok "$name"
-    fi
-}
+expect_output() { expect_check ok E "$@"; }
+# expect_fail_text NAME TEXT CMD...: CMD exits non-zero and its output has
+# the line fragment TEXT verbatim.
+expect_fail_text() { expect_check fail F "$@"; }
+# expect_text NAME TEXT CMD...: CMD exits 0 and its output has TEXT.
+expect_text() { expect_check ok F "$@"; }
 
 # hold NAME CMD...: starts CMD in the background (a process holding an image)
 # and waits until it has the image open: CMD must print READY_PATTERN

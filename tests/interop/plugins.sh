@@ -9,32 +9,6 @@ IMG=$MINIBLOCK_IMG
 IO=$MINIBLOCK_IO
 P=$MINIBLOCK_TEST_PLUGINS
 
-# expect_fail_text NAME TEXT CMD...: CMD fails and its output has the line
-# fragment TEXT verbatim.
-expect_fail_text() {
-    local name=$1 text=$2; shift 2
-    local out
-    if out=$("$@" 2>&1); then
-        not_ok "$name" "command succeeded but should have failed: $*" "output: $out"
-    elif ! grep -qF -- "$text" <<<"$out"; then
-        not_ok "$name" "output lacks: $text" "output: $out"
-    else
-        ok "$name"
-    fi
-}
-# expect_text NAME TEXT CMD...: CMD succeeds and its output has TEXT.
-expect_text() {
-    local name=$1 text=$2; shift 2
-    local out
-    if ! out=$("$@" 2>&1); then
-        not_ok "$name" "command failed: $*" "output: $out"
-    elif ! grep -qF -- "$text" <<<"$out"; then
-        not_ok "$name" "output lacks: $text" "output: $out"
-    else
-        ok "$name"
-    fi
-}
-
 # --- null-co: one option string, two block layers --------------------------
 O=driver=raw,file.driver=null-co,file.size=1073741824
 expect_text "qemu-img opens the null-co option string" "virtual size: 1 GiB (1073741824 bytes)" \

@@ -27,6 +27,8 @@ extern "C" {
 #include <cmocka.h>
 }
 
+#include "tests/unit/test-util.h"
+
 using namespace mb;
 
 namespace {
@@ -38,16 +40,7 @@ std::string drive(const std::string &extra) {
 }
 
 // What each node of this process holds on the image, as "node:use/forbid;".
-std::string our_bytes() {
-    struct stat st;
-    if (stat(path.c_str(), &st) < 0) return "stat failed";
-    std::string s;
-    for (auto &h : find_lock_holders(st.st_dev, st.st_ino)) {
-        if (!h.this_process) continue;
-        s += h.node_name + ":" + std::to_string(h.use) + "/" + std::to_string(h.forbid) + ";";
-    }
-    return s;
-}
+std::string our_bytes() { return test::our_lock_bytes(path); }
 
 int setup(void **) {
     path = "/tmp/mb-block-" + std::to_string(getpid()) + ".img";

@@ -41,27 +41,14 @@ static int pread(int fd, void *buf, unsigned n, long off) {
     "Linux native AIO is only asynchronous with O_DIRECT; add cache=none, or use aio=threads"
 #endif
 
-static char path[256];
-static char spec[512];
+#include "test-image.h"
 
 static int setup(void **state) {
     (void)state;
-    snprintf(path, sizeof(path), "%s/mb-capi-%d.img", TMP_DIR, (int)getpid());
-    int fd = open(path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    if (fd < 0 || ftruncate(fd, 1 << 20) < 0) return -1;
+    int fd = create_image(TMP_DIR, "capi", 1 << 20);
+    if (fd < 0) return -1;
     close(fd);
     return 0;
-}
-
-static int teardown(void **state) {
-    (void)state;
-    unlink(path);
-    return 0;
-}
-
-static const char *drive(const char *extra) {
-    snprintf(spec, sizeof(spec), "file=%s,format=raw%s%s", path, *extra ? "," : "", extra);
-    return spec;
 }
 
 static void test_io_roundtrip(void **state) {

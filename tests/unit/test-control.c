@@ -21,27 +21,14 @@
 
 #include "miniblock/miniblock.h"
 
-static char path[256];
-static char spec[512];
+#include "test-image.h"
 
 static int setup(void **state) {
     (void)state;
-    snprintf(path, sizeof(path), "/var/tmp/mb-control-%d.img", (int)getpid());
-    int fd = open(path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    if (fd < 0 || ftruncate(fd, 1 << 20) < 0) return -1;
+    int fd = create_image("/var/tmp", "control", 1 << 20);
+    if (fd < 0) return -1;
     close(fd);
     return 0;
-}
-
-static int teardown(void **state) {
-    (void)state;
-    unlink(path);
-    return 0;
-}
-
-static const char *drive(const char *extra) {
-    snprintf(spec, sizeof(spec), "file=%s,format=raw%s%s", path, *extra ? "," : "", extra);
-    return spec;
 }
 
 /* Which of bytes 100-103 (bits 0-3) and 200-203 (bits 8-11) anyone holds,

@@ -41,27 +41,6 @@ std::unique_ptr<LockProtocol> new_lock(int fd, const std::string &path, LockingA
     return std::move(*r);
 }
 
-// Whether another process sees byte `off` locked (from a forked child: a
-// probe fd closed in this process would drop our POSIX locks).
-bool byte_held(const std::string &path, int64_t off) {
-    pid_t pid = fork();
-    assert_true(pid >= 0);
-    if (pid == 0) {
-        int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
-        struct flock fl = {};
-        fl.l_type = F_WRLCK;
-        fl.l_whence = SEEK_SET;
-        fl.l_start = off;
-        fl.l_len = 1;
-        if (fd < 0 || fcntl(fd, F_GETLK, &fl) != 0) _exit(2);
-        _exit(fl.l_type != F_UNLCK ? 1 : 0);
-    }
-    int st;
-    assert_int_equal(waitpid(pid, &st, 0), pid);
-    assert_true(WIFEXITED(st) && WEXITSTATUS(st) < 2);
-    return WEXITSTATUS(st) == 1;
-}
-
 // A holder of byte 201 that shows itself to the first g_conflicts tests of
 // that byte only, as an opener that lost its race and let go would.
 int g_conflicts;    // tests of 201 still answered "held"
@@ -96,16 +75,10 @@ void fake(int conflicts, int turn_err = 0) {
     lock_syscalls().fcntl_lock = fake_fcntl;
 }
 
-int teardown(void **) {
-    reset_lock_syscalls();
-    return 0;
-}
-
-const LockingApi kApis[] = {LockingApi::Ofd, LockingApi::Posix};
 
 // A conflict that is gone at the next attempt is a race we win, not an error.
 void test_vanishing_conflict_is_retried(void **) {
-    for (LockingApi api : kApis) {
+    for (LockingApi api : kLockingApis) {
         TempFile t;
         Fd f(t.path);
         auto l = new_lock(f.fd, t.path, api);
@@ -123,7 +96,7 @@ void test_vanishing_conflict_is_retried(void **) {
 // Still there after every attempt, gone when we look for its holder: say so,
 // not "it may be on another host".  The byte map is as before.
 void test_holder_just_gone_message(void **) {
-    for (LockingApi api : kApis) {
+    for (LockingApi api : kLockingApis) {
         TempFile t;
         Fd f(t.path);
         auto l = new_lock(f.fd, t.path, api);
@@ -147,7 +120,7 @@ void test_holder_just_gone_message(void **) {
 
 // The preparers' byte is held around each lock-and-test, never after.
 void test_turn_taken_and_given_back(void **) {
-    for (LockingApi api : kApis) {
+    for (LockingApi api : kLockingApis) {
         TempFile t;
         Fd f(t.path);
         auto l = new_lock(f.fd, t.path, api);
@@ -226,12 +199,12 @@ void test_whole_file_lock_is_not_a_turn(void **) {
 
 int main() {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_teardown(test_vanishing_conflict_is_retried, teardown),
-        cmocka_unit_test_teardown(test_holder_just_gone_message, teardown),
-        cmocka_unit_test_teardown(test_turn_taken_and_given_back, teardown),
-        cmocka_unit_test_teardown(test_turn_failure_is_not_fatal, teardown),
-        cmocka_unit_test_teardown(test_stuck_turn_is_bounded, teardown),
-        cmocka_unit_test_teardown(test_whole_file_lock_is_not_a_turn, teardown),
+        cmocka_unit_test_teardown(test_vanishing_conflict_is_retried, restore_lock_syscalls),
+        cmocka_unit_test_teardown(test_holder_just_gone_message, restore_lock_syscalls),
+        cmocka_unit_test_teardown(test_turn_taken_and_given_back, restore_lock_syscalls),
+        cmocka_unit_test_teardown(test_turn_failure_is_not_fatal, restore_lock_syscalls),
+        cmocka_unit_test_teardown(test_stuck_turn_is_bounded, restore_lock_syscalls),
+        cmocka_unit_test_teardown(test_whole_file_lock_is_not_a_turn, restore_lock_syscalls),
     };
     return cmocka_run_group_tests_name("locking-race", tests, nullptr, nullptr);
 }

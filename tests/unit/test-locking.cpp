@@ -57,27 +57,6 @@ void assert_map(const std::string &path, LockBits expected, int line) {
 }
 #define ASSERT_MAP(path, bits) assert_map((path), (bits), __LINE__)
 
-// F_GETLK from a forked child: the only way to see POSIX locks as another
-// process does.  Returns whether byte `off` is locked by someone else.
-bool child_sees_lock(const std::string &path, int64_t off) {
-    pid_t pid = fork();
-    assert_true(pid >= 0);
-    if (pid == 0) {
-        int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
-        struct flock fl = {};
-        fl.l_type = F_WRLCK;
-        fl.l_whence = SEEK_SET;
-        fl.l_start = off;
-        fl.l_len = 1;
-        if (fd < 0 || fcntl(fd, F_GETLK, &fl) < 0) _exit(2);
-        _exit(fl.l_type != F_UNLCK ? 1 : 0);
-    }
-    int st = 0;
-    assert_int_equal(waitpid(pid, &st, 0), pid);
-    assert_true(WIFEXITED(st) && WEXITSTATUS(st) != 2);
-    return WEXITSTATUS(st) == 1;
-}
-
 std::unique_ptr<LockProtocol> new_lock(int fd, const std::string &path, const char *node,
                                        LockingApi api) {
     auto r = qemu_byte_lock_new(fd, path, node, api);
@@ -139,12 +118,6 @@ void inject(int fail_at, int err) {
     lock_syscalls().fcntl_lock = inject_fcntl;
 }
 
-int teardown(void **) {
-    reset_lock_syscalls();
-    return 0;
-}
-
-const LockingApi kApis[] = {LockingApi::Ofd, LockingApi::Posix};
 
 // ---- tests ----------------------------------------------------------------
 
@@ -152,7 +125,7 @@ const LockingApi kApis[] = {LockingApi::Ofd, LockingApi::Posix};
 // lock_bits_for() names, and never to byte 0, 104 or 204.
 void test_byte_map_per_mode(void **) {
     const LockMode modes[] = {LockMode::Shared, LockMode::Auto, LockMode::Exclusive};
-    for (LockingApi api : kApis) {
+    for (LockingApi api : kLockingApis) {
         for (LockMode mode : modes) {
             for (int ro = 0; ro <= 1; ro++) {
                 for (int raw = 0; raw <= 1; raw++) {
@@ -205,7 +178,7 @@ void test_byte_map_literal(void **) {
 // prepare takes the union, commit settles on the new state, abort restores
 // the old one, release drops everything.
 void test_transaction_semantics(void **) {
-    for (LockingApi api : kApis) {
+    for (LockingApi api : kLockingApis) {
         TempFile t;
         Fd f(t.path);
         auto l = new_lock(f.fd, t.path, "n", api);
@@ -274,7 +247,7 @@ void test_transaction_semantics(void **) {
 void test_fault_at_every_syscall(void **) {
     const PermPair ro = perms(LockMode::Auto, true), ex = perms(LockMode::Exclusive, false);
     const LockBits bro = lock_bits_for(ro.perm, ro.shared);
-    for (LockingApi api : kApis) {
+    for (LockingApi api : kLockingApis) {
         for (int err : {EIO, ENOLCK, EAGAIN, EBADF}) {
             // Count the calls of the successful prepare first.
             int total;
@@ -315,7 +288,7 @@ void test_fault_at_every_syscall(void **) {
 
 // EINTR is retried, not reported.
 void test_eintr_is_retried(void **) {
-    for (LockingApi api : kApis) {
+    for (LockingApi api : kLockingApis) {
         TempFile t;
         Fd f(t.path);
         auto l = new_lock(f.fd, t.path, "n", api);
@@ -332,7 +305,7 @@ void test_eintr_is_retried(void **) {
 // A file system that cannot lock gets an error saying so, never "another
 // process", and never silently no locks.
 void test_cannot_lock_message(void **) {
-    for (LockingApi api : kApis) {
+    for (LockingApi api : kLockingApis) {
         TempFile t;
         Fd f(t.path);
         auto l = new_lock(f.fd, t.path, "n", api);
@@ -405,8 +378,8 @@ void test_auto_falls_back_to_posix(void **) {
         must_prepare(*l, perms(LockMode::Auto, false));
         l->commit();
         ASSERT_MAP(t.path, (LockBits{R | W, W | WU | RS}));
-        assert_true(child_sees_lock(t.path, 101));
-        assert_true(child_sees_lock(t.path, 203));
+        assert_true(byte_held(t.path, 101));
+        assert_true(byte_held(t.path, 203));
     }
     ASSERT_MAP(t.path, LockBits{});
     auto r = qemu_byte_lock_new(f.fd, t.path, "n", LockingApi::Ofd);
@@ -438,7 +411,7 @@ std::string self_pid() { return std::to_string(getpid()); }
 // Two nodes of this process on one file exclude each other like two
 // processes, and the message names the node in the way, verbatim.
 void test_conflict_messages(void **) {
-    for (LockingApi api : kApis) {
+    for (LockingApi api : kLockingApis) {
         TempFile t;
         Fd fa(t.path), fb(t.path);
         auto a = new_lock(fa.fd, t.path, "disk-a", api);
@@ -558,11 +531,11 @@ void test_posix_flaw_is_real(void **) {
     auto l = new_lock(f.fd, t.path, "n", LockingApi::Posix);
     must_prepare(*l, perms(LockMode::Auto, true));
     l->commit();
-    assert_true(child_sees_lock(t.path, 100));
+    assert_true(byte_held(t.path, 100));
     int other = open(t.path.c_str(), O_RDONLY | O_CLOEXEC);
     close(other);
-    assert_false(child_sees_lock(t.path, 100));
-    assert_false(child_sees_lock(t.path, 201));
+    assert_false(byte_held(t.path, 100));
+    assert_false(byte_held(t.path, 201));
     // The table still knows what should be held: put it back.
     assert_int_equal(posix_lock_reassert(f.fd), 0);
     ASSERT_MAP(t.path, (LockBits{R, W | WU | RS}));
@@ -600,21 +573,21 @@ void test_posix_two_nodes(void **) {
 
     // a releases: byte 100 stays, b still needs it.
     a->release();
-    assert_true(child_sees_lock(t.path, 100));
-    assert_false(child_sees_lock(t.path, 101));
+    assert_true(byte_held(t.path, 100));
+    assert_false(byte_held(t.path, 101));
 
     // a's fd closes while b holds locks: deferred, b keeps its locks.
     a.reset();
     assert_int_equal(posix_lock_close_fd(fa), 0);
     assert_int_equal(posix_lock_parked_fds(fb.fd), 1);
     assert_true(fcntl(fa, F_GETFD) >= 0);
-    assert_true(child_sees_lock(t.path, 100));
+    assert_true(byte_held(t.path, 100));
 
     // b releases: nothing is left to lose, the parked close happens.
     b->release();
     assert_int_equal(posix_lock_parked_fds(fb.fd), 0);
     assert_true(fcntl(fa, F_GETFD) < 0 && errno == EBADF);
-    assert_false(child_sees_lock(t.path, 100));
+    assert_false(byte_held(t.path, 100));
 
     // With no locks held, the close is immediate.
     int fc = open(t.path.c_str(), O_RDONLY | O_CLOEXEC);
@@ -646,7 +619,7 @@ void test_posix_holders_per_node(void **) {
 // A reopen moves the lock to a new fd: the bytes never go free, the old and
 // new fd do not conflict, and closing the old fd afterwards drops nothing.
 void test_move_fd(void **) {
-    for (LockingApi api : kApis) {
+    for (LockingApi api : kLockingApis) {
         TempFile t, other;
         int old_fd = open(t.path.c_str(), O_RDONLY | O_CLOEXEC);
         Fd new_fd(t.path), wrong(other.path);
@@ -693,7 +666,7 @@ int count_fds() {
 
 void test_no_fd_leak(void **) {
     const int before = count_fds();
-    for (LockingApi api : kApis) {
+    for (LockingApi api : kLockingApis) {
         TempFile t;
         int fa = open(t.path.c_str(), O_RDWR | O_CLOEXEC);
         int fb = open(t.path.c_str(), O_RDWR | O_CLOEXEC);
@@ -740,22 +713,22 @@ void test_bit_names(void **) {
 
 int main() {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_teardown(test_byte_map_per_mode, teardown),
-        cmocka_unit_test_teardown(test_byte_map_literal, teardown),
-        cmocka_unit_test_teardown(test_transaction_semantics, teardown),
-        cmocka_unit_test_teardown(test_fault_at_every_syscall, teardown),
-        cmocka_unit_test_teardown(test_eintr_is_retried, teardown),
-        cmocka_unit_test_teardown(test_cannot_lock_message, teardown),
-        cmocka_unit_test_teardown(test_auto_falls_back_to_posix, teardown),
-        cmocka_unit_test_teardown(test_conflict_messages, teardown),
-        cmocka_unit_test_teardown(test_compat_bytes, teardown),
-        cmocka_unit_test_teardown(test_no_visible_holder_message, teardown),
-        cmocka_unit_test_teardown(test_posix_flaw_is_real, teardown),
-        cmocka_unit_test_teardown(test_posix_two_nodes, teardown),
-        cmocka_unit_test_teardown(test_posix_holders_per_node, teardown),
-        cmocka_unit_test_teardown(test_move_fd, teardown),
-        cmocka_unit_test_teardown(test_no_fd_leak, teardown),
-        cmocka_unit_test_teardown(test_bit_names, teardown),
+        cmocka_unit_test_teardown(test_byte_map_per_mode, restore_lock_syscalls),
+        cmocka_unit_test_teardown(test_byte_map_literal, restore_lock_syscalls),
+        cmocka_unit_test_teardown(test_transaction_semantics, restore_lock_syscalls),
+        cmocka_unit_test_teardown(test_fault_at_every_syscall, restore_lock_syscalls),
+        cmocka_unit_test_teardown(test_eintr_is_retried, restore_lock_syscalls),
+        cmocka_unit_test_teardown(test_cannot_lock_message, restore_lock_syscalls),
+        cmocka_unit_test_teardown(test_auto_falls_back_to_posix, restore_lock_syscalls),
+        cmocka_unit_test_teardown(test_conflict_messages, restore_lock_syscalls),
+        cmocka_unit_test_teardown(test_compat_bytes, restore_lock_syscalls),
+        cmocka_unit_test_teardown(test_no_visible_holder_message, restore_lock_syscalls),
+        cmocka_unit_test_teardown(test_posix_flaw_is_real, restore_lock_syscalls),
+        cmocka_unit_test_teardown(test_posix_two_nodes, restore_lock_syscalls),
+        cmocka_unit_test_teardown(test_posix_holders_per_node, restore_lock_syscalls),
+        cmocka_unit_test_teardown(test_move_fd, restore_lock_syscalls),
+        cmocka_unit_test_teardown(test_no_fd_leak, restore_lock_syscalls),
+        cmocka_unit_test_teardown(test_bit_names, restore_lock_syscalls),
     };
     return cmocka_run_group_tests(tests, nullptr, nullptr);
 }

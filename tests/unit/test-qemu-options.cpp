@@ -21,25 +21,17 @@ extern "C" {
 #include <cmocka.h>
 }
 
+#include "tests/unit/test-util.h"
+
 using namespace mb;
 
 namespace {
 
 std::string path;
 
-// This process's lock bytes on the image: "node:use/forbid;" per node.
-std::string our_bytes() {
-    struct stat st;
-    if (stat(path.c_str(), &st) < 0) return "stat failed";
-    std::string s;
-    for (auto &h : find_lock_holders(st.st_dev, st.st_ino)) {
-        if (!h.this_process) continue;
-        // "drive3.file" -> "file": drive numbers depend on the test order.
-        std::string n = h.node_name.rfind("drive", 0) == 0 ? h.node_name.substr(h.node_name.find('.') + 1) : h.node_name;
-        s += n + ":" + std::to_string(h.use) + "/" + std::to_string(h.forbid) + ";";
-    }
-    return s;
-}
+// This process's lock bytes on the image: "node:use/forbid;" per node,
+// "drive3.file" as "file".
+std::string our_bytes() { return test::our_lock_bytes(path, true); }
 
 std::unique_ptr<BlockBackend> open_ok(const std::string &spec) {
     auto d = BlockBackend::open(spec);

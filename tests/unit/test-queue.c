@@ -21,14 +21,12 @@
 #define BS 4096
 #define DEPTH 32
 
-static char path[256];
-static char spec[512];
+#include "test-image.h"
 
 static int setup(void **state) {
     (void)state;
-    snprintf(path, sizeof(path), "/var/tmp/mb-queue-%d.img", (int)getpid());
-    int fd = open(path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    if (fd < 0 || ftruncate(fd, IMG_SIZE) < 0) return -1;
+    int fd = create_image("/var/tmp", "queue", IMG_SIZE);
+    if (fd < 0) return -1;
     /* Block i holds the byte i+1 everywhere. */
     unsigned char blk[BS];
     for (int i = 0; i < IMG_SIZE / BS; i++) {
@@ -37,17 +35,6 @@ static int setup(void **state) {
     }
     close(fd);
     return 0;
-}
-
-static int teardown(void **state) {
-    (void)state;
-    unlink(path);
-    return 0;
-}
-
-static const char *drive(const char *extra) {
-    snprintf(spec, sizeof(spec), "file=%s,format=raw%s%s", path, *extra ? "," : "", extra);
-    return spec;
 }
 
 static mb_drive *must_open(const char *s) {

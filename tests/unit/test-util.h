@@ -1,9 +1,10 @@
 // Helpers shared by the C++ unit suites: temporary files, owned fds, the
-// lock byte map as another process sees it, and opening drives that must
-// open.  Include after <cmocka.h>.
+// lock byte map as another process sees it, this process's lock bytes by
+// node, and opening drives that must open.  Include after <cmocka.h>.
 #pragma once
 
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -11,6 +12,8 @@
 #include <memory>
 #include <string>
 
+#include "block/locking/holders.h"
+#include "block/locking/syscalls.h"
 #include "miniblock/block.h"
 #include "miniblock/options.h"
 
@@ -83,6 +86,53 @@ inline ByteMap probe_bytes(const std::string &path) {
     assert_int_equal(waitpid(pid, &st, 0), pid);
     assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
     return m;
+}
+
+// Both locking APIs, for the suites that run each check with each.
+inline constexpr qapi::LockingApi kLockingApis[] = {qapi::LockingApi::Ofd, qapi::LockingApi::Posix};
+
+// A cmocka teardown for the suites that fake lock system calls: the real
+// ones come back even after a failed check.
+inline int restore_lock_syscalls(void **) {
+    reset_lock_syscalls();
+    return 0;
+}
+
+// Whether another process sees byte `off` locked: F_GETLK from a forked
+// child (a probe fd closed in this process would drop our POSIX locks).
+inline bool byte_held(const std::string &path, int64_t off) {
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+        struct flock fl = {};
+        fl.l_type = F_WRLCK;
+        fl.l_whence = SEEK_SET;
+        fl.l_start = off;
+        fl.l_len = 1;
+        if (fd < 0 || fcntl(fd, F_GETLK, &fl) < 0) _exit(2);
+        _exit(fl.l_type != F_UNLCK ? 1 : 0);
+    }
+    int st = 0;
+    assert_int_equal(waitpid(pid, &st, 0), pid);
+    assert_true(WIFEXITED(st) && WEXITSTATUS(st) < 2);
+    return WEXITSTATUS(st) == 1;
+}
+
+// What each node of this process holds on the file at `path`, as
+// "node:use/forbid;".  With strip_drive, "drive3.file" reads "file": drive
+// numbers depend on the order the tests ran in.
+inline std::string our_lock_bytes(const std::string &path, bool strip_drive = false) {
+    struct stat st;
+    if (stat(path.c_str(), &st) < 0) return "stat failed";
+    std::string s;
+    for (auto &h : find_lock_holders(st.st_dev, st.st_ino)) {
+        if (!h.this_process) continue;
+        std::string n = h.node_name;
+        if (strip_drive && n.rfind("drive", 0) == 0) n = n.substr(n.find('.') + 1);
+        s += n + ":" + std::to_string(h.use) + "/" + std::to_string(h.forbid) + ";";
+    }
+    return s;
 }
 
 // Opens a drive named `name` that must open; fails the test with the error.
