@@ -178,7 +178,7 @@ Result<BdrvChild *> bdrv_open_child(BlockDriverState *bs, OptionDict &opts, std:
     inh.lock = role == ChildRole::Backing ? backing_lock_mode(bs->lock_mode) : bs->lock_mode;
     inh.role = role == ChildRole::Backing ? NodeRole::Backing : bs->role;
     inh.inactive = bs->open_flags & BDRV_O_INACTIVE;
-    inh.node_name = bs->node_name + "." + key;
+    inh.node_name = option_path_join(bs->node_name, key);  // counts long backing runs
     auto child = bdrv_open(std::move(child_opts), inh,
                            bdrv_option_name(bs, key));
     if (!child.ok()) return child.take_status();

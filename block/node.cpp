@@ -43,8 +43,56 @@ BdrvChild *BlockDriverState::child(ChildRole r) const {
     return nullptr;
 }
 
+namespace {
+
+// Runs of "backing" longer than this are counted rather than written out.
+constexpr int MAX_BACKING_RUN = 8;
+
+// How many "backing" levels `path` ends with (a counted run "backing[N]"
+// or N plain ones); *head gets the part before them.
+int trailing_backing(std::string_view path, std::string_view *head) {
+    int n = 0;
+    for (;;) {
+        size_t dot = path.rfind('.');
+        std::string_view last = dot == std::string_view::npos ? path : path.substr(dot + 1);
+        std::string_view rest = dot == std::string_view::npos ? std::string_view() : path.substr(0, dot);
+        if (last == "backing") {
+            n++;
+        } else if (n == 0 && last.size() > 9 && last.substr(0, 8) == "backing[" && last.back() == ']') {
+            int v = 0;
+            for (char c : last.substr(8, last.size() - 9)) {
+                if (c < '0' || c > '9' || v > 100000000) return n;
+                v = v * 10 + (c - '0');
+            }
+            *head = rest;
+            return v;
+        } else {
+            return n;
+        }
+        *head = rest;
+        path = rest;
+        if (path.empty()) return n;
+    }
+}
+
+}  // namespace
+
+// A node's name and option path grow by one segment per level of a backing
+// chain ("drive0.backing.backing.file"): written out, a chain of N images
+// would cost N^2 bytes (and the strings are built during the recursive
+// open).  Past MAX_BACKING_RUN levels the run is counted instead:
+// "drive0.backing[9].file", "backing[9].file.aio".
 std::string option_path_join(std::string_view path, std::string_view key) {
-    std::string s(path);
+    std::string s;
+    std::string_view head;
+    int run = key == "backing" ? trailing_backing(path, &head) : 0;
+    if (run >= MAX_BACKING_RUN) {
+        s = head;
+        if (!s.empty()) s += '.';
+        s += "backing[" + std::to_string(run + 1) + "]";
+        return s;
+    }
+    s = path;
     if (!s.empty()) s += '.';
     s += key;
     return s;

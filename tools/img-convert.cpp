@@ -61,6 +61,12 @@ struct Turn {
     void await_resume() const noexcept {}
 };
 
+// The writer whose turn it is now resumes at once, on this stack, rather
+// than through the loop: a schedule costs an eventfd write and a wake-up
+// per chunk, zero chunks included, which under CPU contention left the
+// target idle between in-order writes.  The nesting is bounded by the
+// workers (a running worker is never waiting) and ends when the resumed
+// one waits for I/O or its own next turn.
 void pass_turn(Convert *c) {
     if (!c->in_order) return;
     c->next_write++;
@@ -68,7 +74,7 @@ void pass_turn(Convert *c) {
     if (it != c->waiting.end()) {
         auto h = it->second;
         c->waiting.erase(it);
-        AioContext::main().schedule(h);
+        h.resume();
     }
 }
 

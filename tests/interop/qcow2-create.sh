@@ -114,5 +114,14 @@ expect_fail "max-chain-depth out of range" "Invalid value '3001' for parameter '
     "$MINIBLOCK_IO" -r --image-opts -c 'read 0 4k' driver=qcow2,file.filename=d1000.qcow2,max-chain-depth=3001
 expect_ok "max-chain-depth=1001 is enough" \
     "$MINIBLOCK_IO" -r --image-opts -c 'read -P 0x5a 64k 4k' driver=qcow2,file.filename=d1000.qcow2,max-chain-depth=1001
+# Option paths (and node names) count a run of more than eight backing
+# levels, so that a deep chain's names stay short; shorter runs are spelt out.
+b9=backing.backing.backing.backing.backing.backing.backing.backing.backing
+expect_fail "an option nine levels down is named with a counted run" \
+    "Could not open backing file: Invalid value 'bogus' for parameter 'backing\[9\]\.file\.aio'$" \
+    "$MINIBLOCK_IO" -r --image-opts -c 'read 0 4k' driver=qcow2,file.filename=d1000.qcow2,$b9.file.aio=bogus
+expect_fail "an option three levels down is named in full" \
+    "Could not open backing file: Invalid value 'bogus' for parameter 'backing\.backing\.backing\.file\.aio'$" \
+    "$MINIBLOCK_IO" -r --image-opts -c 'read 0 4k' driver=qcow2,file.filename=d1000.qcow2,backing.backing.backing.file.aio=bogus
 
 finish
