@@ -115,7 +115,6 @@ struct CreateOption {
     const char *fmt, *name, *type, *doc;
 };
 const CreateOption create_options[] = {
-    {"raw", "preallocation", "str", "Preallocation mode (allowed values: off, falloc, full)"},
     {"raw", "size", "size", "Virtual disk size"},
     {"qcow2", "backing_file", "str", "File name of a base image"},
     {"qcow2", "backing_fmt", "str", "Image format of the base image"},
