@@ -153,7 +153,11 @@ Task<int> co_truncate(BlockDriverState *bs, int64_t size) {
             if (entries > s->l1.size() && (r = co_await grow_l1(bs, entries)) < 0) co_return r;
             if ((r = co_await write_size(bs, uint64_t(size))) < 0) co_return r;
         } else {
-            if ((r = co_await release_tail(bs, (uint64_t(size) + cs - 1) / cs)) < 0) co_return r;
+            // Allocating writes past the new end finish linking first.
+            const uint64_t first = (uint64_t(size) + cs - 1) / cs;
+            while (co_await wait_for_overlapping(s, first, (old + cs - 1) / cs - first)) {
+            }
+            if ((r = co_await release_tail(bs, first)) < 0) co_return r;
             if ((r = co_await write_size(bs, uint64_t(size))) < 0) co_return r;
             co_return co_await cut_file(bs);
         }

@@ -41,7 +41,9 @@ PY
 for rb in 1 2 4 8 16 32 64; do identical "refcount_bits=$rb" -f qcow2 -o refcount_bits=$rb 1M; done
 identical "refcount_bits=1, 4k clusters, 1G" -f qcow2 -o refcount_bits=1,cluster_size=4k 1G
 identical "lazy_refcounts=on" -f qcow2 -o lazy_refcounts=on 1M
-info_same "lazy_refcounts=on,refcount_bits=64" q.img m.img
+info_same "lazy_refcounts=on" q.img m.img
+identical "refcount_bits=64,lazy_refcounts=on" -f qcow2 -o refcount_bits=64,lazy_refcounts=on 1M
+info_same "refcount_bits=64,lazy_refcounts=on" q.img m.img
 for p in off metadata; do identical "preallocation=$p" -f qcow2 -o preallocation=$p 1M; done
 # falloc and full: qemu-img moves its refcount table while preallocating
 # (another layout); what counts is the same: every cluster allocated and
@@ -229,6 +231,14 @@ qemu-img create -q -f qcow2 -o refcount_bits=4 g4.qcow2 1M
 qemu-io -c 'write -P 9 0 128k' g4.qcow2 >/dev/null
 patch_image g4.qcow2 z4.qcow2 0x20002 'B' 0x01
 same "refcount_bits=4, refcount 0 for clusters in use, -r all" z4.qcow2 -r all
+# A refcount block that cannot be read: every cluster it covers is a check
+# error, as with qemu-img.
+BD="driver=qcow2,file.driver=blkdebug,file.file.driver=file,file.file.filename=g.qcow2,file.rules=read@131072:EIO"
+"$MI" check --image-opts "$BD" >m.out 2>m.err; mrc=$?
+if [ $mrc = 1 ] && grep -q "^Can't get refcount for cluster 0: Input/output error$" m.err &&
+    grep -q "^8 internal errors have occurred during the check.$" m.out; then
+    ok "an unreadable refcount block: check errors (exit 1)"
+else not_ok "an unreadable refcount block" "exit $mrc" "$(head -3 m.err)" "$(cat m.out)"; fi
 expect_fail "check -r with a bad mode (qemu-img's text)" \
     "^miniblock-img: Unknown option value for -r \(expecting 'leaks' or 'all'\): foo$" "$MI" check -r foo g.qcow2
 
@@ -245,6 +255,13 @@ expect_output "read-write open repairs it" "^wrote 65536/65536 bytes" "$IO" -c '
 expect_output "... and clears the bit" '"dirty-flag": false' qemu-img info --output=json d.qcow2
 expect_output "... qemu-img check finds it clean" "^No errors were found on the image.$" qemu-img check d.qcow2
 expect_output "... the data is there" "^read 65536/65536 bytes" qemu-io -r -c 'read -P 3 0 256k' -c 'read -P 4 256k 64k' d.qcow2
+# A repair that cannot write fails the write and says why; the image stays dirty.
+qemu-img create -q -f qcow2 -o lazy_refcounts=on d2.qcow2 1M
+qemu-io -c 'write -P 3 0 256k' -c abort d2.qcow2 >/dev/null 2>&1
+expect_fail "a dirty image whose repair fails" "^WARNING: qcow2: Could not repair dirty image 'd2.qcow2': Input/output error$" \
+    "$IO" --image-opts -c 'write 512k 4k' \
+    "driver=qcow2,file.driver=blkdebug,file.file.driver=file,file.file.filename=d2.qcow2,file.rules=write:EIO"
+expect_output "... and it stays dirty" '"dirty-flag": true' qemu-img info --output=json d2.qcow2
 
 # --- amend ---------------------------------------------------------------------------
 # same_amend NAME CREATE-OPTS AMEND-OPTS: an image made and filled by qemu,
@@ -305,6 +322,8 @@ expect_fail "amend: refcount_bits=8 on compat=0.10" \
     am -o refcount_bits=8 e2.qcow2
 qemu-img create -q -f raw e.raw 1M
 expect_fail "amend: a raw image" "^miniblock-img: Format driver 'raw' does not support option amendment$" am -f raw -o size=2M e.raw
+expect_fail "amend refcount_bits=1 with a cluster referenced twice" \
+    "^miniblock-img: Could not change the refcount width: Numerical result out of range$" am -o refcount_bits=1 twice.qcow2
 expect_output "amend -o help" "^  lazy_refcounts=<bool \(on/off\)> - Postpone refcount updates$" am -o help e.qcow2
 cmp -s a0.qcow2 e.qcow2 && ok "refused amends changed nothing" || not_ok "refused amends changed nothing"
 # amend takes part in locking: a running writer keeps it out.
