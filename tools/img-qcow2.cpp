@@ -162,6 +162,13 @@ int cmd_check(int argc, char **argv) {
     flags.read_only = repair.empty();
     std::string image = argv[optind];
     auto blk = open_image(image, flags);
+    if (!blk.ok() && !repair.empty() && blk.status().message().find("Image is corrupt") != std::string::npos) {
+        // A qcow2 image marked corrupt opens read-write only to be repaired.
+        auto opts = image_options(image, flags);
+        if (!opts.ok()) return img_fail(opts.status());
+        opts->set_str("check-repair", "on");
+        blk = BlockBackend::open(*opts);
+    }
     if (!blk.ok()) return img_fail(Status(blk.status()).prefix("Could not open '" + qapi::shown_name(image) + "'"));
     BlockDriverState *bs = (*blk)->bs();
     if (strcmp(bs->drv->format_name, "qcow2") != 0) {

@@ -581,6 +581,17 @@ Task<int> check_locked(BlockDriverState *bs, int fix, CheckResult *res) {
         int r = co_await write_back_all(bs);
         if (r == 0) r = co_await bdrv_co_flush(bs->file()->bs.get());
         if (r < 0) co_return r;
+        // As QEMU (qcow2_mark_clean, qcow2_mark_consistent): a repaired image
+        // with nothing left wrong is neither dirty nor corrupt any more.
+        const uint64_t bits = INCOMPAT_DIRTY | INCOMPAT_CORRUPT;
+        if (!res->check_errors && !res->corruptions && (s->h().incompatible & bits)) {
+            uint8_t b[8];
+            put_be64(b, s->h().incompatible & ~bits);
+            if ((r = co_await write_file(bs, 72, 8, b)) == 0) r = co_await bdrv_co_flush(bs->file()->bs.get());
+            if (r < 0) co_return r;
+            s->h().incompatible &= ~bits;
+            s->corrupt = false;
+        }
         // Allocation starts over from the refcounts as they are now.
         s->free_index = -1;
     }

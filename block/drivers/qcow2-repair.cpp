@@ -134,19 +134,11 @@ Task<int> rebuild_refcounts(BlockDriverState *bs, std::vector<uint32_t> &refs, b
 Task<int> repair_dirty(BlockDriverState *bs) {
     State *s = bs->state<State>();
     CheckResult res;
+    // check clears the bit once nothing is left wrong.
     int r = co_await check_locked(bs, CHECK_FIX_LEAKS | CHECK_FIX_ERRORS, &res);
-    if (r == 0 && (res.check_errors || res.corruptions)) r = -EIO;
-    uint8_t b[8];
-    const uint64_t incompat = s->h().incompatible & ~INCOMPAT_DIRTY;
-    put_be64(b, incompat);
-    if (r == 0) r = co_await bdrv_co_pwritev(bs->file(), 72, 8, b);
-    if (r == 0) r = co_await bdrv_co_flush(bs->file()->bs.get());
-    if (r < 0) {
-        warn_report("qcow2: Could not repair dirty image '" + bs->filename + "': " + strerror(-r));
-        co_return r;
-    }
-    s->h().incompatible = incompat;
-    co_return 0;
+    if (r == 0 && (s->h().incompatible & INCOMPAT_DIRTY)) r = -EIO;
+    if (r < 0) warn_report("qcow2: Could not repair dirty image '" + bs->filename + "': " + strerror(-r));
+    co_return r;
 }
 
 }  // namespace mb::qcow2

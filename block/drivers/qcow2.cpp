@@ -157,7 +157,8 @@ Status load_state(BlockDriverState *bs, const qapi::OptionDict &opts, int64_t fi
     s->backing_display = s->img.backing_file;
 
     if (bs->writable()) {
-        if (h.incompatible & INCOMPAT_CORRUPT) {
+        // check -r (check-repair=on) opens it to repair it, as QEMU's BDRV_O_CHECK.
+        if ((h.incompatible & INCOMPAT_CORRUPT) && !opts.get_bool("check-repair").value_or(false)) {
             return Status::Error(EACCES, "qcow2: Image is corrupt; cannot be opened read/write",
                                  "Run 'qemu-img check -r all' to repair it");
         }

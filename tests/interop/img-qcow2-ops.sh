@@ -231,6 +231,17 @@ qemu-img create -q -f qcow2 -o refcount_bits=4 g4.qcow2 1M
 qemu-io -c 'write -P 9 0 128k' g4.qcow2 >/dev/null
 patch_image g4.qcow2 z4.qcow2 0x20002 'B' 0x01
 same "refcount_bits=4, refcount 0 for clusters in use, -r all" z4.qcow2 -r all
+# The corrupt bit (set when a corruption was detected): check -r opens the
+# image anyway and clears the bit once nothing is left wrong, as qemu-img.
+patch_image g.qcow2 cbit.qcow2 72 '>Q' 2
+same "the corrupt bit, -r all" cbit.qcow2 -r all
+expect_output "... the bit is gone" '"corrupt": false' qemu-img info --output=json m-cbit.qcow2
+patch_image leak.qcow2 cbitleak.qcow2 72 '>Q' 2
+same "the corrupt bit and leaks, -r leaks" cbitleak.qcow2 -r leaks
+patch_image zero.qcow2 cbitzero.qcow2 72 '>Q' 2
+same "the corrupt bit and refcount 0, -r leaks (the bit stays)" cbitzero.qcow2 -r leaks
+expect_fail "... the image still refuses writes" "qcow2: Image is corrupt; cannot be opened read/write" \
+    "$IO" -c 'write 0 4k' m-cbitzero.qcow2
 # A refcount block that cannot be read: every cluster it covers is a check
 # error, as with qemu-img.
 BD="driver=qcow2,file.driver=blkdebug,file.file.driver=file,file.file.filename=g.qcow2,file.rules=read@131072:EIO"
