@@ -49,6 +49,8 @@ int cmd_measure(int argc, char **argv);
 int cmd_dd(int argc, char **argv);
 // tools/img-rebase.cpp
 int cmd_rebase(int argc, char **argv);
+// tools/img-amend.cpp
+int cmd_amend(int argc, char **argv);
 
 // tools/img-qcow2.cpp
 int cmd_check(int argc, char **argv);

@@ -24,7 +24,7 @@ void print_img_convert_help(FILE *out);
 
 namespace {
 
-enum { OPT_IMAGE_OPTS = 500 };
+enum { OPT_IMAGE_OPTS = 500, OPT_TARGET_IMAGE_OPTS, OPT_SALVAGE };
 
 constexpr int64_t BUF_SIZE = 2 << 20;  // per request in flight, as qemu-img
 constexpr int MAX_IN_FLIGHT = 16;      // qemu-img's limit for -m
@@ -50,6 +50,8 @@ struct Convert {
     int error = 0;
     int64_t error_at = 0;
     bool error_read = false;
+    bool salvage = false;     // --salvage: unreadable sectors become zeroes
+    bool quiet = false;       // -q
 };
 
 // Suspends until it is chunk i's turn to write (in-order mode).
@@ -133,6 +135,20 @@ struct AlignedBuf {
     uint8_t *begin() { return p; }
 };
 
+// --salvage, as qemu-img: a chunk that failed is read again sector by
+// sector; a sector that still fails reads as zeroes, with a warning.
+Task<int> salvage_read(Convert *c, const Chunk &k, uint8_t *buf) {
+    for (int64_t p = 0; p < k.len; p += 512) {
+        int64_t n = std::min<int64_t>(512, k.len - p);
+        int r = co_await c->src->co_pread(k.off + p, n, buf + p);
+        if (r < 0) {
+            if (!c->quiet) fprintf(stderr, "%s: warning: error while reading offset %" PRId64 ": %s\n", img_prog, k.off + p, strerror(-r));
+            memset(buf + p, 0, n);
+        }
+    }
+    co_return 0;
+}
+
 Task<void> worker(Convert *c) {
     AlignedBuf buf;
     while (!c->error && c->next < c->chunks.size()) {
@@ -143,6 +159,7 @@ Task<void> worker(Convert *c) {
             std::fill(buf.begin(), buf.begin() + k.len, 0);
         } else if (!k.zero) {
             r = co_await c->src->co_pread(k.off, k.len, buf.data());
+            if (r < 0 && c->salvage) r = co_await salvage_read(c, k, buf.data());
             if (r < 0) {
                 fail(c, r, k.off, true);
                 break;
@@ -190,18 +207,24 @@ int cmd_convert(int argc, char **argv) {
     src_flags.read_only = true;
     std::string out_fmt = "raw", o, cache, backing;
     bool progress = false, no_create = false, out_of_order = false, compress = false;
+    bool quiet = false, salvage = false, target_image_opts = false, out_fmt_given = false;
     int64_t in_flight = 8, sparse = 4096;
     static const struct option longopts[] = {{"image-opts", no_argument, nullptr, OPT_IMAGE_OPTS},
                                              {"force-share", no_argument, nullptr, 'U'},
+                                             {"target-image-opts", no_argument, nullptr, OPT_TARGET_IMAGE_OPTS},
+                                             {"salvage", no_argument, nullptr, OPT_SALVAGE},
                                              {"help", no_argument, nullptr, 'h'},
                                              {nullptr, 0, nullptr, 0}};
     int ch;
-    while ((ch = getopt_long(argc, argv, "cf:O:o:pt:T:UB:m:nS:Wh", longopts, nullptr)) != -1) {
+    while ((ch = getopt_long(argc, argv, "cf:O:o:pqt:T:UB:m:nS:Wh", longopts, nullptr)) != -1) {
         switch (ch) {
         case 't': cache = optarg; break;
         case 'T': src_flags.cache = optarg; break;
         case 'f': src_flags.format = optarg; break;
-        case 'O': out_fmt = optarg; break;
+        case 'O': out_fmt = optarg; out_fmt_given = true; break;
+        case 'q': quiet = true; break;
+        case OPT_TARGET_IMAGE_OPTS: target_image_opts = true; break;
+        case OPT_SALVAGE: salvage = true; break;
         case 'o': o = o.empty() ? optarg : o + "," + optarg; break;
         case 'p': progress = true; break;
         case 'U': src_flags.force_share = true; break;
@@ -233,6 +256,10 @@ int cmd_convert(int argc, char **argv) {
         }
     }
     if (argc - optind != 2) return img_bad_usage("convert needs SOURCE and TARGET");
+    if (quiet) progress = false;
+    // qemu-img's rules and texts: an option string names an existing target.
+    if (target_image_opts && !no_create) return img_fail(Status::Error(EINVAL, "--target-image-opts requires use of -n flag"));
+    if (target_image_opts && out_fmt_given) return img_fail(Status::Error(EINVAL, "--image-opts and --format are mutually exclusive"));
     if (!backing.empty() && out_fmt != "qcow2")
         return img_bad_usage("Backing file not supported for file format '" + out_fmt + "'");
     if (!backing.empty() && no_create) return img_bad_usage("-B and -n cannot be used together");
@@ -256,7 +283,8 @@ int cmd_convert(int argc, char **argv) {
         if (!st.ok()) return img_fail(st.prefix("Could not create '" + dst + "'"));
     }
     ImageFlags dst_flags;
-    dst_flags.format = out_fmt;
+    if (target_image_opts) dst_flags.image_opts = true;
+    else dst_flags.format = out_fmt;
     // As qemu-img convert: no flush per allocation (cache=unsafe); -t
     // overrides.
     dst_flags.cache = cache.empty() ? "unsafe" : cache;
@@ -278,6 +306,8 @@ int cmd_convert(int argc, char **argv) {
     c.in_order = !out_of_order;
     c.sparse = sparse;
     c.progress = progress;
+    c.salvage = salvage;
+    c.quiet = quiet;
     if (compress) {
         // Compression works on whole target clusters: zero runs are
         // skipped cluster by cluster, and every write is whole clusters.
@@ -311,14 +341,17 @@ int cmd_convert(int argc, char **argv) {
 void print_img_convert_help(FILE *out) {
     fprintf(out,
             "  convert [-c] [-f FMT] [-O raw|qcow2] [-o OPTIONS] [-B BACKING] [-n] [-m N] [-W] [-S SIZE]\n"
-            "          [-t CACHE] [-T SRC_CACHE] [-p] [-U] SOURCE TARGET\n"
+            "          [-t CACHE] [-T SRC_CACHE] [-p] [-q] [-U] [--salvage] [--image-opts]\n"
+            "          [--target-image-opts] SOURCE TARGET\n"
             "      copy SOURCE (through its backing chain) into a new TARGET image, or into an\n"
             "      existing one with -n; ranges that read as zeroes are neither read nor\n"
             "      written (-S: zero runs of at least SIZE bytes, default 4k, are skipped;\n"
             "      -S 0: every byte is written); -m: requests in flight (default 8, at most\n"
             "      16); -W: writes out of order; -B: a qcow2 TARGET over BACKING, with only\n"
             "      what SOURCE's top image holds; -c: qcow2 clusters compressed (zlib); -p\n"
-            "      shows progress; the target's cache mode\n"
+            "      shows progress, -q nothing but errors; --salvage: unreadable sectors of\n"
+            "      SOURCE become zeroes (a warning each) instead of failing; --target-image-opts:\n"
+            "      TARGET is an option string (with -n); the target's cache mode\n"
             "      defaults to unsafe, as qemu-img's\n");
 }
 

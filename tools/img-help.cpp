@@ -35,22 +35,28 @@ const ImgHelp help_table[] = {
      "under \"miniblock\".\n"
      "\n"
      "  --backing-chain  every image of the backing chain (JSON: an array)\n"},
-    {"check", "check [-f FMT] [-r leaks] [-U] [--image-opts] [--output=human|json] FILE",
+    {"check", "check [-f FMT] [-r leaks|all] [-U] [--image-opts] [--output=human|json] FILE",
      "Check a qcow2 image's metadata.  Exit status: 0 clean, 1 check failed,\n"
-     "2 corruptions, 3 leaked clusters only.\n"
+     "2 corruptions, 3 leaked clusters only.  What was repaired is checked again.\n"
      "\n"
      "  -r leaks  drop the refcount of leaked clusters (needs write access)\n"
+     "  -r all    also raise refcounts that are too low, correct COPIED flags, and\n"
+     "            rebuild the refcount structure when a cluster in use has none\n"
      "  -U        force share (not with -r)\n"},
     {"map", "map [-f FMT] [-U] [--image-opts] [--output=human|json] FILE",
      "Show where each range of the image is stored (layer of the backing chain,\n"
      "offset in which file), or that it reads as zeroes.\n"},
-    {"convert", "convert [-f FMT] [-O raw|qcow2] [-o OPTIONS] [-t CACHE] [-T SRC_CACHE] [-p] [-U]\n"
-                "                    [--image-opts] SOURCE TARGET",
+    {"convert", "convert [-f FMT] [-O raw|qcow2] [-o OPTIONS] [-t CACHE] [-T SRC_CACHE] [-p] [-q] [-U]\n"
+                "                    [--salvage] [--image-opts] [-n [--target-image-opts]] SOURCE TARGET",
      "Copy SOURCE (through its backing chain) into a new TARGET image.  All-zero\n"
      "ranges are not written; the target's cache mode defaults to unsafe, as\n"
      "qemu-img's.\n"
      "\n"
-     "  -p  show progress\n"},
+     "  -p                   show progress\n"
+     "  -q                   quiet: nothing but errors\n"
+     "  --salvage            sectors of SOURCE that cannot be read become zeroes\n"
+     "                       (with a warning each) instead of failing the copy\n"
+     "  --target-image-opts  TARGET is an option string (needs -n, not -O)\n"},
     {"commit", "commit [-f FMT] [-t CACHE] [-b BASE] [-d] [-p] [-q] [--check] [--image-opts] OVERLAY",
      "Copy OVERLAY's data into its backing file (or into BASE, deeper in its chain),\n"
      "then empty OVERLAY (reads fall through to the base again), as qemu-img does.\n"
@@ -82,7 +88,13 @@ const ImgHelp help_table[] = {
     {"resize", "resize [-f FMT] [--shrink] [-q] [--image-opts] FILE [+|-]SIZE",
      "Change the image's virtual size.  Takes the resize permission, so it is\n"
      "refused while another process uses the image and forbids resizing (e.g. a\n"
-     "running QEMU).  Shrinking needs --shrink.\n"},
+     "running QEMU).  Shrinking needs --shrink.  A qcow2 image grows its L1 table\n"
+     "as needed; shrinking frees the clusters past the new end and cuts the file.\n"},
+    {"amend", "amend [-f FMT] [-t CACHE] [-q] [--image-opts] -o OPTIONS FILE",
+     "Change a qcow2 image's options in place: compat=0.10|1.1, lazy_refcounts=on|off,\n"
+     "refcount_bits=1..64 (a power of two; 1.1 only), size (through the resize\n"
+     "permission, as resize).  The image is opened read-write: refused while another\n"
+     "process writes it.  -o help lists the options.\n"},
     {"rebase", "rebase [-f FMT] [-t CACHE] [-u] [-U] [-q] [-p] -b BACKING -F BACKING_FMT FILE",
      "Change the backing file of a qcow2 image.  Safe mode (default) first copies\n"
      "into FILE every range it does not define itself where the old and the new\n"
@@ -108,8 +120,9 @@ const CreateOption create_options[] = {
     {"qcow2", "backing_fmt", "str", "Image format of the base image"},
     {"qcow2", "cluster_size", "size", "qcow2 cluster size"},
     {"qcow2", "compat", "str", "Compatibility level (v2 [0.10] or v3 [1.1])"},
-    {"qcow2", "lazy_refcounts", "bool (on/off)", "Postpone refcount updates (only off)"},
-    {"qcow2", "refcount_bits", "num", "Width of a reference count entry in bits (only 16)"},
+    {"qcow2", "lazy_refcounts", "bool (on/off)", "Postpone refcount updates"},
+    {"qcow2", "preallocation", "str", "Preallocation mode (allowed values: off, metadata, falloc, full)"},
+    {"qcow2", "refcount_bits", "num", "Width of a reference count entry in bits"},
     {"qcow2", "size", "size", "Virtual disk size"},
 };
 

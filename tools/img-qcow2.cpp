@@ -5,7 +5,9 @@
 
 #include <cinttypes>
 #include <cstdio>
+#include <algorithm>
 #include <cstring>
+#include <string>
 #include <vector>
 
 #include "block/aio.h"
@@ -25,10 +27,12 @@ enum { OPT_OUTPUT = 300, OPT_IMAGE_OPTS };
 void print_check(const qcow2::CheckResult &r, const std::string &file, bool json, bool repaired,
                  const qcow2::CheckResult *first) {
     if (json) {
-        // qemu-img's key order and spacing; zero counts left out as it does.
-        std::vector<std::pair<const char *, int64_t>> v;
+        // qemu-img's spacing and its key order, which is that of QEMU's
+        // QDict hash table (bucket order of its tdb-style hash, 512
+        // buckets); zero counts left out as it does.
+        std::vector<std::pair<const char *, std::string>> v;
         auto num = [&](const char *k, int64_t x, bool always) {
-            if (x || always) v.emplace_back(k, x);
+            if (x || always) v.emplace_back(k, std::to_string(x));
         };
         num("image-end-offset", r.image_end_offset, false);
         num("total-clusters", r.total_clusters, false);
@@ -42,14 +46,23 @@ void print_check(const qcow2::CheckResult &r, const std::string &file, bool json
         num("allocated-clusters", r.allocated_clusters, false);
         num("fragmented-clusters", r.fragmented_clusters, false);
         num("compressed-clusters", r.compressed_clusters, false);
-        printf("{\n");
-        for (auto &[k, x] : v) printf("    \"%s\": %" PRId64 ",\n", k, x);
         JsonNode *fn = json_node_new(JSON_NODE_VALUE);
         json_node_set_string(fn, file.c_str());
         gchar *fs = json_to_string(fn, FALSE);
-        printf("    \"filename\": %s,\n    \"format\": \"qcow2\"\n}\n", fs);
+        v.emplace_back("filename", fs);
+        v.emplace_back("format", "\"qcow2\"");
         g_free(fs);
         json_node_unref(fn);
+        auto bucket = [](const char *k) {
+            uint32_t h = 0x238F13AFu * uint32_t(strlen(k));
+            for (size_t i = 0; k[i]; i++) h += uint32_t(uint8_t(k[i])) << (i * 5 % 24);
+            return (1103515243u * h + 12345u) % 512;
+        };
+        std::stable_sort(v.begin(), v.end(), [&](auto &a, auto &b) { return bucket(a.first) < bucket(b.first); });
+        printf("{\n");
+        for (size_t i = 0; i < v.size(); i++)
+            printf("    \"%s\": %s%s\n", v[i].first, v[i].second.c_str(), i + 1 < v.size() ? "," : "");
+        printf("}\n");
         return;
     }
     if (repaired && first && (first->leaks_fixed || first->corruptions_fixed)) {
@@ -143,11 +156,19 @@ int cmd_check(int argc, char **argv) {
         }
     }
     if (argc - optind != 1) return img_bad_usage("check needs exactly one FILE");
-    if (!repair.empty() && repair != "leaks") return img_bad_usage("-r supports only 'leaks', not '" + repair + "'");
+    if (!repair.empty() && repair != "leaks" && repair != "all")
+        return img_bad_usage("Unknown option value for -r (expecting 'leaks' or 'all'): " + repair);
     if (!repair.empty() && flags.force_share) return img_bad_usage("-r and -U are mutually exclusive");
     flags.read_only = repair.empty();
     std::string image = argv[optind];
     auto blk = open_image(image, flags);
+    if (!blk.ok() && !repair.empty() && blk.status().message().find("Image is corrupt") != std::string::npos) {
+        // A qcow2 image marked corrupt opens read-write only to be repaired.
+        auto opts = image_options(image, flags);
+        if (!opts.ok()) return img_fail(opts.status());
+        opts->set_str("check-repair", "on");
+        blk = BlockBackend::open(*opts);
+    }
     if (!blk.ok()) return img_fail(Status(blk.status()).prefix("Could not open '" + qapi::shown_name(image) + "'"));
     BlockDriverState *bs = (*blk)->bs();
     if (strcmp(bs->drv->format_name, "qcow2") != 0) {
@@ -155,15 +176,18 @@ int cmd_check(int argc, char **argv) {
         return 63;
     }
     qcow2::CheckResult first, r;
-    Status st = qcow2_check(bs, !repair.empty(), &first);
+    const int fix = repair.empty() ? 0 : repair == "leaks" ? qcow2::CHECK_FIX_LEAKS
+                                                          : qcow2::CHECK_FIX_LEAKS | qcow2::CHECK_FIX_ERRORS;
+    Status st = qcow2_check(bs, fix, &first);
+    for (auto &m : first.messages) fprintf(stderr, "%s\n", m.c_str());
     if (!st.ok()) return img_fail(st);
     r = first;
-    if (!repair.empty() && first.leaks_fixed) {
+    // As qemu-img: what was repaired is checked again, and that is reported.
+    if (fix && (first.leaks_fixed || first.corruptions_fixed)) {
         r = qcow2::CheckResult{};
-        st = qcow2_check(bs, false, &r);
+        st = qcow2_check(bs, 0, &r);
         if (!st.ok()) return img_fail(st);
     }
-    for (auto &m : first.messages) fprintf(stderr, "%s\n", m.c_str());
     print_check(r, image, json, !repair.empty(), &first);
     if (r.check_errors) return 1;
     if (r.corruptions) return 2;
@@ -248,9 +272,10 @@ int cmd_map(int argc, char **argv) {
 
 void print_img_qcow2_help(FILE *out) {
     fprintf(out,
-            "  check [-f FMT] [-r leaks] [-U] [--image-opts] [--output=human|json] FILE\n"
+            "  check [-f FMT] [-r leaks|all] [-U] [--image-opts] [--output=human|json] FILE\n"
             "      check a qcow2 image's metadata; exit 0 clean, 1 check failed, 2 corruptions,\n"
-            "      3 leaked clusters only; -r leaks drops the refcount of leaked clusters\n"
+            "      3 leaked clusters only; -r leaks drops the refcount of leaked clusters, -r all\n"
+            "      also repairs refcount errors (rebuilding the refcount structure if need be)\n"
             "  map [-f FMT] [-U] [--image-opts] [--output=human|json] FILE\n"
             "      show where each range of the image is stored (layer of the backing chain,\n"
             "      offset in which file), or that it reads as zeroes\n");

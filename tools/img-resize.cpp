@@ -7,6 +7,7 @@
 
 #include <cinttypes>
 #include <cstdio>
+#include <cstring>
 #include <string>
 
 #include "tools/img-commands.h"
@@ -54,12 +55,18 @@ int cmd_resize(int argc, char **argv) {
     int64_t cur = (*blk)->length();
     if (cur < 0) return img_fail(PosixError("Could not get the image size", (int)-cur));
     int64_t want = sign == 0 ? *n : sign > 0 ? cur + *n : cur - *n;
-    if (want < 0 || (sign > 0 && want < cur)) return img_fail(Status::Error(EINVAL, "New image size must be positive"));
+    if (want <= 0 || (sign > 0 && want < cur)) return img_fail(Status::Error(EINVAL, "New image size must be positive"));
     if (want < cur && !shrink) {
-        return img_fail(Status::Error(EINVAL, "Use the --shrink option to perform a shrink operation.",
-                                      "Shrinking an image deletes all data beyond its new end; make sure "
-                                      "there is no important data there"));
+        // qemu-img 7.2's two lines, the error first.
+        img_fail(Status::Error(EINVAL, "Use the --shrink option to perform a shrink operation."));
+        fprintf(stderr, "%s: warning: Shrinking an image will delete all data beyond the shrunken image's end. "
+                        "Before performing such an operation, make sure there is no important data there.\n",
+                img_prog);
+        return 1;
     }
+    // qcow2 sizes are whole sectors (its driver's rule and text in QEMU).
+    if (!strcmp((*blk)->bs()->drv->format_name, "qcow2") && want % 512)
+        return img_fail(Status::Error(EINVAL, "The new size must be a multiple of 512"));
     auto r = truncate_with_resize_perm(**blk, want);
     if (!r.ok()) return img_fail(r.status());
     if (!quiet) printf("Image resized.\n");

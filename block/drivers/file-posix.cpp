@@ -16,12 +16,14 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <chrono>
 #include <cstdlib>
 #include <cstring>
 #include <memory>
 #include <thread>
+#include <vector>
 
 #include "block/aio.h"
 #include "block/block_int.h"
@@ -400,6 +402,12 @@ void file_get_info(BlockDriverState *bs, FormatInfo *info) {
 // Creating truncates: it must not happen under anyone's feet, so it takes an
 // exclusive lock first, exactly as an exclusive open would.
 Status file_create(const std::string &filename, int64_t size, qapi::OptionDict &opts) {
+    // preallocation: qemu-img's modes for files (metadata is qcow2's only).
+    std::string prealloc = opts.get_text("preallocation").value_or("off");
+    opts.erase("preallocation");
+    if (prealloc == "metadata") return Status::Error(ENOTSUP, "Unsupported preallocation mode: metadata");
+    if (prealloc != "off" && prealloc != "falloc" && prealloc != "full")
+        return Status::Error(EINVAL, "Parameter 'preallocation' does not accept value '" + prealloc + "'");
     MB_TRY(bdrv_create_options_done("raw", opts));
     UniqueFd fd(open(filename.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644));
     if (!fd) return PosixError("Could not create '" + filename + "'", errno);
@@ -412,6 +420,21 @@ Status file_create(const std::string &filename, int64_t size, qapi::OptionDict &
     if (S_ISREG(st.st_mode)) {
         if (ftruncate(fd.get(), 0) < 0 || ftruncate(fd.get(), size) < 0)
             return PosixError("Could not resize '" + filename + "'", errno);
+        if (prealloc != "off" && size > 0) {
+            if (int e = posix_fallocate(fd.get(), 0, size)) {
+                if (prealloc == "falloc") return PosixError("Could not preallocate data for the new file", e);
+            }
+            // full: every byte written, as qemu-img does (fallocate alone may
+            // leave unwritten extents).
+            for (int64_t off = 0; prealloc == "full" && off < size;) {
+                static const std::vector<char> zeroes(1 << 20, 0);
+                size_t n = size_t(std::min<int64_t>(size - off, int64_t(zeroes.size())));
+                ssize_t w = pwrite(fd.get(), zeroes.data(), n, off);
+                if (w < 0 && errno == EINTR) continue;
+                if (w <= 0) return PosixError("Could not write zeros for preallocation", w < 0 ? errno : EIO);
+                off += w;
+            }
+        }
     }
     (*lock)->release();
     lock->reset();

@@ -67,6 +67,11 @@ Task<int> prepare_first_write(BlockDriverState *bs) {
     // refcount blocks the overlap checks know) must be in memory.
     if (int r = co_await load_reftable(bs); r < 0) co_return r;
     s->header_updated = true;
+    // QEMU's lazy refcounts left the image dirty: repaired before anything
+    // is allocated from its refcounts (qcow2-repair.cpp).
+    if (s->h().incompatible & INCOMPAT_DIRTY) {
+        if (int r = co_await repair_dirty(bs); r < 0) co_return r;
+    }
     if (s->h().version >= 3 && s->h().autoclear) {
         uint8_t z[8] = {};
         int r = co_await write_file(bs, 88, 8, z);

@@ -7,6 +7,7 @@
 // collide with anything the image already references.
 #include <algorithm>
 #include <cerrno>
+#include <cstdint>
 #include <cstring>
 
 #include "block/drivers/qcow2.h"
@@ -387,22 +388,23 @@ struct Counter {
 
 }  // namespace
 
-Task<int> check(BlockDriverState *bs, bool repair_leaks, CheckResult *res) {
+namespace {
+
+struct CopiedCheck {
+    uint64_t cluster;
+    bool copied;
+    std::string what;  // "data cluster: l2_entry=8000000000050000"
+    uint64_t l1_index, l2_offset, l2_index;  // where the entry is (l2_offset 0: an L1 entry)
+};
+
+// Counts every reference to every host cluster into cnt (and the entries
+// whose OFLAG_COPIED is compared once refcounts are known).
+Task<int> count_refs(BlockDriverState *bs, Counter &cnt, std::vector<CopiedCheck> &copied, CheckResult *res) {
     State *s = bs->state<State>();
-    co_await s->lock.lock();
-    CoLockGuard g(s->lock);
     const int64_t cs = s->cluster_size;
     const Header &h = s->h();
-    if (h.nb_snapshots) co_return -ENOTSUP;
-    if (int r = co_await load_reftable(bs); r < 0) co_return r;
-    int64_t file_len = bdrv_getlength(bs->file()->bs.get());
-    if (file_len < 0) co_return (int)file_len;
-    uint64_t nclusters = (file_len + cs - 1) / cs;
-    if (nclusters > MAX_CHECK_CLUSTERS) co_return -EFBIG;
-    Counter cnt{std::vector<uint32_t>(nclusters, 0), res};
-    res->total_clusters = (h.size + cs - 1) / cs;
-    res->image_end_offset = nclusters * cs;
-
+    std::fill(cnt.ref.begin(), cnt.ref.end(), 0);
+    copied.clear();
     cnt.add(0, cs, cs, "header");
     cnt.add(h.l1_table_offset, uint64_t(h.l1_size) * 8, cs, "L1 table");
     cnt.add(h.refcount_table_offset, uint64_t(h.refcount_table_clusters) * cs, cs, "refcount table");
@@ -416,13 +418,6 @@ Task<int> check(BlockDriverState *bs, bool repair_leaks, CheckResult *res) {
         }
         cnt.add(off, cs, cs, "refcount block");
     }
-    // Guest clusters; OFLAG_COPIED is compared once refcounts are known.
-    struct CopiedCheck {
-        uint64_t cluster;
-        bool copied;
-        std::string what;  // "data cluster: l2_entry=8000000000050000"
-    };
-    std::vector<CopiedCheck> copied;
     uint64_t last_host = 0;
     const uint64_t l2_entries = uint64_t(1) << s->l2_bits;
     for (size_t i = 0; i < s->l1.size(); i++) {
@@ -435,7 +430,7 @@ Task<int> check(BlockDriverState *bs, bool repair_leaks, CheckResult *res) {
         }
         cnt.add(l2_off, cs, cs, "L2 table");
         copied.push_back({l2_off / uint64_t(cs), bool(s->l1[i] & OFLAG_COPIED),
-                          "L2 cluster: l1_index=" + std::to_string(i) + " l1_entry=" + hex(s->l1[i]).substr(2)});
+                          "L2 cluster: l1_index=" + std::to_string(i) + " l1_entry=" + hex(s->l1[i]).substr(2), i, 0, 0});
         TableCache::Table t;
         last_host = 0;  // contiguity is counted within one L2 table
         int r = co_await load_table(bs, s->l2_cache, l2_off, &t);
@@ -463,61 +458,200 @@ Task<int> check(BlockDriverState *bs, bool repair_leaks, CheckResult *res) {
                 continue;
             }
             cnt.add(off, cs, cs, "data cluster");
-            copied.push_back({off / uint64_t(cs), bool(e & OFLAG_COPIED), "data cluster: l2_entry=" + hex(e).substr(2)});
+            copied.push_back({off / uint64_t(cs), bool(e & OFLAG_COPIED), "data cluster: l2_entry=" + hex(e).substr(2),
+                              i, l2_off, k});
             res->allocated_clusters++;
             if (last_host && off != last_host + cs) res->fragmented_clusters++;
             last_host = off;
         }
     }
+    co_return 0;
+}
 
-    // Compare with the refcounts.
-    const uint64_t per_block = uint64_t(1) << s->rb_bits;
-    // Refcounts of clusters past the end of the file are not looked at
-    // (as qemu-img check), unless something references them.
-    (void)per_block;
-    uint64_t span = nclusters;
-    uint64_t end_cluster = 0;
-    for (uint64_t c = 0; c < span; c++) {
+// QEMU's compare_refcounts: each cluster's refcount against its references.
+// A referenced cluster with refcount 0 means the refcount structure itself
+// is broken (*rebuild); what `fix` allows is repaired ("Repairing ...").
+Task<void> compare(BlockDriverState *bs, const Counter &cnt, int fix, bool *rebuild, int64_t *highest,
+                   CheckResult *res) {
+    for (uint64_t c = 0; c < cnt.ref.size(); c++) {
         uint64_t rc;
-        int r = co_await get_refcount(bs, c, &rc);
+        int r = co_await get_refcount(bs, int64_t(c), &rc);
         if (r < 0) {
+            res->messages.push_back("Can't get refcount for cluster " + std::to_string(c) + ": " + strerror(-r));
             res->check_errors++;
             continue;
         }
-        uint64_t refs = c < cnt.ref.size() ? cnt.ref[c] : 0;
-        if (refs || (rc && !repair_leaks)) end_cluster = c + 1;
+        uint64_t refs = cnt.ref[c];
+        if (rc || refs) *highest = int64_t(c);
         if (rc == refs) continue;
-        if (rc < refs) {
-            res->messages.push_back("ERROR cluster " + std::to_string(c) + " refcount=" + std::to_string(rc) +
-                                    " reference=" + std::to_string(refs));
-            res->corruptions++;
-        } else if (repair_leaks && bs->writable()) {
-            res->messages.push_back("Leaked cluster " + std::to_string(c) + " refcount=" + std::to_string(rc) +
-                                    " reference=" + std::to_string(refs));
-            res->messages.push_back("Repairing cluster " + std::to_string(c) + " refcount=" + std::to_string(rc) +
-                                    " reference=" + std::to_string(refs));
-            r = co_await update_range(bs, c, 1, -int(rc - refs));
-            if (r < 0) res->check_errors++;
-            else res->leaks_fixed++;
-        } else {
-            res->messages.push_back("Leaked cluster " + std::to_string(c) + " refcount=" + std::to_string(rc) +
-                                    " reference=" + std::to_string(refs));
-            res->leaks++;
+        int64_t *num_fixed = nullptr;
+        if (rc == 0) *rebuild = true;
+        else if (rc > refs && (fix & CHECK_FIX_LEAKS) && bs->writable()) num_fixed = &res->leaks_fixed;
+        else if (rc < refs && (fix & CHECK_FIX_ERRORS) && bs->writable()) num_fixed = &res->corruptions_fixed;
+        res->messages.push_back(std::string(num_fixed ? "Repairing" : rc < refs ? "ERROR" : "Leaked") + " cluster " +
+                                std::to_string(c) + " refcount=" + std::to_string(rc) + " reference=" +
+                                std::to_string(refs));
+        if (num_fixed) {
+            uint64_t diff = rc > refs ? rc - refs : refs - rc;
+            // update_range refuses what the width cannot hold (an overflow).
+            if (diff <= uint64_t(INT32_MAX) &&
+                co_await update_range(bs, int64_t(c), 1, rc > refs ? -int(diff) : int(diff)) == 0) {
+                (*num_fixed)++;
+                continue;
+            }
         }
+        if (rc < refs) res->corruptions++;
+        else res->leaks++;
     }
+}
+
+// QEMU's check_oflag_copied: an entry's COPIED flag says its refcount is 1.
+Task<int> check_copied(BlockDriverState *bs, const std::vector<CopiedCheck> &copied, int fix, CheckResult *res) {
+    State *s = bs->state<State>();
+    const bool repair = bs->writable() && ((fix & CHECK_FIX_ERRORS) ||
+                                           ((fix & CHECK_FIX_LEAKS) && !res->check_errors && !res->corruptions && !res->leaks));
     for (auto &cc : copied) {
         uint64_t rc;
         if (co_await get_refcount(bs, cc.cluster, &rc) < 0) continue;
-        if ((rc == 1) != cc.copied) {
-            res->messages.push_back("ERROR OFLAG_COPIED " + cc.what + " refcount=" + std::to_string(rc));
-            res->corruptions++;
+        if ((rc == 1) == cc.copied) continue;
+        res->corruptions++;
+        res->messages.push_back(std::string(repair ? "Repairing" : "ERROR") + " OFLAG_COPIED " + cc.what +
+                                " refcount=" + std::to_string(rc));
+        if (!repair) continue;
+        int r;
+        if (!cc.l2_offset) {
+            uint64_t e = rc == 1 ? s->l1[cc.l1_index] | OFLAG_COPIED : s->l1[cc.l1_index] & ~OFLAG_COPIED;
+            uint8_t b[8];
+            put_be64(b, e);
+            if ((r = co_await write_file(bs, s->h().l1_table_offset + cc.l1_index * 8, 8, b)) < 0) {
+                res->check_errors++;
+                continue;
+            }
+            s->l1[cc.l1_index] = e;
+        } else {
+            TableCache::Table t;
+            if ((r = co_await load_table(bs, s->l2_cache, cc.l2_offset, &t)) < 0) {
+                res->check_errors++;
+                continue;
+            }
+            uint64_t e = be64(t->data() + cc.l2_index * 8);
+            put_be64(t->data() + cc.l2_index * 8, rc == 1 ? e | OFLAG_COPIED : e & ~OFLAG_COPIED);
+            s->l2_cache.mark_dirty(cc.l2_offset, t);
+        }
+        res->corruptions--;
+        res->corruptions_fixed++;
+    }
+    co_return 0;
+}
+
+}  // namespace
+
+Task<int> count_references(BlockDriverState *bs, std::vector<uint32_t> &refs) {
+    State *s = bs->state<State>();
+    if (int r = co_await load_reftable(bs); r < 0) co_return r;
+    int64_t file_len = bdrv_getlength(bs->file()->bs.get());
+    if (file_len < 0) co_return (int)file_len;
+    uint64_t nclusters = (file_len + s->cluster_size - 1) / s->cluster_size;
+    if (nclusters > MAX_CHECK_CLUSTERS) co_return -EFBIG;
+    CheckResult res;
+    Counter cnt{std::vector<uint32_t>(nclusters, 0), &res};
+    std::vector<CopiedCheck> copied;
+    if (int r = co_await count_refs(bs, cnt, copied, &res); r < 0) co_return r;
+    if (res.corruptions) co_return -EIO;  // references that cannot be counted: run check first
+    refs = std::move(cnt.ref);
+    co_return 0;
+}
+
+Task<int> check(BlockDriverState *bs, int fix, CheckResult *res) {
+    State *s = bs->state<State>();
+    co_await s->lock.lock();
+    CoLockGuard g(s->lock);
+    co_return co_await check_locked(bs, fix, res);
+}
+
+Task<int> check_locked(BlockDriverState *bs, int fix, CheckResult *res) {
+    State *s = bs->state<State>();
+    const int64_t cs = s->cluster_size;
+    const Header &h = s->h();
+    if (h.nb_snapshots) co_return -ENOTSUP;
+    if (!bs->writable()) fix = 0;
+    if (int r = co_await load_reftable(bs); r < 0) co_return r;
+    int64_t file_len = bdrv_getlength(bs->file()->bs.get());
+    if (file_len < 0) co_return (int)file_len;
+    uint64_t nclusters = (file_len + cs - 1) / cs;
+    if (nclusters > MAX_CHECK_CLUSTERS) co_return -EFBIG;
+    Counter cnt{std::vector<uint32_t>(nclusters, 0), res};
+    std::vector<CopiedCheck> copied;
+    res->total_clusters = (h.size + cs - 1) / cs;
+    if (int r = co_await count_refs(bs, cnt, copied, res); r < 0) co_return r;
+
+    // Counts only: the detail lines accumulate across the passes.
+    auto set_counts = [&](const CheckResult &src) {
+        auto m = std::move(res->messages);
+        *res = src;
+        res->messages = std::move(m);
+    };
+    const CheckResult pre = *res;
+    bool rebuild = false;
+    int64_t highest = -1;
+    co_await compare(bs, cnt, 0, &rebuild, &highest, res);
+    if (rebuild && (fix & CHECK_FIX_ERRORS)) {
+        // As QEMU: a fresh refcount structure from the references; the old
+        // one is leaked by that and freed at once; the counts say what was
+        // wrong before.
+        const CheckResult old = *res;
+        res->messages.push_back("Rebuilding refcount structure");
+        if (int r = co_await rebuild_refcounts(bs, cnt.ref); r < 0) {
+            res->check_errors++;
+            co_return r;
+        }
+        res->corruptions = res->leaks = 0;
+        int64_t file_now = bdrv_getlength(bs->file()->bs.get());
+        if (file_now < 0) co_return (int)file_now;
+        cnt.ref.assign(std::max<uint64_t>(nclusters, (file_now + cs - 1) / cs), 0);
+        const CheckResult saved = *res;
+        if (int r = co_await count_refs(bs, cnt, copied, res); r < 0) co_return r;
+        set_counts(CheckResult{});
+        rebuild = false;
+        highest = -1;
+        co_await compare(bs, cnt, CHECK_FIX_LEAKS, &rebuild, &highest, res);
+        if (rebuild) res->messages.push_back("ERROR rebuilt refcount structure is still broken");
+        const int64_t fresh_leaks = res->leaks;
+        set_counts(saved);
+        if (res->corruptions < old.corruptions) res->corruptions_fixed += old.corruptions - res->corruptions;
+        if (res->leaks < old.leaks) res->leaks_fixed += old.leaks - res->leaks;
+        res->leaks += fresh_leaks;
+    } else if (fix) {
+        if (rebuild) {
+            res->messages.push_back("ERROR need to rebuild refcount structures");
+            res->check_errors++;
+            co_return -EIO;
+        }
+        if (res->leaks || res->corruptions) {
+            set_counts(pre);
+            highest = -1;
+            co_await compare(bs, cnt, fix, &rebuild, &highest, res);
         }
     }
-    res->image_end_offset = end_cluster * cs;
-    if (res->leaks_fixed) {
+    if (int r = co_await check_copied(bs, copied, fix, res); r < 0) co_return r;
+    res->image_end_offset = (highest + 1) * cs;
+    if (fix) {
         int r = co_await write_back_all(bs);
         if (r == 0) r = co_await bdrv_co_flush(bs->file()->bs.get());
         if (r < 0) co_return r;
+        // As QEMU (qcow2_mark_clean, qcow2_mark_consistent): a repaired image
+        // with nothing left wrong is neither dirty nor corrupt any more.
+        const uint64_t bits = INCOMPAT_DIRTY | INCOMPAT_CORRUPT;
+        if (!res->check_errors && !res->corruptions && (s->h().incompatible & bits)) {
+            uint8_t b[8];
+            put_be64(b, s->h().incompatible & ~bits);
+            if ((r = co_await write_file(bs, 72, 8, b)) == 0) r = co_await bdrv_co_flush(bs->file()->bs.get());
+            if (r < 0) co_return r;
+            s->h().incompatible &= ~bits;
+            s->corrupt = false;
+        }
+        // Allocation starts over from the refcounts as they are now.
+        s->free_index = -1;
     }
     co_return 0;
 }

@@ -157,16 +157,13 @@ Status load_state(BlockDriverState *bs, const qapi::OptionDict &opts, int64_t fi
     s->backing_display = s->img.backing_file;
 
     if (bs->writable()) {
-        if (h.incompatible & INCOMPAT_CORRUPT) {
+        // check -r (check-repair=on) opens it to repair it, as QEMU's BDRV_O_CHECK.
+        if ((h.incompatible & INCOMPAT_CORRUPT) && !opts.get_bool("check-repair").value_or(false)) {
             return Status::Error(EACCES, "qcow2: Image is corrupt; cannot be opened read/write",
                                  "Run 'qemu-img check -r all' to repair it");
         }
-        if (h.incompatible & INCOMPAT_DIRTY) {
-            // Lazy refcounts were in use and the image was not closed: its
-            // refcounts cannot be trusted for allocation.
-            return Status::Error(EACCES, "qcow2: Image is dirty (lazy refcounts not written back); cannot be opened read/write",
-                                 "Run 'qemu-img check -r all' to repair it");
-        }
+        // A dirty image (lazy refcounts in use, not closed) is repaired
+        // before its first write: repair_dirty (qcow2-repair.cpp).
         if (h.nb_snapshots) {
             return Status::Error(ENOTSUP, "qcow2: Writing images with internal snapshots is not supported",
                                  "Open it read-only");
@@ -446,15 +443,15 @@ Task<int> read_range(BlockDriverState *bs, int64_t offset, int64_t bytes, uint8_
 
 }  // namespace qcow2
 
-Status qcow2_check(BlockDriverState *bs, bool repair_leaks, qcow2::CheckResult *res) {
+Status qcow2_check(BlockDriverState *bs, int fix, qcow2::CheckResult *res) {
     if (!bs->drv || strcmp(bs->drv->format_name, "qcow2") != 0) {
         return Status::Error(ENOTSUP, "This image format does not support checks");
     }
     if (bs->state<qcow2::State>()->h().nb_snapshots) {
         return Status::Error(ENOTSUP, "Checking qcow2 images with internal snapshots is not supported");
     }
-    int r = sync_wait(qcow2::check(bs, repair_leaks, res));
-    if (r < 0) return PosixError("Could not check the image", -r);
+    int r = sync_wait(qcow2::check(bs, fix, res));
+    if (r < 0) return PosixError("Check failed", -r);  // qemu-img's text
     return Status::OK();
 }
 
@@ -476,7 +473,7 @@ const BlockDriver bdrv_qcow2 = {
     .co_pwrite_zeroes = qcow2::co_pwrite_zeroes,
     .co_pdiscard = qcow2::co_pdiscard,
     .co_flush = qcow2_co_flush,
-    .co_truncate = nullptr,
+    .co_truncate = qcow2::co_truncate,
     .co_block_status = qcow2_co_block_status,
     .getlength = qcow2_getlength,
     .get_allocated_size = nullptr,

@@ -19,6 +19,7 @@
 #include <list>
 #include <map>
 #include <memory>
+#include <optional>
 #include <set>
 #include <string>
 #include <unordered_map>
@@ -279,17 +280,60 @@ struct CheckResult {
     int64_t allocated_clusters = 0, fragmented_clusters = 0, compressed_clusters = 0;
     std::vector<std::string> messages;  // "Leaked cluster 5 refcount=1 reference=0", ...
 };
+// What check may repair (qemu-img check -r leaks: leaks; -r all: both).
+enum CheckFix { CHECK_FIX_LEAKS = 1, CHECK_FIX_ERRORS = 2 };
 // Cross-checks every reference against the refcounts (qemu-img check's
-// rules); with repair_leaks, drops the refcount of leaked clusters.
-Task<int> check(BlockDriverState *bs, bool repair_leaks, CheckResult *res);
+// rules and detail lines); `fix` (CheckFix bits) repairs as qemu-img does:
+// leaked refcounts dropped, missing ones raised, COPIED flags corrected,
+// the refcount structure rebuilt when a used cluster has refcount 0.
+Task<int> check(BlockDriverState *bs, int fix, CheckResult *res);
+Task<int> check_locked(BlockDriverState *bs, int fix, CheckResult *res);  // caller holds s->lock
+
+// --- resize and repair (qcow2-resize.cpp, qcow2-repair.cpp) --------------------
+
+// The driver's co_truncate: grow (L1 growth as needed) or shrink (clusters
+// past the end released, the file cut); the size a multiple of 512.
+Task<int> co_truncate(BlockDriverState *bs, int64_t size);
+// check -r all's refcount rebuild: a fresh refcount table and blocks
+// holding `refs` (one count per host cluster; grows with what it places),
+// placed first-fit in clusters nobody references, as QEMU's.  Caller holds
+// s->lock.
+// write_header false: the header is left to the caller (amend writes it
+// with a new refcount width in the same write).
+Task<int> rebuild_refcounts(BlockDriverState *bs, std::vector<uint32_t> &refs, bool write_header = true);
+// The references to each host cluster, counted as check counts them
+// (qcow2-refcount.cpp).  Caller holds s->lock.
+Task<int> count_references(BlockDriverState *bs, std::vector<uint32_t> &refs);
+// The first write to an image with the dirty bit (lazy refcounts were in
+// use when it was last closed uncleanly): repair it as QEMU does at open,
+// then clear the bit.  Caller holds s->lock.
+Task<int> repair_dirty(BlockDriverState *bs);
 
 // --- create (qcow2-create.cpp) --------------------------------------------------
 
 Status create(const std::string &filename, int64_t size, qapi::OptionDict &opts);
+// The first cluster `h` (cs bytes, the fixed header of hlen bytes filled in)
+// gets what follows the fixed header as qemu-img 7.2 lays it out: the
+// backing format and (v3) feature table extensions, the end marker, the
+// backing file name (its offset and size set in the fixed header).
+Status write_header_tail(uint8_t *h, uint32_t hlen, int version, int64_t cs, const std::string &backing,
+                         const std::string &backing_fmt);
+
+// --- amend (qcow2-amend.cpp) ----------------------------------------------------
+
+// qemu-img amend's changes to an image open read-write (an exclusive lock):
+// unset fields are left as they are.  Errors are qemu-img 7.2's texts.
+struct AmendOptions {
+    std::optional<int> version;         // compat: 2 (0.10) or 3 (1.1)
+    std::optional<bool> lazy_refcounts;
+    std::optional<int> refcount_order;  // refcount_bits = 1 << order
+};
+Status amend(BlockDriverState *bs, const AmendOptions &o);
 
 }  // namespace mb::qcow2
 
 namespace mb {
 // For tools: the qcow2 check of a node opened with driver qcow2.
-Status qcow2_check(BlockDriverState *bs, bool repair_leaks, qcow2::CheckResult *res);
+// fix: qcow2::CheckFix bits (true: leaks only).
+Status qcow2_check(BlockDriverState *bs, int fix, qcow2::CheckResult *res);
 }  // namespace mb

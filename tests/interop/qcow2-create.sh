@@ -38,8 +38,8 @@ expect_fail "cluster_size not a power of two" "^miniblock-img: Invalid cluster_s
 expect_output "cluster_size detail" "Cluster size must be a power of two between 512 and 2M" sh -c "$MINIBLOCK_IMG create -f qcow2 -o cluster_size=4M x.qcow2 1M 2>&1; true"
 expect_fail "compat" "^miniblock-img: Invalid compat '2'$" c -o compat=2 x.qcow2 1M
 expect_fail "size not a multiple of 512" "^miniblock-img: Image size 1000 is not a multiple of 512 bytes$" c x.qcow2 1000
-expect_fail "refcount_bits" "^miniblock-img: Invalid refcount_bits '8'$" c -o refcount_bits=8 x.qcow2 1M
-expect_fail "lazy_refcounts" "^miniblock-img: Invalid lazy_refcounts 'on'$" c -o lazy_refcounts=on x.qcow2 1M
+expect_fail "refcount_bits" "^miniblock-img: Refcount width must be a power of two and may not exceed 64 bits$" c -o refcount_bits=12 x.qcow2 1M
+expect_fail "lazy_refcounts" "^miniblock-img: Parameter 'lazy_refcounts' expects 'on' or 'off'$" c -o lazy_refcounts=yes x.qcow2 1M
 expect_fail "unknown creation option" "^miniblock-img: Invalid parameter 'foo'$" c -o foo=1 x.qcow2 1M
 expect_fail "backing_fmt alone" "^miniblock-img: backing_fmt is set without backing_file$" c -o backing_fmt=raw x.qcow2 1M
 expect_fail "-F without -b" "miniblock-img: -F needs -b" c -F raw x.qcow2 1M
@@ -52,7 +52,7 @@ expect_fail "backing name too long" "^miniblock-img: Backing file name is longer
 
 # Tool errors.
 "$MINIBLOCK_IMG" create -f qcow2 g.qcow2 1M >/dev/null
-expect_fail "check -r all" "^miniblock-img: -r supports only 'leaks', not 'all'$" "$MINIBLOCK_IMG" check -r all g.qcow2
+expect_fail "check -r foo" "^miniblock-img: Unknown option value for -r \(expecting 'leaks' or 'all'\): foo$" "$MINIBLOCK_IMG" check -r foo g.qcow2
 expect_fail "check of a raw image" "^miniblock-img: This image format does not support checks$" "$MINIBLOCK_IMG" check base.raw
 "$MINIBLOCK_IMG" check -f raw base.raw >/dev/null 2>&1
 [ $? = 63 ] && ok "check of a raw image exits 63" || not_ok "check of a raw image exits 63"
