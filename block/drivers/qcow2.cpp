@@ -167,10 +167,6 @@ Status load_state(BlockDriverState *bs, const qapi::OptionDict &opts, int64_t fi
             return Status::Error(EACCES, "qcow2: Image is dirty (lazy refcounts not written back); cannot be opened read/write",
                                  "Run 'qemu-img check -r all' to repair it");
         }
-        if (h.nb_snapshots) {
-            return Status::Error(ENOTSUP, "qcow2: Writing images with internal snapshots is not supported",
-                                 "Open it read-only");
-        }
     }
 
     // Options.
