@@ -381,6 +381,57 @@ Task<int> cow_l2_table(BlockDriverState *bs, uint64_t l1_idx, TableCache::Table 
 }
 
 namespace {
+uint64_t table_bytes(const std::vector<SnapshotInfo> &t);
+}  // namespace
+
+Task<int> snapshot_references(BlockDriverState *bs, std::map<uint64_t, uint64_t> *refs, std::vector<std::string> *errors) {
+    State *s = bs->state<State>();
+    const uint64_t cs = s->cluster_size;
+    std::vector<SnapshotInfo> table;
+    std::string why;
+    int r = co_await read_table(bs, &table, &why);
+    if (r == -EINVAL) {
+        errors->push_back("ERROR " + why);
+        co_return 0;
+    }
+    if (r < 0) co_return r;
+    auto add = [&](uint64_t off, uint64_t len) {
+        if (len)
+            for (uint64_t c = off / cs; c <= (off + len - 1) / cs; c++) (*refs)[c]++;
+    };
+    add(s->h().snapshots_offset, table_bytes(table));
+    for (auto &sn : table) {
+        add(sn.l1_offset, uint64_t(sn.l1_size) * 8);
+        std::vector<uint64_t> l1;
+        if ((r = co_await read_l1(bs, sn.l1_offset, sn.l1_size, &l1)) < 0) co_return r;
+        for (uint64_t e : l1) {
+            uint64_t off = e & L1E_OFFSET_MASK;
+            if (!off) continue;
+            if (off % cs) {
+                errors->push_back("ERROR snapshot '" + sn.name + "': L2 table offset " + hex(off) + " is unaligned");
+                continue;
+            }
+            add(off, cs);
+            TableCache::Table t;
+            if (co_await load_table(bs, s->l2_cache, off, &t) < 0) {
+                errors->push_back("ERROR snapshot '" + sn.name + "': could not read L2 table at " + hex(off));
+                continue;
+            }
+            for (uint64_t j = 0; j < (uint64_t(1) << s->l2_bits); j++) {
+                uint64_t x = be64(t->data() + j * 8), o, len;
+                entry_range(s, x, &o, &len);
+                if (len && !(x & OFLAG_COMPRESSED) && o % cs) {
+                    errors->push_back("ERROR snapshot '" + sn.name + "': cluster offset " + hex(o) + " is unaligned");
+                    continue;
+                }
+                add(o, len);
+            }
+        }
+    }
+    co_return 0;
+}
+
+namespace {
 
 uint64_t table_bytes(const std::vector<SnapshotInfo> &t) {
     uint64_t n = 0;

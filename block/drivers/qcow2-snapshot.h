@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -31,6 +32,12 @@ struct SnapshotInfo {
 // flag) is copied to a new cluster before it changes; the L1 entry then
 // points at the copy.  Caller holds s->lock.
 Task<int> cow_l2_table(BlockDriverState *bs, uint64_t l1_idx, TableCache::Table *t, uint64_t *l2_off);
+
+// For check: the references the snapshots hold (the snapshot table, their
+// L1 tables, the L2 tables and clusters those reach), cluster -> count; what
+// cannot be followed goes to *errors ("ERROR ..."), nothing is marked corrupt.
+// Caller holds s->lock.
+Task<int> snapshot_references(BlockDriverState *bs, std::map<uint64_t, uint64_t> *refs, std::vector<std::string> *errors);
 
 }  // namespace mb::qcow2
 

@@ -431,9 +431,6 @@ Status qcow2_check(BlockDriverState *bs, bool repair_leaks, qcow2::CheckResult *
     if (!bs->drv || strcmp(bs->drv->format_name, "qcow2") != 0) {
         return Status::Error(ENOTSUP, "This image format does not support checks");
     }
-    if (bs->state<qcow2::State>()->h().nb_snapshots) {
-        return Status::Error(ENOTSUP, "Checking qcow2 images with internal snapshots is not supported");
-    }
     int r = sync_wait(qcow2::check(bs, repair_leaks, res));
     if (r < 0) return PosixError("Could not check the image", -r);
     return Status::OK();

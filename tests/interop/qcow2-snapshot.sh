@@ -180,6 +180,23 @@ assert list(q["snapshots"][0]) == list(m["snapshots"][0])
 PY
 ); then ok "info --output=json: \"snapshots\" as qemu-img's"; else not_ok "info --output=json: \"snapshots\" as qemu-img's" "$out"; fi
 
+# --- miniblock-img check counts the snapshots' references -------------------------
+# same_check NAME IMG: both checks give the same JSON (any order of keys).
+same_check() {
+    local out
+    "$MI" check --output=json "$2" >"$T/mc.json" 2>/dev/null
+    qemu-img check --output=json "$2" >"$T/qc.json" 2>/dev/null
+    if out=$(python3 -c 'import json,sys; a,b=(json.load(open(p)) for p in sys.argv[1:]); assert a==b, (a,b)' \
+        "$T/mc.json" "$T/qc.json" 2>&1); then ok "$1: check as qemu-img's"; else not_ok "$1: check as qemu-img's" "$out"; fi
+}
+same_check "two snapshots" b.qcow2
+same_check "v2 with a snapshot" v2.qcow2
+# The snapshot table dropped from the header: its tables and the shared
+# clusters' second references leak.
+patch_image b.qcow2 leak.qcow2 60 ">I" 0 64 ">Q" 0
+same_check "a dropped snapshot table leaks" leak.qcow2
+expect_fail "... which check names (exit 3)" "^Leaked cluster [0-9]+ refcount=4 reference=1$" "$MI" check leak.qcow2
+
 # --- errors, with their texts -------------------------------------------------------
 expect_fail "-a of a missing snapshot" \
     "^miniblock-img: Could not apply snapshot 'nope': Failed to load snapshot: No such file or directory$" \
