@@ -6,10 +6,10 @@
 // open read-write, taking the write permission: next to a running holder
 // they are refused with the lock text of any other writer.
 #include <getopt.h>
+#include <glib.h>
 
 #include <cinttypes>
 #include <cstdio>
-#include <ctime>
 #include <string>
 
 #include "block/drivers/qcow2-snapshot.h"
@@ -26,18 +26,19 @@ void dump_row(const qcow2::SnapshotInfo *sn) {
         printf("%-10s%-17s%8s%20s%13s%11s", "ID", "TAG", "VM SIZE", "DATE", "VM CLOCK", "ICOUNT");
         return;
     }
-    time_t t = sn->date_sec;
-    struct tm tm;
-    localtime_r(&t, &tm);
-    char date[64];
-    strftime(date, sizeof(date), "%Y-%m-%d %H:%M:%S", &tm);
+    // Local time through GLib, as qemu-img (and on Windows too).
+    GDateTime *dt = g_date_time_new_from_unix_local(sn->date_sec);
+    gchar *df = dt ? g_date_time_format(dt, "%Y-%m-%d %H:%M:%S") : nullptr;
+    std::string date = df ? df : "";
+    g_free(df);
+    if (dt) g_date_time_unref(dt);
     uint64_t secs = sn->vm_clock_nsec / 1000000000;
     char clock[64];
     snprintf(clock, sizeof(clock), "%02d:%02d:%02d.%03d", int(secs / 3600), int(secs / 60 % 60), int(secs % 60),
              int(sn->vm_clock_nsec / 1000000 % 1000));
     std::string icount = sn->icount != UINT64_MAX ? std::to_string(int64_t(sn->icount)) : "";
     printf("%-9s %-16s %8s%20s%13s%11s", sn->id.c_str(), sn->name.c_str(), human_size(int64_t(sn->vm_state_size)).c_str(),
-           date, clock, icount.c_str());
+           date.c_str(), clock, icount.c_str());
 }
 
 }  // namespace
