@@ -225,6 +225,16 @@ toff=$(python3 -c 'import struct,sys; print(struct.unpack(">Q", open(sys.argv[1]
 patch_image b.qcow2 bad.qcow2 $((toff + 36)) ">I" 4096
 expect_fail "extra data too large" "invalid snapshot table in 'bad.qcow2': entry 1 of 3 has 4096 bytes of extra data \(at most 1024\)" \
     "$MI" snapshot -l bad.qcow2
+expect_fail "check names the bad table" \
+    "^ERROR qcow2: invalid snapshot table in 'bad.qcow2': entry 1 of 3 has 4096 bytes of extra data \(at most 1024\)$" \
+    "$MI" check bad.qcow2
+# The first entry's disk size (extra data bytes 8-15) changed: no revert.
+patch_image b.qcow2 bad.qcow2 $((toff + 48)) ">Q" 12345
+expect_fail "-a of a snapshot of another size" \
+    "^miniblock-img: Could not apply snapshot 'q2': The snapshot's disk size \(12345\) differs from the image's \(2097152\): reverting a resize is not supported$" \
+    "$MI" snapshot -a q2 bad.qcow2
+expect_fail "convert -l with an unknown key" "^miniblock-img: Invalid parameter 'snapshot.foo'$" \
+    "$MI" convert -l snapshot.foo=1 -O raw b.qcow2 x.raw
 patch_image b.qcow2 bad.qcow2 $((toff)) ">Q" 12345
 expect_fail "unaligned snapshot L1 table" "entry 1 of 3 \('q2'\) has an invalid L1 table \(offset 0x3039, [0-9]+ entries\)" \
     "$MI" snapshot -d q2 bad.qcow2
