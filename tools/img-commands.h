@@ -8,6 +8,7 @@
 #include <string>
 
 #include "block/block_int.h"
+#include "block/drivers/qcow2-snapshot.h"
 #include "miniblock/status.h"
 
 namespace mb {
@@ -51,6 +52,12 @@ int cmd_dd(int argc, char **argv);
 int cmd_rebase(int argc, char **argv);
 // tools/img-amend.cpp
 int cmd_amend(int argc, char **argv);
+
+// tools/img-snapshot.cpp; the list as qemu-img prints it (nothing when
+// empty), and info's "snapshots" array.
+int cmd_snapshot(int argc, char **argv);
+void print_snapshot_list(const std::vector<qcow2::SnapshotInfo> &list);
+void add_snapshots_json(JsonBuilder *b, const std::vector<qcow2::SnapshotInfo> &list);
 
 // tools/img-qcow2.cpp
 int cmd_check(int argc, char **argv);

@@ -200,6 +200,33 @@ Status plan(Convert *c, BlockDriverState *src, bool top_only) {
     return Status::OK();
 }
 
+// -l NAME (an ID, else a name, as qemu-img) or -l snapshot.id=ID,snapshot.name=NAME.
+Status load_snapshot(BlockDriverState *bs, const std::string &arg) {
+    Status st;
+    if (arg.rfind("snapshot.", 0) == 0) {
+        std::string id, name;
+        size_t p = 0;
+        while (p <= arg.size()) {
+            size_t comma = arg.find(',', p);
+            std::string kv = arg.substr(p, comma == std::string::npos ? std::string::npos : comma - p);
+            size_t eq = kv.find('=');
+            std::string k = kv.substr(0, eq), v = eq == std::string::npos ? "" : kv.substr(eq + 1);
+            if (k == "snapshot.id" && eq != std::string::npos) id = v;
+            else if (k == "snapshot.name" && eq != std::string::npos) name = v;
+            else
+                return Status::Error(EINVAL, "Invalid parameter '" + qapi::shown_name(k) + "'",
+                                     "Failed in parsing snapshot param '" + qapi::shown_name(arg) + "'");
+            if (comma == std::string::npos) break;
+            p = comma + 1;
+        }
+        st = qcow2_snapshot_load_tmp(bs, id, name);
+    } else {
+        st = qcow2_snapshot_load_tmp(bs, arg, "");
+        if (st.err() == ENOENT) st = qcow2_snapshot_load_tmp(bs, "", arg);
+    }
+    return st.prefix("Failed to load snapshot");
+}
+
 }  // namespace
 
 int cmd_convert(int argc, char **argv) {
@@ -208,6 +235,7 @@ int cmd_convert(int argc, char **argv) {
     std::string out_fmt = "raw", o, cache, backing;
     bool progress = false, no_create = false, out_of_order = false, compress = false;
     bool quiet = false, salvage = false, target_image_opts = false, out_fmt_given = false;
+    std::string snapshot;  // -l: an internal snapshot of the source
     int64_t in_flight = 8, sparse = 4096;
     static const struct option longopts[] = {{"image-opts", no_argument, nullptr, OPT_IMAGE_OPTS},
                                              {"force-share", no_argument, nullptr, 'U'},
@@ -216,7 +244,7 @@ int cmd_convert(int argc, char **argv) {
                                              {"help", no_argument, nullptr, 'h'},
                                              {nullptr, 0, nullptr, 0}};
     int ch;
-    while ((ch = getopt_long(argc, argv, "cf:O:o:pqt:T:UB:m:nS:Wh", longopts, nullptr)) != -1) {
+    while ((ch = getopt_long(argc, argv, "cf:O:o:pqt:T:UB:m:nS:Wl:h", longopts, nullptr)) != -1) {
         switch (ch) {
         case 't': cache = optarg; break;
         case 'T': src_flags.cache = optarg; break;
@@ -232,6 +260,7 @@ int cmd_convert(int argc, char **argv) {
         case 'n': no_create = true; break;
         case 'c': compress = true; break;
         case 'W': out_of_order = true; break;
+        case 'l': snapshot = optarg; break;
         case 'm': {
             auto v = parse_number(optarg);
             if (!v || *v < 1 || *v > MAX_IN_FLIGHT) {
@@ -267,6 +296,10 @@ int cmd_convert(int argc, char **argv) {
     std::string src = argv[optind], dst = argv[optind + 1];
     auto in = open_image(src, src_flags);
     if (!in.ok()) return img_fail(Status(in.status()).prefix("Could not open '" + qapi::shown_name(src) + "'"));
+    if (!snapshot.empty()) {
+        Status st = load_snapshot((*in)->bs(), snapshot);
+        if (!st.ok()) return img_fail(st);
+    }
     int64_t size = (*in)->length();
     if (size < 0) return img_fail(PosixError("Could not get the size of '" + src + "'", (int)-size));
     if (!no_create) {
@@ -341,7 +374,7 @@ int cmd_convert(int argc, char **argv) {
 void print_img_convert_help(FILE *out) {
     fprintf(out,
             "  convert [-c] [-f FMT] [-O raw|qcow2] [-o OPTIONS] [-B BACKING] [-n] [-m N] [-W] [-S SIZE]\n"
-            "          [-t CACHE] [-T SRC_CACHE] [-p] [-q] [-U] [--salvage] [--image-opts]\n"
+            "          [-t CACHE] [-T SRC_CACHE] [-p] [-q] [-U] [-l SNAPSHOT] [--salvage] [--image-opts]\n"
             "          [--target-image-opts] SOURCE TARGET\n"
             "      copy SOURCE (through its backing chain) into a new TARGET image, or into an\n"
             "      existing one with -n; ranges that read as zeroes are neither read nor\n"
@@ -351,8 +384,9 @@ void print_img_convert_help(FILE *out) {
             "      what SOURCE's top image holds; -c: qcow2 clusters compressed (zlib); -p\n"
             "      shows progress, -q nothing but errors; --salvage: unreadable sectors of\n"
             "      SOURCE become zeroes (a warning each) instead of failing; --target-image-opts:\n"
-            "      TARGET is an option string (with -n); the target's cache mode\n"
-            "      defaults to unsafe, as qemu-img's\n");
+            "      TARGET is an option string (with -n); -l: a qcow2 internal snapshot of\n"
+            "      SOURCE (an ID or name, or snapshot.id=ID,snapshot.name=NAME); the target's\n"
+            "      cache mode defaults to unsafe, as qemu-img's\n");
 }
 
 }  // namespace mb::tools

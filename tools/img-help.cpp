@@ -108,6 +108,10 @@ const ImgHelp help_table[] = {
     {"dd", "dd [-f FMT] [-O FMT] [bs=BYTES] [count=BLOCKS] [skip=BLOCKS] if=INPUT of=OUTPUT",
      "Copy the first count blocks of INPUT (after skip blocks) into a new OUTPUT\n"
      "image, as dd(1) with qemu-img's operands.\n"},
+    {"snapshot", "snapshot [-f FMT] [-U] [-q] [--image-opts] [-l | -a SNAPSHOT | -c SNAPSHOT | -d SNAPSHOT] FILE",
+     "List, create, apply (revert to) or delete qcow2 internal snapshots, as\n"
+     "qemu-img snapshot.  -a and -d find SNAPSHOT by ID, then by name.  -l opens\n"
+     "the image read-only (-U allowed); the others take the write permission.\n"},
 };
 
 // Creation options (-o help), qemu-img's layout.

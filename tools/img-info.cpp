@@ -36,6 +36,7 @@ struct NodeInfo {
     bool dirty = false;
     // format-specific data (qcow2), typed as qemu-img's.
     std::vector<std::pair<std::string, std::string>> specific;
+    std::vector<qcow2::SnapshotInfo> snapshots;  // internal snapshots (qcow2)
 };
 
 BlockDriverState *protocol_of(BlockDriverState *bs) {
@@ -67,6 +68,9 @@ NodeInfo node_info(BlockDriverState *bs) {
         if (n.backing[0] != '/' && slash != std::string::npos && n.filename.rfind("json:", 0) != 0)
             n.full_backing = n.filename.substr(0, slash + 1) + n.backing;
     }
+    // An unreadable snapshot table is said, and info goes on without it.
+    if (auto sn = qcow2_snapshot_list(bs); sn.ok()) n.snapshots = std::move(*sn);
+    else print_error(img_prog, sn.status());
     // qemu-img names qcow2 v2's implicit properties too.
     if (n.format == "qcow2" && n.specific.size() == 1 && n.specific[0].second == "0.10") {
         n.specific.emplace_back("compression type", "zlib");
@@ -117,6 +121,10 @@ void add_json(JsonBuilder *b, BlockDriverState *bs, const NodeInfo &n) {
     if (!n.backing_fmt.empty()) {
         json_builder_set_member_name(b, "backing-filename-format");
         json_builder_add_string_value(b, n.backing_fmt.c_str());
+    }
+    if (!n.snapshots.empty()) {
+        json_builder_set_member_name(b, "snapshots");
+        add_snapshots_json(b, n.snapshots);
     }
     json_builder_set_member_name(b, "virtual-size");
     json_builder_add_int_value(b, n.vsize);
@@ -172,6 +180,7 @@ void print_human(const NodeInfo &n) {
     }
     if (!n.backing_fmt.empty()) printf("backing file format: %s\n", n.backing_fmt.c_str());
     if (n.dirty) printf("cleanly shut down: no\n");
+    print_snapshot_list(n.snapshots);
     if (!n.specific.empty()) {
         printf("Format specific information:\n");
         for (auto &[k, v] : n.specific) printf("    %s: %s\n", k.c_str(), v.c_str());

@@ -46,7 +46,7 @@ void usage(FILE *out) {
             "  create [-q] [-u] [-f FMT] [-b BACKING -F BACKING_FMT] [-o OPTIONS] FILE [SIZE]\n"
             "      create an image of SIZE bytes (k, M, G, T suffixes, 1.5M); FMT defaults to\n"
             "      raw; -b: a qcow2 overlay of BACKING (SIZE defaults to the backing file's)\n"
-            "  compare, resize, rebase, measure, dd, amend\n"
+            "  compare, resize, rebase, measure, dd, amend, snapshot\n"
             "      as qemu-img's (miniblock-img CMD --help says more)\n"
             "  info [-f FMT] [-U] [--image-opts] [--backing-chain] [--output=human|json] FILE\n"
             "      describe an image, as qemu-img info (a raw image is opened without locks;\n"
@@ -327,7 +327,8 @@ int main(int argc, char **argv) {
         {"commit", img_cmd_commit},
         {"compare", mb::tools::cmd_compare}, {"resize", mb::tools::cmd_resize},
         {"measure", mb::tools::cmd_measure}, {"dd", mb::tools::cmd_dd}, {"rebase", mb::tools::cmd_rebase},
-        {"amend", mb::tools::cmd_amend}};
+        {"amend", mb::tools::cmd_amend},
+        {"snapshot", mb::tools::cmd_snapshot}};
     auto it = cmds.find(cmd);
     if (it == cmds.end()) return img_bad_usage("Command not found: " + cmd);
     // getopt sees the subcommand as argv[0].

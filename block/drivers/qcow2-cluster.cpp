@@ -10,6 +10,7 @@
 #include <cstring>
 
 #include "block/drivers/qcow2.h"
+#include "block/drivers/qcow2-snapshot.h"
 #include "block/warn.h"
 
 namespace mb::qcow2 {
@@ -88,13 +89,8 @@ Task<int> ensure_l2(BlockDriverState *bs, uint64_t l1_idx, TableCache::Table *t,
     uint64_t e = s->l1[l1_idx];
     uint64_t off = e & L1E_OFFSET_MASK;
     if (off) {
-        if (!(e & OFLAG_COPIED)) {
-            // Shared with a snapshot: writable opens refuse snapshots, so
-            // this table is inconsistent.
-            warn_report("qcow2: L2 table " + hex(off) + " in '" + bs->file()->bs->filename +
-                        "' lacks the COPIED flag");
-            co_return -EIO;
-        }
+        // Shared with a snapshot: changes go to a copy.
+        if (!(e & OFLAG_COPIED)) co_return co_await cow_l2_table(bs, l1_idx, t, l2_off);
         int r = co_await check_overlap(bs, "write on", off, s->cluster_size, MetaKind::L2);
         if (r < 0) co_return r;
         *l2_off = off;
@@ -445,9 +441,12 @@ Task<int> co_pdiscard(BlockDriverState *bs, int64_t offset, int64_t bytes) {
             s->l2_cache.mark_dirty(l2_off, t);
             for (int64_t i = 0; i < n; i++) {
                 if ((r = co_await release_entry(bs, old[i])) < 0) co_return r;
-                // Freed clusters are never reused: give the space back.
-                uint64_t host = old[i] & L2E_OFFSET_MASK;
-                if (host && !(old[i] & OFLAG_COMPRESSED)) (void)co_await bdrv_co_pdiscard(bs->file(), host, cs);
+                // Freed clusters are never reused: give the space back
+                // (not while a snapshot still references the cluster).
+                uint64_t host = old[i] & L2E_OFFSET_MASK, rc = 1;
+                if (host && !(old[i] & OFLAG_COMPRESSED) &&
+                    co_await get_refcount(bs, int64_t(host >> s->cluster_bits), &rc) == 0 && rc == 0)
+                    (void)co_await bdrv_co_pdiscard(bs->file(), host, cs);
             }
         }
         // No L2 table: the range is unallocated already (and with a

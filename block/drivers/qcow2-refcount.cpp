@@ -11,6 +11,7 @@
 #include <cstring>
 
 #include "block/drivers/qcow2.h"
+#include "block/drivers/qcow2-snapshot.h"
 #include "block/warn.h"
 
 namespace mb::qcow2 {
@@ -465,6 +466,16 @@ Task<int> count_refs(BlockDriverState *bs, Counter &cnt, std::vector<CopiedCheck
             last_host = off;
         }
     }
+    // What the snapshots reference (qcow2-snapshot.cpp).
+    if (h.nb_snapshots) {
+        std::map<uint64_t, uint64_t> refs;
+        std::vector<std::string> errors;
+        if (int r = co_await snapshot_references(bs, &refs, &errors); r < 0) co_return r;
+        for (auto &m : errors) res->messages.push_back(m);
+        res->corruptions += int64_t(errors.size());
+        for (auto [c, n] : refs)
+            for (uint64_t k = 0; k < n; k++) cnt.add(c * cs, cs, cs, "snapshot cluster");
+    }
     co_return 0;
 }
 
@@ -573,7 +584,6 @@ Task<int> check_locked(BlockDriverState *bs, int fix, CheckResult *res) {
     State *s = bs->state<State>();
     const int64_t cs = s->cluster_size;
     const Header &h = s->h();
-    if (h.nb_snapshots) co_return -ENOTSUP;
     if (!bs->writable()) fix = 0;
     if (int r = co_await load_reftable(bs); r < 0) co_return r;
     int64_t file_len = bdrv_getlength(bs->file()->bs.get());

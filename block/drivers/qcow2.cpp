@@ -164,9 +164,6 @@ Status load_state(BlockDriverState *bs, const qapi::OptionDict &opts, int64_t fi
         }
         // A dirty image (lazy refcounts in use, not closed) is repaired
         // before its first write: repair_dirty (qcow2-repair.cpp).
-        if (h.nb_snapshots) {
-            return Status::Error(ENOTSUP, "qcow2: Writing images with internal snapshots is not supported",
-                                 "Open it read-only");
         }
     }
 
@@ -446,9 +443,6 @@ Task<int> read_range(BlockDriverState *bs, int64_t offset, int64_t bytes, uint8_
 Status qcow2_check(BlockDriverState *bs, int fix, qcow2::CheckResult *res) {
     if (!bs->drv || strcmp(bs->drv->format_name, "qcow2") != 0) {
         return Status::Error(ENOTSUP, "This image format does not support checks");
-    }
-    if (bs->state<qcow2::State>()->h().nb_snapshots) {
-        return Status::Error(ENOTSUP, "Checking qcow2 images with internal snapshots is not supported");
     }
     int r = sync_wait(qcow2::check(bs, fix, res));
     if (r < 0) return PosixError("Check failed", -r);  // qemu-img's text
