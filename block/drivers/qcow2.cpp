@@ -164,7 +164,6 @@ Status load_state(BlockDriverState *bs, const qapi::OptionDict &opts, int64_t fi
         }
         // A dirty image (lazy refcounts in use, not closed) is repaired
         // before its first write: repair_dirty (qcow2-repair.cpp).
-        }
     }
 
     // Options.
