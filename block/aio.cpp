@@ -26,7 +26,7 @@ AioContext::AioContext(GMainContext *ctx)
     source_ = g_unix_fd_source_new(efd_, G_IO_IN);
     g_source_set_callback(source_, G_SOURCE_FUNC(dispatch_cb), this, nullptr);
     g_source_attach(source_, ctx_);
-    if (const char *ns = getenv("MINIBLOCK_POLL_NS")) poll_ns_ = std::max(0LL, atoll(ns));
+    if (const char *ns = getenv("MINIBLOCK_POLL_NS")) poll_.set_max(atoll(ns));
 }
 
 AioContext::~AioContext() {
@@ -117,8 +117,16 @@ void AioContext::poll(bool may_block) {
     static const int cores = (int)std::max(1u, std::thread::hardware_concurrency());
     bool worth_polling = (laio_ && laio_->in_flight_ > 0) ||
                          (pool_ && pool_->in_flight() > 0 && pool_->in_flight() < cores);
-    if (may_block && poll_ns_ > 0 && polled_in_a_row_ < 16 && worth_polling) {
-        auto end = std::chrono::steady_clock::now() + std::chrono::nanoseconds(poll_ns_);
+    if (!may_block || !worth_polling) {
+        polled_in_a_row_ = 0;
+        g_main_context_iteration(ctx_, may_block);
+        return;
+    }
+    // The window adapts to what waiting costs (block/aio-poll.h): at queue
+    // depth 1 on a device slower than the window it shrinks to nothing.
+    auto start = std::chrono::steady_clock::now();
+    if (poll_.window() > 0 && polled_in_a_row_ < 16) {
+        auto end = start + std::chrono::nanoseconds(poll_.window());
         do {
             if (poll_queues()) {
                 polled_in_a_row_++;
@@ -127,7 +135,9 @@ void AioContext::poll(bool may_block) {
         } while (std::chrono::steady_clock::now() < end);
     }
     polled_in_a_row_ = 0;
-    g_main_context_iteration(ctx_, may_block);
+    g_main_context_iteration(ctx_, true);
+    poll_.update(std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - start)
+                     .count());
 }
 
 ThreadPool &AioContext::thread_pool() {

@@ -19,6 +19,7 @@
 #include <thread>
 #include <vector>
 
+#include "block/aio-poll.h"
 #include "block/coroutine.h"
 #include "miniblock/status.h"
 
@@ -91,10 +92,14 @@ public:
 
     // One loop iteration; blocks for events when `may_block`.  A blocking
     // call first polls the completion queues in user space for a short
-    // while (QEMU's adaptive polling): at high queue depths the next
-    // completion is usually microseconds away, and catching it without a
-    // system call is what keeps up with the device.
+    // while (QEMU's adaptive polling, block/aio-poll.h): when the next
+    // completion is microseconds away, catching it without a system call is
+    // what keeps up with the device; when it is not, the window shrinks to
+    // nothing and the call blocks at once.
     void poll(bool may_block);
+
+    // The current busy-poll window in ns (block/aio-poll.h); for tests.
+    int64_t poll_window() const { return poll_.window(); }
 
     ThreadPool &thread_pool();
     // Linux native AIO, created on first use.
@@ -110,7 +115,7 @@ private:
 
     GMainContext *ctx_;
     std::atomic<bool> has_scheduled_{false};
-    int64_t poll_ns_ = 32000;  // MINIBLOCK_POLL_NS overrides; 0 turns polling off
+    AdaptivePoll poll_;  // MINIBLOCK_POLL_NS sets its maximum; 0 turns polling off
     unsigned polled_in_a_row_ = 0;
 #ifdef _WIN32
     // Windows (block/aio-win32.cpp): the one event HANDLE every completion
