@@ -1,6 +1,7 @@
 // How long the loop busy-polls for completions before it blocks: QEMU's
 // adaptive polling (util/aio-posix.c, the poll-max-ns / poll-grow /
-// poll-shrink properties of an IOThread), the same policy on every system.
+// poll-shrink properties of an IOThread), the same policy on every system
+// (AioContext::poll in block/aio-common.cpp).
 //
 // Polling pays only when the next completion comes within the window: then
 // it saves the system calls and the wake-up of a blocking wait.  When it
@@ -21,7 +22,15 @@ namespace mb {
 
 class AdaptivePoll {
 public:
-    static constexpr int64_t kDefaultMaxNs = 32768;  // QEMU's IOThread default
+    // QEMU's IOThreads default to 32768 ns, which buys latency with a CPU
+    // of their own; qemu-img's main loop does not poll at all.  A spin
+    // longer than a blocking wait costs (a poll, an eventfd read, a
+    // wake-up: a few us) spends more CPU than it saves: at queue depth 1 on
+    // the virtio disk here, where completions come 20-30 us after
+    // io_submit returns, a 32 us window caught them and cost 33 us of CPU
+    // per request against qemu-img's 30 and 20 us without it
+    // (bench/queue-bench.sh DEPTH=1).
+    static constexpr int64_t kDefaultMaxNs = 8192;
     static constexpr int64_t kFirstNs = 4000;
 
     // The window to spin for now; 0: do not poll.

@@ -164,30 +164,11 @@ bool AioContext::poll_queues() {
     return false;
 }
 
-void AioContext::poll(bool may_block) {
-    // As on Linux: spin briefly for worker completions while the workers
-    // leave a core free, and let the loop proper run now and then.
+bool AioContext::worth_polling() const {
+    // Worker threads only while they leave a core free for the spinner
+    // (no native AIO here).
     static const int cores = (int)std::max(1u, std::thread::hardware_concurrency());
-    bool worth_polling = pool_ && pool_->in_flight() > 0 && pool_->in_flight() < cores;
-    if (!may_block || !worth_polling) {
-        polled_in_a_row_ = 0;
-        g_main_context_iteration(ctx_, may_block);
-        return;
-    }
-    auto start = std::chrono::steady_clock::now();
-    if (poll_.window() > 0 && polled_in_a_row_ < 16) {
-        auto end = start + std::chrono::nanoseconds(poll_.window());
-        do {
-            if (poll_queues()) {
-                polled_in_a_row_++;
-                return;
-            }
-        } while (std::chrono::steady_clock::now() < end);
-    }
-    polled_in_a_row_ = 0;
-    g_main_context_iteration(ctx_, true);
-    poll_.update(std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - start)
-                     .count());
+    return pool_ && pool_->in_flight() > 0 && pool_->in_flight() < cores;
 }
 
 ThreadPool &AioContext::thread_pool() {

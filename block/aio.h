@@ -78,7 +78,8 @@ public:
     // if anything ran.
     bool run_pending() { return poll_queues(); }
     // Native AIO requests issued between io_plug and io_unplug reach the
-    // kernel in one io_submit (a queue submits its whole batch this way).
+    // kernel at io_unplug, once all are set up (a queue submits its batch
+    // this way), each in an io_submit of its own (LinuxAio::submit_pending).
     void io_plug();
     void io_unplug();
 
@@ -112,6 +113,9 @@ private:
     bool run_scheduled(bool from_loop);
     // Completions found without blocking or a system call; true if any.
     bool poll_queues();
+    // Whether a blocking wait should busy-poll first: something is in flight
+    // whose completion needs no CPU of ours (block/aio-common.cpp's poll).
+    bool worth_polling() const;
 
     GMainContext *ctx_;
     std::atomic<bool> has_scheduled_{false};
@@ -233,9 +237,9 @@ private:
     int efd_ = -1;
     GSource *source_ = nullptr;
     int in_flight_ = 0;
-    // Requests wait here to be submitted in one io_submit: while completions
-    // are being handled (their coroutines issue the next requests), and when
-    // the io_context is full.
+    // Requests wait here to be submitted: while completions are being
+    // handled (their coroutines issue the next requests), while plugged, and
+    // when the io_context is full.
     std::deque<Awaiter *> pending_;
     bool in_completion_ = false;
 };
