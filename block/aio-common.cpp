@@ -1,7 +1,7 @@
 // The parts of the event loop that are the same on every system: spawn, the
 // coroutine locks, the loop's adaptive busy-poll and the worker thread pool
-// (aio=threads on Linux, every blocking call on Windows).  aio.cpp (eventfd, libaio) and aio-win32.cpp
-// (one event HANDLE) hold what differs.
+// (aio=threads on Linux, every blocking call on Windows).  aio.cpp (eventfd,
+// libaio) and aio-win32.cpp (one event HANDLE) hold what differs.
 #include "block/aio.h"
 
 #include <algorithm>
