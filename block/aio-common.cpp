@@ -1,11 +1,12 @@
 // The parts of the event loop that are the same on every system: spawn, the
-// coroutine locks and the worker thread pool (aio=threads on Linux, every
-// blocking call on Windows).  aio.cpp (eventfd, libaio) and aio-win32.cpp
-// (one event HANDLE) hold what differs.
+// coroutine locks, the loop's adaptive busy-poll and the worker thread pool
+// (aio=threads on Linux, every blocking call on Windows).  aio.cpp (eventfd,
+// libaio) and aio-win32.cpp (one event HANDLE) hold what differs.
 #include "block/aio.h"
 
 #include <algorithm>
 #include <cerrno>
+#include <chrono>
 
 namespace mb {
 
@@ -49,6 +50,37 @@ void CoRwLock::unlock() {
         if (w.exclusive) writer_ = true; else readers_++;
         AioContext::main().schedule(w.h);
         if (w.exclusive) break;
+    }
+}
+
+// --- the loop ---------------------------------------------------------------
+
+void AioContext::poll(bool may_block) {
+    if (!may_block || !worth_polling()) {
+        polled_in_a_row_ = 0;
+        g_main_context_iteration(ctx_, may_block);
+        return;
+    }
+    // Spin on the completion queues for the adaptive window first
+    // (block/aio-poll.h); every so often the loop proper runs even while
+    // polling makes progress, so that other sources (sockets, timers, an
+    // embedder's) are served.
+    auto start = std::chrono::steady_clock::now();
+    if (poll_.window() > 0 && polled_in_a_row_ < 16) {
+        auto end = start + std::chrono::nanoseconds(poll_.window());
+        do {
+            if (poll_queues()) {
+                polled_in_a_row_++;
+                return;
+            }
+        } while (std::chrono::steady_clock::now() < end);
+    }
+    polled_in_a_row_ = 0;
+    // Only a wait that ended with an event measures anything: a wake-up
+    // with nothing to dispatch (GLib's own) would look like a short wait.
+    if (g_main_context_iteration(ctx_, true)) {
+        auto waited = std::chrono::steady_clock::now() - start;
+        poll_.update(std::chrono::duration_cast<std::chrono::nanoseconds>(waited).count());
     }
 }
 

@@ -77,7 +77,7 @@ AioContext::AioContext(GMainContext *ctx)
     g_source_set_callback(source_, reinterpret_cast<GSourceFunc>(reinterpret_cast<AnyFunc>(dispatch_cb)),
                           this, nullptr);
     g_source_attach(source_, ctx_);
-    if (const char *ns = getenv("MINIBLOCK_POLL_NS")) poll_ns_ = std::max(0LL, atoll(ns));
+    if (const char *ns = getenv("MINIBLOCK_POLL_NS")) poll_.set_max(atoll(ns));
 }
 
 AioContext::~AioContext() {
@@ -164,22 +164,11 @@ bool AioContext::poll_queues() {
     return false;
 }
 
-void AioContext::poll(bool may_block) {
-    // As on Linux: spin briefly for worker completions while the workers
-    // leave a core free, and let the loop proper run now and then.
+bool AioContext::worth_polling() const {
+    // Worker threads only while they leave a core free for the spinner
+    // (no native AIO here).
     static const int cores = (int)std::max(1u, std::thread::hardware_concurrency());
-    bool worth_polling = pool_ && pool_->in_flight() > 0 && pool_->in_flight() < cores;
-    if (may_block && poll_ns_ > 0 && polled_in_a_row_ < 16 && worth_polling) {
-        auto end = std::chrono::steady_clock::now() + std::chrono::nanoseconds(poll_ns_);
-        do {
-            if (poll_queues()) {
-                polled_in_a_row_++;
-                return;
-            }
-        } while (std::chrono::steady_clock::now() < end);
-    }
-    polled_in_a_row_ = 0;
-    g_main_context_iteration(ctx_, may_block);
+    return pool_ && pool_->in_flight() > 0 && pool_->in_flight() < cores;
 }
 
 ThreadPool &AioContext::thread_pool() {

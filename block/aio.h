@@ -19,6 +19,7 @@
 #include <thread>
 #include <vector>
 
+#include "block/aio-poll.h"
 #include "block/coroutine.h"
 #include "miniblock/status.h"
 
@@ -77,7 +78,8 @@ public:
     // if anything ran.
     bool run_pending() { return poll_queues(); }
     // Native AIO requests issued between io_plug and io_unplug reach the
-    // kernel in one io_submit (a queue submits its whole batch this way).
+    // kernel at io_unplug, once all are set up (a queue submits its batch
+    // this way), each in an io_submit of its own (LinuxAio::submit_pending).
     void io_plug();
     void io_unplug();
 
@@ -91,10 +93,14 @@ public:
 
     // One loop iteration; blocks for events when `may_block`.  A blocking
     // call first polls the completion queues in user space for a short
-    // while (QEMU's adaptive polling): at high queue depths the next
-    // completion is usually microseconds away, and catching it without a
-    // system call is what keeps up with the device.
+    // while (QEMU's adaptive polling, block/aio-poll.h): when the next
+    // completion is microseconds away, catching it without a system call is
+    // what keeps up with the device; when it is not, the window shrinks to
+    // nothing and the call blocks at once.
     void poll(bool may_block);
+
+    // The current busy-poll window in ns (block/aio-poll.h); for tests.
+    int64_t poll_window() const { return poll_.window(); }
 
     ThreadPool &thread_pool();
     // Linux native AIO, created on first use.
@@ -107,10 +113,13 @@ private:
     bool run_scheduled(bool from_loop);
     // Completions found without blocking or a system call; true if any.
     bool poll_queues();
+    // Whether a blocking wait should busy-poll first: something is in flight
+    // whose completion needs no CPU of ours (block/aio-common.cpp's poll).
+    bool worth_polling() const;
 
     GMainContext *ctx_;
     std::atomic<bool> has_scheduled_{false};
-    int64_t poll_ns_ = 32000;  // MINIBLOCK_POLL_NS overrides; 0 turns polling off
+    AdaptivePoll poll_;  // MINIBLOCK_POLL_NS sets its maximum; 0 turns polling off
     unsigned polled_in_a_row_ = 0;
 #ifdef _WIN32
     // Windows (block/aio-win32.cpp): the one event HANDLE every completion
@@ -228,9 +237,9 @@ private:
     int efd_ = -1;
     GSource *source_ = nullptr;
     int in_flight_ = 0;
-    // Requests wait here to be submitted in one io_submit: while completions
-    // are being handled (their coroutines issue the next requests), and when
-    // the io_context is full.
+    // Requests wait here to be submitted: while completions are being
+    // handled (their coroutines issue the next requests), while plugged, and
+    // when the io_context is full.
     std::deque<Awaiter *> pending_;
     bool in_completion_ = false;
 };

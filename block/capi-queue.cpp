@@ -253,7 +253,8 @@ int mbq_do_io(mb_queue *handle, struct mb_completion *out, int min, int max,
     AioContext::Scope scope(ctx);
     q->handed_out.clear();
     if (!q->enqueued.empty()) {
-        // One batch: native AIO sends it to the kernel in one io_submit.
+        // One batch: native AIO sends it to the kernel once all of it is set
+        // up (an io_submit per request: LinuxAio::submit_pending says why).
         std::vector<Req> batch;
         batch.swap(q->enqueued);
         ctx.io_plug();

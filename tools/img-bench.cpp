@@ -1,6 +1,12 @@
 // miniblock-img bench: requests per second, as qemu-img bench measures them.
 // Kept in a file of its own so that its I/O path can change without touching
 // the other subcommands.
+//
+// The I/O goes through the public queue API (include/miniblock/miniblock.h:
+// mb_open, mb_get_queue, mbq_read/mbq_write, mbq_do_io), as an embedder
+// does it, so that the figure is what an embedder gets (issue 10): DEPTH
+// requests in flight on queue 0, each completion's slot refilled, the new
+// requests submitted by the next mbq_do_io together.
 #include <getopt.h>
 
 #include <chrono>
@@ -10,8 +16,9 @@
 #include <cstring>
 #include <vector>
 
-#include "block/aio.h"
-#include "block/block_int.h"
+#include <glib.h>
+
+#include "miniblock/miniblock.h"
 #include "tools/img-commands.h"
 #include "tools/tool-common.h"
 
@@ -26,7 +33,6 @@ enum { OPT_IMAGE_OPTS = 400, OPT_RANDOM };
 // --- bench --------------------------------------------------------------------------
 
 struct Bench {
-    BlockBackend *blk;
     int64_t count, size, step, offset, image_size;
     bool write;
     bool random = false;
@@ -62,15 +68,48 @@ int64_t next_offset(Bench *b) {
     return off;
 }
 
-Task<void> bench_worker(Bench *b, uint8_t *buf) {
-    while (b->issued < b->count && !b->error) {
-        b->issued++;
-        int64_t off = next_offset(b);
-        int r = b->write ? co_await b->blk->co_pwrite(off, b->size, buf)
-                         : co_await b->blk->co_pread(off, b->size, buf);
-        if (r < 0 && !b->error) b->error = r;
-        b->done++;
+// Enqueues the next request into buffer `slot` (its user_data); false with
+// the queue's message in mb_last_error() if the queue refused it.
+bool issue(Bench *b, mb_queue *q, const std::vector<uint8_t *> &bufs, size_t slot) {
+    int64_t off = next_offset(b);
+    void *tag = reinterpret_cast<void *>(uintptr_t(slot));
+    int r = b->write ? mbq_write(q, off, bufs[slot], size_t(b->size), tag, 0)
+                     : mbq_read(q, off, bufs[slot], size_t(b->size), tag, 0);
+    if (r < 0) return false;
+    b->issued++;
+    return true;
+}
+
+// Runs the requests; 0, or 1 after printing why it stopped.
+int run(Bench *b, mb_queue *q, const std::vector<uint8_t *> &bufs) {
+    std::vector<mb_completion> done(bufs.size());
+    std::string refused;
+    for (size_t i = 0; i < bufs.size() && b->issued < b->count; i++) {
+        if (!issue(b, q, bufs, i)) {
+            refused = mb_last_error();
+            break;
+        }
     }
+    // Until every request is back, also after an error: the buffers must
+    // outlive the requests that use them.
+    while (b->done < b->issued) {
+        int n = mbq_do_io(q, done.data(), 1, int(done.size()), nullptr);
+        if (n < 0) {
+            fprintf(stderr, "%s: %s\n", img_prog, mb_last_error());
+            return 1;
+        }
+        for (int i = 0; i < n; i++) {
+            b->done++;
+            if (done[i].ret < 0 && !b->error) b->error = done[i].ret;
+            if (b->error || !refused.empty() || b->issued >= b->count) continue;
+            if (!issue(b, q, bufs, uintptr_t(done[i].user_data))) refused = mb_last_error();
+        }
+    }
+    if (!refused.empty()) {
+        fprintf(stderr, "%s: %s\n", img_prog, refused.c_str());
+        return 1;
+    }
+    return 0;
 }
 
 }  // namespace
@@ -130,9 +169,22 @@ int cmd_bench(int argc, char **argv) {
     if (step < 0) step = size;
     if (seed >= 0 && step == 0) return img_bad_usage("--random needs a step (-S) of at least 1");
     flags.read_only = !write;
-    auto blk = open_image(argv[optind], flags);
-    if (!blk.ok()) return img_fail(Status(blk.status()).prefix(std::string("Could not open '") + argv[optind] + "'"));
-    Bench b{blk->get(), count, size, step, offset, (*blk)->length(), write};
+    // The tool's options, handed to mb_open as a json: specification.
+    auto opts = image_options(argv[optind], flags);
+    if (!opts.ok()) return img_fail(Status(opts.status()).prefix(std::string("Could not open '") + argv[optind] + "'"));
+    char *err = nullptr;
+    mb_drive *d = mb_open(("json:" + opts->to_json()).c_str(), &err);
+    if (!d) {
+        fprintf(stderr, "%s: Could not open '%s': %s\n", img_prog, argv[optind], err);
+        mb_free_error(err);
+        return 1;
+    }
+    struct Closer {
+        mb_drive *d;
+        ~Closer() { mb_close(d); }
+    } closer{d};
+    Bench b{count, size, step, offset, mb_length(d), write};
+    if (b.image_size < 0) return img_fail(PosixError("Could not get the image size", int(-b.image_size)));
     if (b.image_size < size) return img_fail(Status::Error(EINVAL, "The image is smaller than one request"));
     b.next = offset;
     if (seed >= 0) {
@@ -160,12 +212,10 @@ int cmd_bench(int argc, char **argv) {
         bufs.push_back(p);
     }
     auto t0 = std::chrono::steady_clock::now();
-    for (int64_t i = 0; i < depth; i++) spawn(bench_worker(&b, bufs[i]));
-    while (b.done < count && !(b.error && b.done == b.issued)) AioContext::main().poll(true);
-    // Let stragglers finish before their buffers go.
-    while (b.done < b.issued) AioContext::main().poll(true);
+    int failed = run(&b, mb_get_queue(d, 0), bufs);
     double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     for (auto *p : bufs) g_aligned_free(p);
+    if (failed) return failed;
     if (b.error) return img_fail(PosixError("Benchmark request failed", -b.error));
     printf("Run completed in %.3f seconds.\n", secs);
     printf("%.0f requests/s\n", count / secs);

@@ -52,4 +52,15 @@ expect_fail "bench --random: step 0" '^miniblock-img: --random needs a step \(-S
     "$MINIBLOCK_IMG" bench -f raw --random -S 0 "$IMG"
 expect_fail "bench --random: no room after -o" '^miniblock-img: Offset 61441 leaves no room for a request of 4096 bytes$' \
     "$MINIBLOCK_IMG" bench -f raw --random -o 61441 "$IMG"
+
+# The I/O goes through the public queue API (mbq_read/mbq_write), so the
+# benchmark gets what an embedder gets: with cache=none, a request that is
+# not aligned is refused before anything is sent, naming the values.
+expect_fail "bench -t none: unaligned requests are refused as the queue API refuses them" \
+    '^miniblock-img: mbq_read: offset 0 and length 5000 must be multiples of [0-9]+ with cache=none$' \
+    "$MINIBLOCK_IMG" bench -f raw -t none -c 4 -d 2 -s 5000 "$IMG"
+expect_output "bench -t none -i native: aligned requests run" 'requests/s$' \
+    "$MINIBLOCK_IMG" bench -f raw -t none -i native -c 64 -d 8 -S 8192 "$IMG"
+expect_output "bench -w -t none -i native: the same for writes" 'requests/s$' \
+    "$MINIBLOCK_IMG" bench -f raw -w -t none -i native -c 64 -d 8 "$IMG"
 finish
