@@ -4,11 +4,17 @@
  * errno without reaching the child (a failed write has changed nothing).
  *
  *   rules=RULE[;RULE]...     RULE = EVENT[@OFFSET][:ERRNO][:once|:always][:after=N]
- *     EVENT   read, write or flush
+ *     EVENT   read, write, write-zeroes, discard or flush (QEMU's iotype names)
  *     OFFSET  the request must cover this byte (default: any request)
  *     ERRNO   EIO (default), ENOSPC, EROFS, EPERM, EINVAL, ENOMEM or a number
  *     once    the rule fires once, then is gone (default: always)
  *     after=N the first N matching requests pass (default 0)
+ *
+ *   iotype=EVENT             one more rule: every request of that type fails
+ *                            with EIO (an enum option, QEMU's BlkdebugIOType
+ *                            values without block-status)
+ *
+ * Write-zeroes and discard reach the child as such (a hole stays a hole).
  *
  * e.g. driver=qcow2,file.driver=blkdebug,file.rules=write:ENOSPC:once:after=2,
  *      file.file.driver=file,file.file.filename=a.qcow2
@@ -27,7 +33,9 @@
 #endif
 #include "miniblock/driver.h"
 
-enum { EV_READ, EV_WRITE, EV_FLUSH };
+/* In the order of iotype_values (mbd_opt_int gives the index). */
+enum { EV_READ, EV_WRITE, EV_ZERO, EV_DISCARD, EV_FLUSH };
+static const char *const iotype_values[] = {"read", "write", "write-zeroes", "discard", "flush", NULL};
 #define MAX_RULES 16
 
 struct rule {
@@ -82,12 +90,12 @@ static int parse_rule(char *text, struct rule *r) {
             return -1;
         }
     }
-    if (strcmp(tok, "read") == 0) r->event = EV_READ;
-    else if (strcmp(tok, "write") == 0) r->event = EV_WRITE;
-    else if (strcmp(tok, "flush") == 0) r->event = EV_FLUSH;
-    else {
+    r->event = -1;
+    for (int i = 0; iotype_values[i]; i++)
+        if (strcmp(tok, iotype_values[i]) == 0) r->event = i;
+    if (r->event < 0) {
         mbd_error(EINVAL, "Unknown blkdebug event '%s'", tok);
-        mbd_error_hint("Valid events: read, write, flush");
+        mbd_error_hint("Valid events: read, write, write-zeroes, discard, flush");
         return -1;
     }
     while ((tok = strtok_r(NULL, ":", &save))) {
@@ -134,6 +142,21 @@ static void *blkdebug_open(mbd_node *node) {
             h->n++;
         }
         free(copy);
+    }
+    if (mbd_opt_str(node, "iotype")) {
+        struct rule *r = &h->rules[h->n];
+        if (h->n == MAX_RULES) {
+            mbd_error(EINVAL, "Too many blkdebug rules (at most %d)", MAX_RULES);
+            free(h);
+            return NULL;
+        }
+        r->event = (int)mbd_opt_int(node, "iotype", EV_READ);
+        r->offset = -1;
+        r->err = EIO;
+        r->once = 0;
+        atomic_init(&r->skip, 0);
+        atomic_init(&r->spent, 0);
+        h->n++;
     }
     h->file = mbd_open_child(node, "file", MBD_CHILD_FILE);
     if (!h->file) {
@@ -183,6 +206,21 @@ static void blkdebug_aio_write(void *handle, mbd_request *req, const void *buf, 
     mbd_child_aio_write(h->file, buf, count, offset, flags, done, req);
 }
 
+static void blkdebug_aio_zero(void *handle, mbd_request *req, uint64_t count, uint64_t offset,
+                              uint32_t flags) {
+    struct blkdebug *h = handle;
+    int r = inject(h, EV_ZERO, offset, count);
+    if (r) return mbd_request_complete(req, r);
+    mbd_child_aio_zero(h->file, count, offset, flags, done, req);
+}
+
+static void blkdebug_aio_discard(void *handle, mbd_request *req, uint64_t count, uint64_t offset) {
+    struct blkdebug *h = handle;
+    int r = inject(h, EV_DISCARD, offset, count);
+    if (r) return mbd_request_complete(req, r);
+    mbd_child_aio_discard(h->file, count, offset, done, req);
+}
+
 /* The core flushes the child after this succeeds. */
 static void blkdebug_aio_flush(void *handle, mbd_request *req) {
     mbd_request_complete(req, inject(handle, EV_FLUSH, 0, 0));
@@ -190,8 +228,9 @@ static void blkdebug_aio_flush(void *handle, mbd_request *req) {
 
 static const struct mbd_option blkdebug_options[] = {
     {"rules", MBD_OPT_STR, 0, NULL,
-     "faults to inject: EVENT[@OFFSET][:ERRNO][:once|:always][:after=N], ';'-separated"},
-    {NULL, 0, 0, NULL, NULL},
+     "faults to inject: EVENT[@OFFSET][:ERRNO][:once|:always][:after=N], ';'-separated", NULL},
+    {"iotype", MBD_OPT_ENUM, 0, NULL, "fail every request of this type with EIO", iotype_values},
+    {NULL, 0, 0, NULL, NULL, NULL},
 };
 
 static struct mbd_driver blkdebug_driver = {
@@ -206,6 +245,8 @@ static struct mbd_driver blkdebug_driver = {
     .aio_read = blkdebug_aio_read,
     .aio_write = blkdebug_aio_write,
     .aio_flush = blkdebug_aio_flush,
+    .aio_zero = blkdebug_aio_zero,
+    .aio_discard = blkdebug_aio_discard,
 };
 
 MBD_REGISTER(blkdebug_driver)
