@@ -31,6 +31,7 @@ struct Registry {
     std::deque<Schema> schemas;                    // every generation
     std::deque<std::vector<TypeDef>> type_lists;
     std::deque<std::vector<Branch>> branch_lists;
+    std::deque<std::vector<EnumMember>> member_lists;  // a plugin's enum options
 
     const char *keep(std::string s) { return strings.emplace_back(std::move(s)).c_str(); }
 };
@@ -62,9 +63,26 @@ Status register_driver_schema(const DriverSchema &d) {
     if (base < 0 || cur.node_union < 0)
         return Status::Error(EINVAL, "The schema has no node options to extend");
 
+    std::vector<TypeDef> types(cur.types.begin(), cur.types.end());
     std::vector<Field> fields(cur.type(base).fields.begin(), cur.type(base).fields.end());
     for (const DriverSchema::Option &o : d.options) {
-        int t = type_index(cur, o.type);
+        int t;
+        if (o.type == "enum") {
+            // An enum of its own, named after the driver and the option.
+            std::vector<EnumMember> members;
+            for (const std::string &v : o.values) members.push_back(EnumMember{r.keep(v), ""});
+            TypeDef et{};
+            et.kind = Kind::Enum;
+            et.name = r.keep(d.name + "." + o.name);
+            et.doc = r.keep(o.doc);
+            et.members = std::span<const EnumMember>(r.member_lists.emplace_back(std::move(members)));
+            et.base = -1;
+            et.discriminator_type = -1;
+            types.push_back(et);
+            t = int(types.size()) - 1;
+        } else {
+            t = type_index(cur, o.type);
+        }
         if (t < 0) return Status::Error(EINVAL, "Unknown option type '" + o.type + "'");
         for (const Field &f : fields)
             if (o.name == f.name)
@@ -74,7 +92,6 @@ Status register_driver_schema(const DriverSchema &d) {
     }
     const std::vector<Field> &stored = r.field_lists.emplace_back(std::move(fields));
 
-    std::vector<TypeDef> types(cur.types.begin(), cur.types.end());
     TypeDef st{};
     st.kind = Kind::Struct;
     st.name = r.keep("BlockdevOptions(" + d.name + ")");

@@ -92,6 +92,7 @@ struct DriverSchema {
         std::string type;
         bool required = false;
         std::string doc;
+        std::vector<std::string> values;  // type "enum": the allowed values
     };
     std::string name;
     std::string doc;

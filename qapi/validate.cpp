@@ -406,9 +406,12 @@ void help_field(const Schema &s, std::string &out, const Field &f, const std::st
     if (t.kind == Kind::Enum) {
         size_t w = 0;
         for (const EnumMember &m : t.members) w = std::max(w, std::string_view(m.name).size());
-        for (const EnumMember &m : t.members)
+        for (const EnumMember &m : t.members) {
+            // A plugin's enum values have no docs: the <a|b|c> above says it all.
+            if (!*m.doc) continue;
             out += "        " + std::string(m.name) +
                    std::string(w + 2 - std::string_view(m.name).size(), ' ') + m.doc + "\n";
+        }
         for (const EnumAlias &a : t.aliases)
             out += "        " + std::string(a.alias) +
                    std::string(w + 2 > std::string_view(a.alias).size()

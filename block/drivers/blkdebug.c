@@ -4,15 +4,22 @@
  * errno without reaching the child (a failed write has changed nothing).
  *
  *   rules=RULE[;RULE]...     RULE = EVENT[@OFFSET][:ERRNO][:once|:always][:after=N]
- *     EVENT   read, write or flush: fail such requests; or event=NAME: a
- *             driver event a format above announced (QEMU's blkdebug names,
- *             below) arms the rule, and the next requests fail (once: the
- *             next one), whatever their type: the event is announced just
- *             before the I/O it names
+ *     EVENT   read, write, write-zeroes, discard or flush (QEMU's iotype
+ *             names): fail such requests; or event=NAME: a driver event a
+ *             format above announced (QEMU's blkdebug names, below) arms
+ *             the rule, and the next requests fail (once: the next one),
+ *             whatever their type: the event is announced just before the
+ *             I/O it names
  *     OFFSET  the request must cover this byte (default: any request)
  *     ERRNO   EIO (default), ENOSPC, EROFS, EPERM, EINVAL, ENOMEM or a number
  *     once    the rule fires once, then is gone (default: always)
  *     after=N the first N matching requests (or events) pass (default 0)
+ *
+ *   iotype=EVENT             one more rule: every request of that type fails
+ *                            with EIO (an enum option, QEMU's BlkdebugIOType
+ *                            values without block-status)
+ *
+ * Write-zeroes and discard reach the child as such (a hole stays a hole).
  *
  * e.g. driver=qcow2,file.driver=blkdebug,file.rules=write:ENOSPC:once:after=2,
  *      file.file.driver=file,file.file.filename=a.qcow2
@@ -30,7 +37,10 @@
 #endif
 #include "miniblock/driver.h"
 
-enum { EV_READ, EV_WRITE, EV_FLUSH, EV_NAMED };
+/* In the order of iotype_values (mbd_opt_int gives the index); EV_NAMED:
+ * a driver event (event=NAME). */
+enum { EV_READ, EV_WRITE, EV_ZERO, EV_DISCARD, EV_FLUSH, EV_NAMED };
+static const char *const iotype_values[] = {"read", "write", "write-zeroes", "discard", "flush", NULL};
 #define MAX_RULES 16
 
 /* The driver events formats announce (bdrv_debug_event), under QEMU's
@@ -99,10 +109,10 @@ static int parse_rule(char *text, struct rule *r) {
             return -1;
         }
     }
-    if (strcmp(tok, "read") == 0) r->event = EV_READ;
-    else if (strcmp(tok, "write") == 0) r->event = EV_WRITE;
-    else if (strcmp(tok, "flush") == 0) r->event = EV_FLUSH;
-    else if (strncmp(tok, "event=", 6) == 0) {
+    r->event = -1;
+    for (int i = 0; iotype_values[i]; i++)
+        if (strcmp(tok, iotype_values[i]) == 0) r->event = i;
+    if (r->event < 0 && strncmp(tok, "event=", 6) == 0) {
         r->event = EV_NAMED;
         for (size_t i = 0; i < N_EVENT_NAMES; i++)
             if (strcmp(tok + 6, event_names[i]) == 0) r->name = event_names[i];
@@ -116,9 +126,9 @@ static int parse_rule(char *text, struct rule *r) {
             mbd_error_hint("Valid driver events: %s", list);
             return -1;
         }
-    } else {
+    } else if (r->event < 0) {
         mbd_error(EINVAL, "Unknown blkdebug event '%s'", tok);
-        mbd_error_hint("Valid events: read, write, flush, event=NAME");
+        mbd_error_hint("Valid events: read, write, write-zeroes, discard, flush, event=NAME");
         return -1;
     }
     while ((tok = strtok_r(NULL, ":", &save))) {
@@ -165,6 +175,21 @@ static void *blkdebug_open(mbd_node *node) {
             h->n++;
         }
         free(copy);
+    }
+    if (mbd_opt_str(node, "iotype")) {
+        struct rule *r = &h->rules[h->n];
+        if (h->n == MAX_RULES) {
+            mbd_error(EINVAL, "Too many blkdebug rules (at most %d)", MAX_RULES);
+            free(h);
+            return NULL;
+        }
+        r->event = (int)mbd_opt_int(node, "iotype", EV_READ);
+        r->offset = -1;
+        r->err = EIO;
+        r->once = 0;
+        atomic_init(&r->skip, 0);
+        atomic_init(&r->spent, 0);
+        h->n++;
     }
     h->file = mbd_open_child(node, "file", MBD_CHILD_FILE);
     if (!h->file) {
@@ -233,6 +258,21 @@ static void blkdebug_aio_write(void *handle, mbd_request *req, const void *buf, 
     mbd_child_aio_write(h->file, buf, count, offset, flags, done, req);
 }
 
+static void blkdebug_aio_zero(void *handle, mbd_request *req, uint64_t count, uint64_t offset,
+                              uint32_t flags) {
+    struct blkdebug *h = handle;
+    int r = inject(h, EV_ZERO, offset, count);
+    if (r) return mbd_request_complete(req, r);
+    mbd_child_aio_zero(h->file, count, offset, flags, done, req);
+}
+
+static void blkdebug_aio_discard(void *handle, mbd_request *req, uint64_t count, uint64_t offset) {
+    struct blkdebug *h = handle;
+    int r = inject(h, EV_DISCARD, offset, count);
+    if (r) return mbd_request_complete(req, r);
+    mbd_child_aio_discard(h->file, count, offset, done, req);
+}
+
 /* The core flushes the child after this succeeds. */
 static void blkdebug_aio_flush(void *handle, mbd_request *req) {
     mbd_request_complete(req, inject(handle, EV_FLUSH, 0, 0));
@@ -241,8 +281,9 @@ static void blkdebug_aio_flush(void *handle, mbd_request *req) {
 static const struct mbd_option blkdebug_options[] = {
     {"rules", MBD_OPT_STR, 0, NULL,
      "faults to inject: EVENT[@OFFSET][:ERRNO][:once|:always][:after=N], ';'-separated; "
-     "EVENT is read, write, flush or event=NAME (a driver event)"},
-    {NULL, 0, 0, NULL, NULL},
+     "EVENT is read, write, write-zeroes, discard, flush or event=NAME (a driver event)", NULL},
+    {"iotype", MBD_OPT_ENUM, 0, NULL, "fail every request of this type with EIO", iotype_values},
+    {NULL, 0, 0, NULL, NULL, NULL},
 };
 
 static struct mbd_driver blkdebug_driver = {
@@ -258,6 +299,8 @@ static struct mbd_driver blkdebug_driver = {
     .aio_write = blkdebug_aio_write,
     .aio_flush = blkdebug_aio_flush,
     .debug_event = blkdebug_event,
+    .aio_zero = blkdebug_aio_zero,
+    .aio_discard = blkdebug_aio_discard,
 };
 
 MBD_REGISTER(blkdebug_driver)

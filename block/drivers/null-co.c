@@ -95,10 +95,10 @@ static int null_block_status(void *handle, uint64_t offset, uint64_t count, uint
 static const char *const null_schemes[] = {"null-co", NULL};
 
 static const struct mbd_option null_options[] = {
-    {"size", MBD_OPT_SIZE, 0, "1073741824", "the size of the device in bytes"},
-    {"latency-ns", MBD_OPT_INT, 0, "0", "nanoseconds to delay each request by"},
-    {"read-zeroes", MBD_OPT_BOOL, 0, "off", "zero the buffer of every read"},
-    {NULL, 0, 0, NULL, NULL},
+    {"size", MBD_OPT_SIZE, 0, "1073741824", "the size of the device in bytes", NULL},
+    {"latency-ns", MBD_OPT_INT, 0, "0", "nanoseconds to delay each request by", NULL},
+    {"read-zeroes", MBD_OPT_BOOL, 0, "off", "zero the buffer of every read", NULL},
+    {NULL, 0, 0, NULL, NULL, NULL},
 };
 
 static struct mbd_driver null_co_driver = {

@@ -140,8 +140,14 @@ Task<int> plugin_co_pwritev(BlockDriverState *bs, int64_t offset, int64_t bytes,
 }
 
 Task<int> plugin_co_pwrite_zeroes(BlockDriverState *bs, int64_t offset, int64_t bytes, int flags) {
-    co_return co_await PluginRequest{bs->state<PluginNode>(), PluginOp::Zero, nullptr, uint64_t(bytes),
-                                     uint64_t(offset), uint32_t(flags & BDRV_REQ_FUA)};
+    auto *n = bs->state<PluginNode>();
+    uint32_t f = (flags & BDRV_REQ_FUA) ? MBD_REQ_FUA : 0;
+    // MBD_REQ_MAY_UNMAP came with option_struct_size: a plugin built
+    // before it never sees a flag bit it does not know.
+    if ((flags & BDRV_REQ_MAY_UNMAP) &&
+        n->pd->c.struct_size >= offsetof(mbd_driver, option_struct_size) + sizeof(uint32_t))
+        f |= MBD_REQ_MAY_UNMAP;
+    co_return co_await PluginRequest{n, PluginOp::Zero, nullptr, uint64_t(bytes), uint64_t(offset), f};
 }
 
 Task<int> plugin_co_pdiscard(BlockDriverState *bs, int64_t offset, int64_t bytes) {

@@ -8,6 +8,7 @@
 
 #include "block/aio.h"
 #include "block/plugin/plugin.h"
+#include "block/warn.h"
 #include "qapi/schema.h"
 
 namespace mb {
@@ -58,11 +59,12 @@ struct Detached {
     std::coroutine_handle<promise_type> h;
 };
 
-enum class ChildOp { Read, Write, Flush };
+enum class ChildOp { Read, Write, Flush, Zero, Discard };
 
 Task<int> child_io(BdrvChild *c, ChildOp op, void *buf, uint64_t count, uint64_t offset, uint32_t flags) {
     if (count > uint64_t(INT64_MAX) || offset > uint64_t(INT64_MAX)) co_return -EINVAL;
-    int f = (flags & MBD_REQ_FUA) ? BDRV_REQ_FUA : 0;
+    int f = ((flags & MBD_REQ_FUA) ? BDRV_REQ_FUA : 0) | ((flags & MBD_REQ_MAY_UNMAP) ? BDRV_REQ_MAY_UNMAP : 0);
+    if (op != ChildOp::Zero) f &= ~BDRV_REQ_MAY_UNMAP;  // only zeroes may unmap
     switch (op) {
     case ChildOp::Read:
         co_return co_await bdrv_co_preadv(c, int64_t(offset), int64_t(count), static_cast<uint8_t *>(buf), f);
@@ -70,6 +72,8 @@ Task<int> child_io(BdrvChild *c, ChildOp op, void *buf, uint64_t count, uint64_t
         co_return co_await bdrv_co_pwritev(c, int64_t(offset), int64_t(count),
                                            static_cast<const uint8_t *>(buf), f);
     case ChildOp::Flush: co_return co_await bdrv_co_flush(c->bs.get());
+    case ChildOp::Zero: co_return co_await bdrv_co_pwrite_zeroes(c, int64_t(offset), int64_t(count), f);
+    case ChildOp::Discard: co_return co_await bdrv_co_pdiscard(c, int64_t(offset), int64_t(count));
     }
     co_return -EINVAL;
 }
@@ -179,6 +183,14 @@ MB_DRIVER_API void mbd_error(int errnum, const char *fmt, ...) {
     va_end(ap);
 }
 
+MB_DRIVER_API void mbd_warning(const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    std::string msg = vformat(fmt, ap);
+    va_end(ap);
+    warn_report(msg);
+}
+
 MB_DRIVER_API void mbd_error_hint(const char *fmt, ...) {
     va_list ap;
     va_start(ap, fmt);
@@ -196,6 +208,15 @@ MB_DRIVER_API const char *mbd_opt_str(mbd_node *node, const char *name) {
 
 MB_DRIVER_API int64_t mbd_opt_int(mbd_node *node, const char *name, int64_t def) {
     PluginOpenCtx *ctx = ctx_of(node);
+    if (const mbd_option *o = declared(ctx->pd, name); o && o->type == MBD_OPT_ENUM) {
+        // The index of the value in .values (validated: it is one of them).
+        auto v = ctx->opts->get_text(name);
+        const char *want = v ? v->c_str() : o->default_value;
+        if (!want) return def;
+        for (int64_t i = 0; o->values[i]; i++)
+            if (strcmp(o->values[i], want) == 0) return i;
+        return def;
+    }
     if (auto v = ctx->opts->get_int(name)) return *v;
     if (auto b = ctx->opts->get_bool(name)) return *b;
     const mbd_option *o = declared(ctx->pd, name);
@@ -263,6 +284,24 @@ MB_DRIVER_API void mbd_child_aio_write(mbd_child *c, const void *buf, uint64_t c
 
 MB_DRIVER_API void mbd_child_aio_flush(mbd_child *c, mbd_child_cb *cb, void *opaque) {
     child_async(c, ChildOp::Flush, nullptr, 0, 0, 0, cb, opaque);
+}
+
+MB_DRIVER_API int mbd_child_pwrite_zeroes(mbd_child *c, uint64_t count, uint64_t offset, uint32_t flags) {
+    return child_blocking(c, ChildOp::Zero, nullptr, count, offset, flags);
+}
+
+MB_DRIVER_API int mbd_child_discard(mbd_child *c, uint64_t count, uint64_t offset) {
+    return child_blocking(c, ChildOp::Discard, nullptr, count, offset, 0);
+}
+
+MB_DRIVER_API void mbd_child_aio_zero(mbd_child *c, uint64_t count, uint64_t offset, uint32_t flags,
+                                      mbd_child_cb *cb, void *opaque) {
+    child_async(c, ChildOp::Zero, nullptr, count, offset, flags, cb, opaque);
+}
+
+MB_DRIVER_API void mbd_child_aio_discard(mbd_child *c, uint64_t count, uint64_t offset, mbd_child_cb *cb,
+                                         void *opaque) {
+    child_async(c, ChildOp::Discard, nullptr, count, offset, 0, cb, opaque);
 }
 
 MB_DRIVER_API void mbd_info_add(mbd_info *info, const char *key, const char *value) {

@@ -45,12 +45,39 @@ const char *type_name(int t) {
     case MBD_OPT_INT: return "int";
     case MBD_OPT_BOOL: return "bool";
     case MBD_OPT_SIZE: return "size";
+    case MBD_OPT_ENUM: return "enum";
     }
     return nullptr;
 }
 
 Status bad(const std::string &origin, const std::string &what) {
     return Status::Error(EINVAL, "Module '" + origin + "' is not a usable driver: " + what);
+}
+
+// sizeof(struct mbd_option) before .values was appended.
+constexpr size_t kFirstOptionSize = offsetof(mbd_option, values);
+
+// An enum option's allowed values: 1 to 64 names, no duplicates, and the
+// default (if any) one of them.
+Status enum_values(const std::string &origin, const std::string &driver, const mbd_option &o,
+                   std::vector<std::string> *out) {
+    const std::string what = "option '" + std::string(o.name) + "' of driver '" + driver + "'";
+    if (!o.values || !o.values[0]) return bad(origin, what + " is an enum without values");
+    for (const char *const *v = o.values; *v; v++) {
+        if (out->size() >= 64) return bad(origin, what + " has more than 64 values");
+        if (!valid_name(*v)) return bad(origin, what + " has a value not made of letters, digits, '-' and '_'");
+        for (const std::string &seen : *out)
+            if (seen == *v) return bad(origin, what + " lists the value '" + seen + "' twice");
+        out->emplace_back(*v);
+    }
+    if (o.default_value) {
+        bool found = false;
+        for (const std::string &v : *out) found |= v == o.default_value;
+        if (!found)
+            return bad(origin, what + " has the default '" + o.default_value +
+                                   "', which is not one of its values");
+    }
+    return Status::OK();
 }
 
 }  // namespace
@@ -116,8 +143,22 @@ Result<const BlockDriver *> plugin_register(const mbd_driver *d, const std::stri
     schema.name = pd->name;
     schema.doc = c.description ? c.description : "driver '" + pd->name + "' (a plugin)";
     bool has_file = false, has_filename = false;
+    // The options array's stride is the plugin's sizeof(struct mbd_option):
+    // a plugin from before .values was appended has the first, shorter one.
+    size_t stride = kFirstOptionSize;
+    if (d->struct_size >= offsetof(mbd_driver, option_struct_size) + sizeof(uint32_t) &&
+        c.option_struct_size != 0) {
+        stride = c.option_struct_size;
+        if (stride < kFirstOptionSize || stride % alignof(mbd_option))
+            return bad(origin, "driver '" + pd->name + "' says its struct mbd_option is " +
+                                   std::to_string(stride) + " bytes");
+    }
     if (c.options) {
-        for (const mbd_option *o = c.options; o->name; o++) {
+        for (const char *p = reinterpret_cast<const char *>(c.options);; p += stride) {
+            mbd_option opt{};
+            memcpy(&opt, p, std::min(stride, sizeof(mbd_option)));
+            const mbd_option *o = &opt;
+            if (!o->name) break;
             if (pd->options.size() >= 256) return bad(origin, "too many options");
             if (!valid_name(o->name))
                 return bad(origin, "driver '" + pd->name + "' declares an option with a bad name");
@@ -125,9 +166,15 @@ Result<const BlockDriver *> plugin_register(const mbd_driver *d, const std::stri
             if (!t)
                 return bad(origin, "option '" + std::string(o->name) + "' of driver '" + pd->name +
                                        "' has type " + std::to_string(o->type));
+            std::vector<std::string> values;
+            if (o->type == MBD_OPT_ENUM) {
+                MB_TRY(enum_values(origin, pd->name, *o, &values));
+            } else {
+                opt.values = nullptr;  // only an enum's are looked at
+            }
             std::string doc = o->help ? o->help : "";
             if (o->default_value) doc += std::string(" (default ") + o->default_value + ")";
-            schema.options.push_back({o->name, t, bool(o->flags & MBD_OPT_REQUIRED), doc});
+            schema.options.push_back({o->name, t, bool(o->flags & MBD_OPT_REQUIRED), doc, values});
             pd->options.push_back(*o);
             has_file |= strcmp(o->name, "file") == 0;
             has_filename |= strcmp(o->name, "filename") == 0;

@@ -42,9 +42,9 @@ static void pattern_read(void *h, mbd_request *req, void *buf, uint64_t count,
 }
 
 static const struct mbd_option pattern_options[] = {
-    {"size", MBD_OPT_SIZE, 0, "1M", "the size of the device"},
-    {"byte", MBD_OPT_INT, 0, "0", "the byte every read returns"},
-    {NULL, 0, 0, NULL, NULL},
+    {"size", MBD_OPT_SIZE, 0, "1M", "the size of the device", NULL},
+    {"byte", MBD_OPT_INT, 0, "0", "the byte every read returns", NULL},
+    {NULL, 0, 0, NULL, NULL, NULL},
 };
 
 static struct mbd_driver pattern_driver = {

@@ -125,6 +125,9 @@ struct mbd_option {
     int flags;                 /* MBD_OPT_REQUIRED */
     const char *default_value; /* as the user would write it, or NULL */
     const char *help;          /* one line, shown by --help */
+    /* Appended (see MBD_OPT_ENUM): the allowed values of an enum option,
+     * NULL-terminated; NULL for every other type. */
+    const char *const *values;
 };
 
 struct mbd_driver {
@@ -208,6 +211,11 @@ struct mbd_driver {
     /* Formats: adds fields to `miniblock-img info` with mbd_info_add(). */
     void (*get_info)(void *handle, mbd_info *info);
 
+    /* Stamped by MBD_REGISTER: sizeof(struct mbd_option) as the plugin saw
+     * it, the stride of its .options array (absent: the first layout, which
+     * ended at .help).  Do not set. */
+    uint32_t option_struct_size;
+
     /* Filters: a format above announced a driver event (QEMU's blkdebug
      * names: "l2_update", "refblock_update", "cluster_alloc", ...; the list
      * is in docs/drivers/blkdebug.md) on its way to its file child.  Loop
@@ -282,6 +290,78 @@ MB_DRIVER_API const char *mbd_create_option(mbd_create *c, const char *name);
 /* Adds "key: value" to an image's description (get_info only). */
 MB_DRIVER_API void mbd_info_add(mbd_info *info, const char *key, const char *value);
 
+/* --- appended: enum options, child write-zeroes and discard ------------------
+ *
+ * MBD_OPT_ENUM: the value must be one of the option's .values (checked
+ * before open; a bad one is refused naming it and the allowed ones, and
+ * --help DRIVER lists them).  mbd_opt_str() gives the value, mbd_opt_int()
+ * its index in .values.
+ *
+ * Child write-zeroes and discard, like the other child calls (blocking from
+ * open and from worker threads, asynchronous from anywhere).  Zeroes take
+ * MBD_REQ_FUA and MBD_REQ_MAY_UNMAP (the range may become a hole that reads
+ * as zeroes); a discard is a hint the child may ignore (it then succeeds).
+ * An aio_zero callback receives MBD_REQ_MAY_UNMAP only if the driver was
+ * built against a header that has it (ignore flag bits you do not know). */
+#define MBD_OPT_ENUM 5
+#define MBD_REQ_MAY_UNMAP 2
+MB_DRIVER_API int mbd_child_pwrite_zeroes(mbd_child *c, uint64_t count, uint64_t offset,
+                                          uint32_t flags);
+MB_DRIVER_API int mbd_child_discard(mbd_child *c, uint64_t count, uint64_t offset);
+MB_DRIVER_API void mbd_child_aio_zero(mbd_child *c, uint64_t count, uint64_t offset,
+                                      uint32_t flags, mbd_child_cb *cb, void *opaque);
+MB_DRIVER_API void mbd_child_aio_discard(mbd_child *c, uint64_t count, uint64_t offset,
+                                         mbd_child_cb *cb, void *opaque);
+
+/* --- appended: the event loop, for asynchronous network protocols -----------
+ *
+ * A protocol that talks to a server (a socket) lives on the loop of its
+ * node: it watches its fds and arms timers there, and completes requests
+ * from their callbacks.  mbd_node_loop() gives the loop during open; keep
+ * it for the node's life.
+ *
+ * Every function here is called on the loop's thread: from open, close and
+ * the other control callbacks, from the aio_* callbacks of MBD_THREAD_ASYNC,
+ * and from fd and timer callbacks (never from the worker threads of the
+ * blocking models).  Callbacks run on that thread, never inline in the call
+ * that set them up, and never after their watch or timer was removed: a
+ * callback may remove its own watch or timer, or others.  Remove every
+ * watch and timer in close (before you close their fds).
+ *
+ * fd callbacks get the MBD_FD_* conditions that hold (MBD_FD_ERROR covers
+ * an error or hang-up on the fd, reported whatever was asked); they run
+ * again while the condition holds, as poll(2) level-triggered.  A timer
+ * fires once, `ns` after mbd_timer_arm(), unless re-armed or cancelled
+ * meanwhile. */
+typedef struct mbd_loop mbd_loop;
+typedef struct mbd_watch mbd_watch;
+typedef struct mbd_timer mbd_timer;
+#define MBD_FD_READ 1
+#define MBD_FD_WRITE 2
+#define MBD_FD_ERROR 4
+typedef void mbd_fd_cb(void *opaque, int fd, int revents);
+typedef void mbd_timer_cb(void *opaque);
+MB_DRIVER_API mbd_loop *mbd_node_loop(mbd_node *node);
+/* NULL (after mbd_error) for a negative fd or bad events. */
+MB_DRIVER_API mbd_watch *mbd_fd_watch(mbd_loop *loop, int fd, int events, mbd_fd_cb *cb,
+                                      void *opaque);
+/* Changes what is watched (MBD_FD_READ | MBD_FD_WRITE, or 0 for nothing). */
+MB_DRIVER_API void mbd_fd_watch_set(mbd_watch *w, int events);
+MB_DRIVER_API void mbd_fd_unwatch(mbd_watch *w);
+MB_DRIVER_API mbd_timer *mbd_timer_new(mbd_loop *loop, mbd_timer_cb *cb, void *opaque);
+/* (Re)arms the timer to fire once, ns nanoseconds from now (at most an hour). */
+MB_DRIVER_API void mbd_timer_arm(mbd_timer *t, uint64_t ns);
+MB_DRIVER_API void mbd_timer_cancel(mbd_timer *t);
+MB_DRIVER_API void mbd_timer_free(mbd_timer *t);
+/* Reports what the data plane cannot say with an errno (a server that broke
+ * the protocol, a lost connection): one line, shown as "WARNING: ..." or
+ * handed to the embedder's log handler.  Any thread. */
+MB_DRIVER_API void mbd_warning(const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 1, 2)))
+#endif
+    ;
+
 /* --- registration ------------------------------------------------------------ */
 
 #if defined(__GNUC__)
@@ -317,6 +397,7 @@ typedef struct mbd_driver *mbd_entry_fn(void);
 #define MBD_STAMP_(drv)                                           \
     (drv).struct_size = (uint32_t)sizeof(struct mbd_driver);      \
     (drv).abi_version = MBD_ABI_VERSION;                          \
+    (drv).option_struct_size = (uint32_t)sizeof(struct mbd_option); \
     return &(drv);
 
 /* In a driver's source, after its struct: the module's entry point.  (In

@@ -40,6 +40,8 @@ expect_fail "a flush rule fails flush" 'flush failed: Input/output error' \
     "$IO" -c 'flush' --image-opts "$B,file.rules=flush"
 expect_fail "a bad event is named" "Unknown blkdebug event 'wirte'" \
     "$IO" -c 'read 0 512' --image-opts "$B,file.rules=wirte"
+expect_fail "... with the valid ones" "^Valid events: read, write, write-zeroes, discard, flush, event=NAME$" \
+    "$IO" -c 'read 0 512' --image-opts "$B,file.rules=wirte"
 expect_fail "a bad field is named" "Invalid blkdebug rule field 'EFOO'" \
     "$IO" -c 'read 0 512' --image-opts "$B,file.rules=read:EFOO"
 qemu-io -f raw -c 'write -P 0x66 0 4096' "$T/r.raw" >/dev/null
@@ -213,4 +215,53 @@ for ev in l2_update refblock_update cluster_alloc; do
     rm -f "$T/hold-e.in" "$T/hold-e.out"
     check_clean "... and the image is consistent after $ev failed" "$T/l.qcow2"
 done
+# --- write-zeroes and discard reach the child as such --------------------------------
+# A filter that forwards zeroes as a zero buffer would allocate: the file
+# must show holes where the zeroes and the discard went (qemu-img map reads
+# the file's extents), and read as zeroes there, the rest untouched.
+# map_of FILE: qemu-img's map of a raw file, one "start length data zero" a line.
+map_of() {
+    qemu-img map --output=json -f raw "$1" |
+        /usr/bin/python3 -c 'import json,sys; [print(e["start"], e["length"], e["data"], e["zero"]) for e in json.load(sys.stdin)]'
+}
+qemu-img create -q -f raw "$T/z.raw" 1M
+qemu-io -f raw -c 'write -P 0x5a 0 1M' "$T/z.raw" >/dev/null
+Z="driver=raw,file.driver=blkdebug,file.file.driver=file,file.file.filename=$T/z.raw"
+expect_ok "write -z -u and discard through blkdebug" \
+    "$IO" -c 'write -z -u 0 64k' -c 'discard 256k 128k' --image-opts "$Z"
+want=$'0 65536 False True\n65536 196608 True False\n262144 131072 False True\n393216 655360 True False'
+got=$(map_of "$T/z.raw")
+if [ "$got" = "$want" ]; then
+    ok "... the file has holes exactly there (qemu-img map)"
+else
+    not_ok "... the file has holes exactly there (qemu-img map)" "want: $want" "got: $got"
+fi
+expect_ok "... which read as zeroes, the rest unchanged (qemu-io)" qemu-io -f raw \
+    -c 'read -P 0 0 64k' -c 'read -P 0x5a 64k 192k' -c 'read -P 0 256k 128k' -c 'read -P 0x5a 384k 640k' "$T/z.raw"
+expect_fail "a write-zeroes rule fails write -z" 'write failed: No space left on device' \
+    "$IO" -c 'write -z 512k 4k' --image-opts "$Z,file.rules=write-zeroes:ENOSPC"
+expect_fail "a discard rule fails discard" 'discard failed: Input/output error' \
+    "$IO" -c 'discard 512k 4k' --image-opts "$Z,file.rules=discard"
+expect_ok "... and neither has touched the data" qemu-io -f raw -c 'read -P 0x5a 512k 4k' "$T/z.raw"
+
+# --- iotype: an enum option (QEMU's BlkdebugIOType) ----------------------------------
+expect_fail "iotype=discard fails every discard" 'discard failed: Input/output error' \
+    "$IO" -c 'read 0 512' -c 'discard 512k 4k' --image-opts "$Z,file.iotype=discard"
+expect_ok "... and nothing else" "$IO" -c 'read 0 512' -c 'write 0 512' -c 'flush' \
+    --image-opts "$Z,file.iotype=discard"
+expect_fail "iotype=write-zeroes fails write -z" 'write failed: Input/output error' \
+    "$IO" -c 'write -z 0 4k' --image-opts "$Z,file.iotype=write-zeroes"
+out=$("$IO" -c 'read 0 512' --image-opts "$Z,file.iotype=dicsard" 2>&1)
+want="miniblock-io: can't open device $Z,file.iotype=dicsard: Invalid value 'dicsard' for parameter 'file.iotype'
+Valid values: read, write, write-zeroes, discard, flush"
+if [ "$out" = "$want" ]; then
+    ok "a bad iotype is refused naming it and the allowed values"
+else
+    not_ok "a bad iotype is refused naming it and the allowed values" "want: $want" "got: $out"
+fi
+if "$IMG" --help blkdebug | grep -qxF "  iotype=<read|write|write-zeroes|discard|flush>"; then
+    ok "--help blkdebug lists the values"
+else
+    not_ok "--help blkdebug lists the values" "$("$IMG" --help blkdebug 2>&1)"
+fi
 finish

@@ -86,6 +86,18 @@ expect_fail_text "a module named after another driver is refused" \
 expect_fail_text "a module of another build is refused" \
     "Module '$P/block-otherbuild.so' comes from another build of miniblock (build 0123456789abcdef; this is build " \
     "$IO" -c length --image-opts driver=raw,file.driver=otherbuild
+expect_fail_text "an enum option without values is refused" \
+    "Module '$P/block-enumempty.so' is not a usable driver: option 'mode' of driver 'enumempty' is an enum without values" \
+    "$IO" -c length --image-opts driver=raw,file.driver=enumempty
+expect_fail_text "an enum option listing a value twice is refused" \
+    "Module '$P/block-enumdup.so' is not a usable driver: option 'mode' of driver 'enumdup' lists the value 'fast' twice" \
+    "$IO" -c length --image-opts driver=raw,file.driver=enumdup
+expect_fail_text "an enum option whose default is not a value is refused" \
+    "Module '$P/block-enumdefault.so' is not a usable driver: option 'mode' of driver 'enumdefault' has the default 'medium', which is not one of its values" \
+    "$IO" -c length --image-opts driver=raw,file.driver=enumdefault
+expect_fail_text "an impossible struct mbd_option size is refused" \
+    "Module '$P/block-optsize.so' is not a usable driver: driver 'optsize' says its struct mbd_option is 12 bytes" \
+    "$IO" -c length --image-opts driver=raw,file.driver=optsize
 mkdir "$T/mods" && head -c 4096 /dev/zero | tr "\\0" x >"$T/mods/block-garbage.so"
 expect_fail_text "a file dlopen refuses gives dlopen's reason" \
     "Could not load module '$T/mods/block-garbage.so': $T/mods/block-garbage.so: invalid ELF header" \
@@ -98,13 +110,13 @@ expect_fail_text "an older plugin's shorter struct loads; fields past its end ar
 # A build with -Dmodules=enabled has cloop as a module (tests/meson.build
 # points MINIBLOCK_MODULE_DIR at it).
 if [ -e "$MINIBLOCK_BUILD/block/plugin/block-cloop.so" ]; then
-    linked="blkdebug crash-sim file nbd null-co qcow2 raw" modules="abinew abiold cloop dup"
+    linked="blkdebug crash-sim file nbd null-co qcow2 raw" modules="abinew abiold cloop dup enumdefault enumdup enumempty"
 else
-    linked="blkdebug cloop crash-sim file nbd null-co qcow2 raw" modules="abinew abiold dup"
+    linked="blkdebug cloop crash-sim file nbd null-co qcow2 raw" modules="abinew abiold dup enumdefault enumdup enumempty"
 fi
 expect_text "--help ends with the linked-in formats" "Supported formats: $linked" "$IMG" --help
 expect_text "... and says which come from modules" \
-    "Supported formats from modules: $modules hostile lockfile misnamed noentry otherbuild passthru short" \
+    "Supported formats from modules: $modules hostile lockfile misnamed nbdmini noentry optsize otherbuild passthru short" \
     "$IMG" --help
 expect_text "... and where modules are looked for" "Module directories: $P, " "$IMG" --help
 expect_text "--help DRIVER shows a module driver's declared options" \
@@ -221,5 +233,29 @@ expect_fail "qemu-io writer refused while the filter's file node holds it" \
 eval "exec $HOLD_FD_pt>&-"
 wait "$HOLD_PID_pt"
 expect_ok "the writer gets in once the filter is closed" qemu-io -f raw -c 'write 0 512' "$T/disk.raw"
+
+# --- the blocking filter forwards write-zeroes and discard ------------------------------
+# qemu-img compare against an image qemu-io made the same way, and the
+# file's extents: zeroes and discards must arrive as holes, not as data.
+qemu-img create -q -f raw "$T/zd.raw" 1M
+qemu-io -f raw -c 'write -P 0x21 0 1M' "$T/zd.raw" >/dev/null
+cp "$T/zd.raw" "$T/zd-ref.raw"
+expect_ok "passthru forwards write -z -u and discard" "$IO" -c 'write -z -u 64k 64k' -c 'discard 512k 256k' \
+    --image-opts "driver=passthru,file.driver=file,file.filename=$T/zd.raw"
+qemu-io -f raw -c 'write -z -u 64k 64k' -c 'discard 512k 256k' "$T/zd-ref.raw" >/dev/null
+expect_ok "... the result is what qemu-io's is (qemu-img compare)" qemu-img compare -f raw -F raw "$T/zd.raw" "$T/zd-ref.raw"
+want=$(qemu-img map --output=json -f raw "$T/zd-ref.raw") got=$(qemu-img map --output=json -f raw "$T/zd.raw")
+if [ "$got" = "$want" ] && grep -q '"data": false' <<<"$got"; then
+    ok "... with the same holes (qemu-img map)"
+else
+    not_ok "... with the same holes (qemu-img map)" "want: $want" "got: $got"
+fi
+
+# --- an older plugin's options array (the first struct mbd_option layout) -------------
+expect_text "an older plugin's options are read with its own stride" \
+    "  second=<int>" "$IMG" --help short
+expect_fail_text "... the value of its second option is checked as an int" \
+    "Invalid value 'x' for parameter 'file.second'" \
+    "$IO" -c length --image-opts driver=raw,file.driver=short,file.second=x
 
 finish

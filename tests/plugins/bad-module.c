@@ -6,7 +6,13 @@
  *   BAD_DUP       registers the name "raw", which is taken
  *   BAD_NAME      block-misnamed.so registering "other-name"
  *   SHORT_STRUCT  an older plugin: its struct ends before aio_write, and
- *                 what lies past its end must be ignored (here: a trap)
+ *                 what lies past its end must be ignored (here: a trap);
+ *                 its options array has the first struct mbd_option layout
+ *                 (before .values), so its stride is shorter than today's
+ *   BAD_ENUM_EMPTY, BAD_ENUM_DUP, BAD_ENUM_DEFAULT
+ *                 an enum option without values, with a value twice, with a
+ *                 default that is not one of its values
+ *   BAD_OPTION_SIZE  a struct mbd_option size smaller than the first layout
  *   (none)        a good driver, built with another build's stamp
  */
 #include <errno.h>
@@ -51,7 +57,43 @@ static void bad_aio_read(void *h, mbd_request *req, void *buf, uint64_t count, u
     mbd_request_complete(req, -EIO);
 }
 
+#ifdef SHORT_STRUCT
+/* struct mbd_option as the first header had it. */
+struct first_option {
+    const char *name;
+    int type;
+    int flags;
+    const char *default_value;
+    const char *help;
+};
+static const struct first_option short_options[] = {
+    {"first", MBD_OPT_STR, 0, "a", "the first option of an older plugin"},
+    {"second", MBD_OPT_INT, 0, "2", "the second option of an older plugin"},
+    {NULL, 0, 0, NULL, NULL},
+};
+#endif
+
+#if defined(BAD_ENUM_EMPTY) || defined(BAD_ENUM_DUP) || defined(BAD_ENUM_DEFAULT)
+#if defined(BAD_ENUM_EMPTY)
+static const char *const mode_values[] = {NULL};
+#elif defined(BAD_ENUM_DUP)
+static const char *const mode_values[] = {"fast", "slow", "fast", NULL};
+#else
+static const char *const mode_values[] = {"fast", "slow", NULL};
+#endif
+static const struct mbd_option enum_options[] = {
+    {"mode", MBD_OPT_ENUM, 0, "medium", "how fast", mode_values},
+    {NULL, 0, 0, NULL, NULL, NULL},
+};
+#endif
+
 static struct mbd_driver bad_driver = {
+#if defined(BAD_ENUM_EMPTY) || defined(BAD_ENUM_DUP) || defined(BAD_ENUM_DEFAULT)
+    .options = enum_options,
+#endif
+#ifdef SHORT_STRUCT
+    .options = (const struct mbd_option *)short_options,
+#endif
 #if defined(BAD_DUP)
     .name = "raw",
 #elif defined(BAD_NAME)
@@ -71,6 +113,14 @@ MBD_EXPORT struct mbd_driver *mbd_driver_init(void);
 MBD_EXPORT struct mbd_driver *mbd_driver_init(void) {
     bad_driver.struct_size = offsetof(struct mbd_driver, aio_write);
     bad_driver.abi_version = MBD_ABI_VERSION;
+    return &bad_driver;
+}
+#elif defined(BAD_OPTION_SIZE)
+MBD_EXPORT struct mbd_driver *mbd_driver_init(void);
+MBD_EXPORT struct mbd_driver *mbd_driver_init(void) {
+    bad_driver.struct_size = sizeof(bad_driver);
+    bad_driver.abi_version = MBD_ABI_VERSION;
+    bad_driver.option_struct_size = 12;
     return &bad_driver;
 }
 #elif defined(BAD_ABI_NEW) || defined(BAD_ABI_OLD)

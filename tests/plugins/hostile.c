@@ -99,8 +99,8 @@ static int hostile_block_status(void *handle, uint64_t offset, uint64_t count, u
 }
 
 static const struct mbd_option hostile_options[] = {
-    {"misbehave", MBD_OPT_STR, 0, "none", "how to misbehave"},
-    {NULL, 0, 0, NULL, NULL},
+    {"misbehave", MBD_OPT_STR, 0, "none", "how to misbehave", NULL},
+    {NULL, 0, 0, NULL, NULL, NULL},
 };
 
 static struct mbd_driver hostile_driver = {

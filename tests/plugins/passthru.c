@@ -1,7 +1,8 @@
 /*
  * A filter in the blocking PARALLEL thread model: every request is passed
  * to the file child with the blocking child calls, from a worker thread.
- * It proves the simple mode, cross-thread child I/O, and that a filter's
+ * It proves the simple mode, cross-thread child I/O (write-zeroes and
+ * discard included: holes stay holes), and that a filter's
  * child keeps the locks (it asks the default permissions of its child).
  */
 #include <errno.h>
@@ -44,6 +45,14 @@ static int passthru_pwrite(void *handle, const void *buf, uint64_t count, uint64
 
 static int passthru_flush(void *handle) { return mbd_child_flush(((struct passthru *)handle)->file); }
 
+static int passthru_zero(void *handle, uint64_t count, uint64_t offset, uint32_t flags) {
+    return mbd_child_pwrite_zeroes(((struct passthru *)handle)->file, count, offset, flags);
+}
+
+static int passthru_discard(void *handle, uint64_t count, uint64_t offset) {
+    return mbd_child_discard(((struct passthru *)handle)->file, count, offset);
+}
+
 static struct mbd_driver passthru_driver = {
     .name = "passthru",
     .description = "a test filter passing every request to its file child",
@@ -55,6 +64,8 @@ static struct mbd_driver passthru_driver = {
     .pread = passthru_pread,
     .pwrite = passthru_pwrite,
     .flush = passthru_flush,
+    .zero = passthru_zero,
+    .discard = passthru_discard,
 };
 
 MBD_REGISTER(passthru_driver)
