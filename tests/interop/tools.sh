@@ -11,8 +11,8 @@ expect_output "create" "^Formatting '$IMG', fmt=raw size=1048576$" "$MINIBLOCK_I
 expect_output "qemu-img sees the size" '"virtual-size": 1048576' qemu-img info --output=json -f raw "$IMG"
 expect_fail "create: bad size" "^miniblock-img: Invalid image size '1Q'$" "$MINIBLOCK_IMG" create "$T/b.img" 1Q
 expect_fail "create: the hint" '^Expected bytes with an optional k, M, G, T, P or E suffix$' "$MINIBLOCK_IMG" create "$T/b.img" 1Q
-expect_fail "create: unknown option" "^miniblock-img: Invalid parameter 'preallocation'$" \
-    "$MINIBLOCK_IMG" create -o preallocation=full "$T/b.img" 1M
+expect_fail "create: unknown option" "^miniblock-img: Invalid parameter 'bogus'$" \
+    "$MINIBLOCK_IMG" create -o bogus=1 "$T/b.img" 1M
 expect_fail "unknown command" '^miniblock-img: Command not found: frob$' "$MINIBLOCK_IMG" frob
 expect_fail "bad --output" "^miniblock-img: --output must be human or json, not 'yaml'$" "$MINIBLOCK_IMG" info --output=yaml "$IMG"
 expect_output "info" '^virtual size: 1 MiB \(1048576 bytes\)$' "$MINIBLOCK_IMG" info -f raw "$IMG"
