@@ -52,8 +52,6 @@ run_case() {  # run_case CASE L
 
 # Known differences: "HOLDER OPENER OPTS L CASE" globs, and why.
 KNOWN=(
-    "* mb * * amend|command not implemented in miniblock-img (qcow2 amend is engineer #9's area)"
-    "* mb * - resize|qcow2 images cannot be resized by miniblock yet (the qcow2 driver has no truncate: engineer #9's area)"
     "* mb ro_U - commit|stricter (docs/locking.md section 11): commit locks the base exclusively, and the holder's force-share read of its backing file keeps it out"
     "* mb ro_U * rebase|stricter (docs/locking.md section 11): rebase rewrites the image's first cluster under an exclusive lock, not under a force-share reader's feet"
     "* mb ro_U - create|stricter (docs/locking.md section 11): create takes an exclusive lock before truncating, so it does not recreate an image a force-share reader has open"

@@ -99,8 +99,6 @@ run_case() {  # run_case L CASE
 # Known differences ("OPTS L CASE" globs) and why: the same as with a
 # qemu-io holder (tests/interop/iotest-153.sh).
 KNOWN=(
-    "* * amend|command not implemented in miniblock-img (qcow2 amend is another engineer's issue)"
-    "* - resize|qcow2 images cannot be resized by miniblock yet (the qcow2 driver has no truncate)"
     "ro_U - commit|stricter (docs/locking.md section 11): commit locks the base exclusively, and the holder's force-share read of its backing file keeps it out"
     "ro_U * rebase|stricter (docs/locking.md section 11): rebase rewrites the image's first cluster under an exclusive lock, not under a force-share reader's feet"
     "ro_U - create|stricter (docs/locking.md section 11): create takes an exclusive lock before truncating, so it does not recreate an image a force-share reader has open"
