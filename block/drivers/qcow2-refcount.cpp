@@ -16,6 +16,23 @@
 
 namespace mb::qcow2 {
 
+// Entry i of a refcount block of `bits`-wide entries (qcow2.txt: sub-byte
+// widths fill each byte from its least significant bit).
+void refcount_entry_set(int bits, uint8_t *blk, uint64_t i, uint64_t v) {
+    switch (bits) {
+    case 1: case 2: case 4: {
+        uint64_t bit = i * bits;
+        uint8_t mask = uint8_t(((1u << bits) - 1) << (bit % 8));
+        blk[bit / 8] = uint8_t((blk[bit / 8] & ~mask) | ((v << (bit % 8)) & mask));
+        break;
+    }
+    case 8: blk[i] = uint8_t(v); break;
+    case 16: put_be16(blk + i * 2, uint16_t(v)); break;
+    case 32: put_be32(blk + i * 4, uint32_t(v)); break;
+    default: put_be64(blk + i * 8, v); break;
+    }
+}
+
 namespace {
 
 uint64_t rc_get(const State *s, const uint8_t *blk, uint64_t i) {
@@ -32,21 +49,7 @@ uint64_t rc_get(const State *s, const uint8_t *blk, uint64_t i) {
     }
 }
 
-void rc_set(const State *s, uint8_t *blk, uint64_t i, uint64_t v) {
-    switch (s->refcount_bits) {
-    case 1: case 2: case 4: {
-        int b = s->refcount_bits;
-        uint64_t bit = i * b;
-        uint8_t mask = uint8_t(((1u << b) - 1) << (bit % 8));
-        blk[bit / 8] = uint8_t((blk[bit / 8] & ~mask) | ((v << (bit % 8)) & mask));
-        break;
-    }
-    case 8: blk[i] = uint8_t(v); break;
-    case 16: put_be16(blk + i * 2, uint16_t(v)); break;
-    case 32: put_be32(blk + i * 4, uint32_t(v)); break;
-    default: put_be64(blk + i * 8, v); break;
-    }
-}
+void rc_set(const State *s, uint8_t *blk, uint64_t i, uint64_t v) { refcount_entry_set(s->refcount_bits, blk, i, v); }
 
 uint64_t rc_max(const State *s) { return s->refcount_bits == 64 ? UINT64_MAX : (1ull << s->refcount_bits) - 1; }
 

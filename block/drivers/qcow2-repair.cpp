@@ -25,26 +25,6 @@
 
 namespace mb::qcow2 {
 
-namespace {
-
-void set_entry(int bits, uint8_t *blk, uint64_t i, uint64_t v) {
-    switch (bits) {
-    case 1: case 2: case 4: {
-        // Sub-byte widths fill each byte from its least significant bit.
-        uint64_t bit = i * bits;
-        uint8_t mask = uint8_t(((1u << bits) - 1) << (bit % 8));
-        blk[bit / 8] = uint8_t((blk[bit / 8] & ~mask) | ((v << (bit % 8)) & mask));
-        break;
-    }
-    case 8: blk[i] = uint8_t(v); break;
-    case 16: put_be16(blk + i * 2, uint16_t(v)); break;
-    case 32: put_be32(blk + i * 4, uint32_t(v)); break;
-    default: put_be64(blk + i * 8, v); break;
-    }
-}
-
-}  // namespace
-
 Task<int> rebuild_refcounts(BlockDriverState *bs, std::vector<uint32_t> &refs, bool write_header) {
     State *s = bs->state<State>();
     const uint64_t cs = s->cluster_size;
@@ -104,7 +84,7 @@ Task<int> rebuild_refcounts(BlockDriverState *bs, std::vector<uint32_t> &refs, b
     for (auto [j, c] : blocks) {
         std::fill(buf.begin(), buf.end(), 0);
         for (uint64_t i = 0; i < per_block && j * per_block + i < refs.size(); i++)
-            set_entry(s->refcount_bits, buf.data(), i, refs[j * per_block + i]);
+            refcount_entry_set(s->refcount_bits, buf.data(), i, refs[j * per_block + i]);
         if ((r = co_await bdrv_co_pwritev(bs->file(), c * cs, cs, buf.data())) < 0) co_return r;
         rt[j] = c * cs;
     }

@@ -270,6 +270,8 @@ Task<int> update_refcount(BlockDriverState *bs, int64_t cluster, int delta);
 Task<int64_t> alloc_clusters(BlockDriverState *bs, int64_t n);
 // Gives the preallocated tail back on close (see State::prealloc_end).
 Task<int> trim_preallocation(BlockDriverState *bs);
+// Sets entry i of a refcount block whose entries are `bits` wide.
+void refcount_entry_set(int bits, uint8_t *blk, uint64_t i, uint64_t v);
 // Drops one reference of each host cluster in [off, off + len).
 Task<int> free_range(BlockDriverState *bs, uint64_t off, uint64_t len);
 
