@@ -219,6 +219,25 @@ expect_fail "refcount_bits=1 cannot share" \
     "$MI" snapshot -c x r1.qcow2
 cmp -s r1.qcow2 r1.before && ok "refused -c changed nothing" || not_ok "refused -c changed nothing"
 qcheck "refused -c" r1.qcow2
+# QEMU's limit, 65536 snapshots: a table of that many (no L1 tables) appended
+# to a qemu-img-made image; one more is refused and changes nothing.
+qemu-img create -q -f qcow2 many.qcow2 1M
+python3 - many.qcow2 <<'PY'
+import struct, sys
+f = open(sys.argv[1], "r+b")
+off = (f.seek(0, 2) + 65535) // 65536 * 65536
+tab = []
+for i in range(65536):
+    e = struct.pack(">QIHHIIQII", 0, 0, len(str(i + 1)), 0, 0, 0, 0, 0, 0) + str(i + 1).encode()
+    tab.append(e + b"\0" * (-len(e) % 8))
+f.seek(off); f.write(b"".join(tab))
+f.seek(60); f.write(struct.pack(">IQ", 65536, off))
+PY
+cp many.qcow2 many.before
+expect_fail "the 65537th snapshot is refused" \
+    "^miniblock-img: Could not create snapshot 'x': The image has 65536 snapshots already \(at most 65536\)$" \
+    "$MI" snapshot -c x many.qcow2
+cmp -s many.qcow2 many.before && ok "... and changed nothing" || not_ok "... and changed nothing"
 # A damaged table is named, never followed.
 cp b.qcow2 bad.qcow2
 toff=$(python3 -c 'import struct,sys; print(struct.unpack(">Q", open(sys.argv[1],"rb").read()[64:72])[0])' bad.qcow2)
