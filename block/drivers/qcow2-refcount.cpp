@@ -284,58 +284,6 @@ Task<int> update_refcount(BlockDriverState *bs, int64_t cluster, int delta) {
     co_return co_await update_range(bs, cluster, 1, delta);
 }
 
-namespace {
-
-// QEMU's preallocate filter grows files by 128 MiB, aligned to 1 MiB: less
-// here, since the tail stays until close (or a crash, after which the next
-// allocation starts past it).
-constexpr int64_t PREALLOC_CHUNK = 32 << 20;
-constexpr int64_t PREALLOC_ALIGN = 1 << 20;
-
-// Makes the file at least `end` bytes long ahead of writes to new clusters
-// that would otherwise extend it, as zeroes (unwritten extents) where the
-// file system can (never by writing zeroes).  Best effort: a file that
-// cannot stops being asked.
-Task<void> preallocate(BlockDriverState *bs, int64_t end) {
-    State *s = bs->state<State>();
-    if (s->prealloc_off || end <= s->prealloc_end) co_return;
-    BdrvChild *f = bs->file();
-    int64_t len = bdrv_getlength(f->bs.get());
-    if (len < 0 || strcmp(f->bs->drv->format_name, "file") != 0) {
-        s->prealloc_off = true;
-        co_return;
-    }
-    if (end <= len) {
-        s->prealloc_end = std::max(s->prealloc_end, len);
-        co_return;
-    }
-    int64_t from = (len + PREALLOC_ALIGN - 1) / PREALLOC_ALIGN * PREALLOC_ALIGN;
-    int64_t to = (end + PREALLOC_CHUNK + PREALLOC_ALIGN - 1) / PREALLOC_ALIGN * PREALLOC_ALIGN;
-    int r = co_await bdrv_co_pwrite_zeroes(f, from, to - from, BDRV_REQ_NO_FALLBACK);
-    if (r < 0) {
-        s->prealloc_off = true;
-        co_return;
-    }
-    s->prealloc_end = to;
-}
-
-}  // namespace
-
-Task<int> trim_preallocation(BlockDriverState *bs) {
-    State *s = bs->state<State>();
-    if (s->prealloc_end < 0 || s->free_index < 0) co_return 0;
-    // Without the permission (a node closed after its users let go) the
-    // tail stays: it reads as zeroes and only costs space.
-    if (!(bs->file()->perm.perm & BLK_PERM_RESIZE)) co_return 0;
-    int64_t keep = s->free_index * s->cluster_size;
-    int64_t len = bdrv_getlength(bs->file()->bs.get());
-    if (len < 0) co_return (int)len;
-    if (len <= keep) co_return 0;
-    int r = co_await bdrv_co_truncate(bs->file(), keep);
-    if (r == 0) s->prealloc_end = -1;
-    co_return r;
-}
-
 Task<int64_t> alloc_clusters(BlockDriverState *bs, int64_t n) {
     State *s = bs->state<State>();
     if (int r = co_await load_reftable(bs); r < 0) co_return r;
@@ -353,7 +301,6 @@ Task<int64_t> alloc_clusters(BlockDriverState *bs, int64_t n) {
     s->free_index += n;
     r = co_await update_range(bs, start, n, 1);
     if (r < 0) co_return r;
-    co_await preallocate(bs, (start + n) * s->cluster_size);
     co_return start * s->cluster_size;
 }
 
