@@ -288,16 +288,16 @@ static int crash_flush(void *handle) {
 }
 
 static const struct mbd_option crash_options[] = {
-    {"seed", MBD_OPT_INT, 0, "1", "seed of the choices made at the power failure"},
+    {"seed", MBD_OPT_INT, 0, "1", "seed of the choices made at the power failure", NULL},
     {"crash-after", MBD_OPT_INT, 0, "-1",
-     "the power fails when this many requests have passed (-1: never)"},
+     "the power fails when this many requests have passed (-1: never)", NULL},
     {"crash-on", MBD_OPT_STR, 0, "request",
-     "what crash-after counts: request (writes, write-zeroes, discards, flushes) or flush"},
+     "what crash-after counts: request (writes, write-zeroes, discards, flushes) or flush", NULL},
     {"max-unflushed", MBD_OPT_SIZE, 0, "64M",
-     "unflushed bytes kept in memory; past this the oldest go to the child"},
+     "unflushed bytes kept in memory; past this the oldest go to the child", NULL},
     {"exit", MBD_OPT_BOOL, 0, "on",
-     "end the process (status 75) at the power failure; off: fail every request with EIO"},
-    {NULL, 0, 0, NULL, NULL},
+     "end the process (status 75) at the power failure; off: fail every request with EIO", NULL},
+    {NULL, 0, 0, NULL, NULL, NULL},
 };
 
 static struct mbd_driver crash_sim_driver = {
