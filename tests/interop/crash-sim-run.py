@@ -12,8 +12,12 @@
 # corruption (exit 2) or a failed check is not.  A fresh image every few
 # runs keeps the writes allocating (new L2 tables, new refcount blocks).
 # Prints one line of counts; exit 1 on any corruption or unexpected exit.
+# The first corruption stops the runs: its image and command list are kept
+# (the paths are printed) with the whole qemu-img check output.
+import os
 import random
 import re
+import shutil
 import subprocess
 import sys
 
@@ -84,8 +88,25 @@ while crashes < want and runs < 3 * want:
         leaky += 1
     elif c.returncode != 0:
         corrupt += 1
-        first_bad = first_bad or "qemu-img check exit %d after run %d (cluster_size %d, options %s):\n%s" % (
-            c.returncode, runs, cs, opts, (c.stdout + c.stderr)[:1500])
+        # The first corruption ends the run with everything needed to study
+        # it: the image, the commands, the options (with crash-sim's seed)
+        # and the whole check output.  The temporary directory goes away
+        # with the test, so a copy also goes where the build keeps its logs.
+        name = "crash-sim-corrupt-seed%d-run%d" % (seed, runs)
+        kept = [d + "/" + name]
+        logs = os.environ.get("MESON_BUILD_ROOT") or os.environ.get("MINIBLOCK_BUILD")
+        if logs and os.path.isdir(logs):
+            os.makedirs(logs + "/meson-logs", exist_ok=True)
+            kept.append(logs + "/meson-logs/" + name)
+        for k in kept:
+            shutil.copyfile(img, k + ".qcow2")
+            with open(k + ".cmds", "w") as f:
+                f.write("# miniblock-io --image-opts '%s'\n%s\n" % (opts, "\n".join(cmds)))
+        first_bad = ("qemu-img check exit %d after run %d (seed %d, cluster_size %d, options %s); "
+                     "image and commands kept as %s:\n%s" % (
+                         c.returncode, runs, seed, cs, opts, " and ".join(k + ".{qcow2,cmds}" for k in kept),
+                         c.stdout + c.stderr))
+        break
 
 print("failures simulated: %d, checks finding leaks: %d, corruptions: %d, unexpected exits: %d "
       "(%d runs; unflushed writes at the failures: %d, kept %d, torn %d, dropped %d)"

@@ -41,13 +41,28 @@ for cs in 512 4k 64k; do
         case $rc in
         0) ;;
         3) leaky=$((leaky + 1)) ;;
-        *) bad=$((bad + 1)); cp check.out bad-$cs-$i.out ;;
+        *)
+            # The first corruption stops this cluster size with what it
+            # takes to study it: the image (also where the build keeps its
+            # logs: $T goes away with the test), the command list, the
+            # whole check output.
+            bad=$i
+            keep=("$T/crash-corrupt-$cs-kill$i")
+            logs=${MESON_BUILD_ROOT:-${MINIBLOCK_BUILD:-}}
+            if [ -n "$logs" ] && [ -d "$logs" ]; then
+                mkdir -p "$logs/meson-logs"
+                keep+=("$logs/meson-logs/qcow2-crash-corrupt-$cs-kill$i")
+            fi
+            for k in "${keep[@]}"; do cp ov.qcow2 "$k.qcow2"; cp cmds$((i % 4)) "$k.cmds"; done
+            break
+            ;;
         esac
     done
     if [ $bad -eq 0 ]; then
         ok "cluster_size=$cs: $KILLS kills, no corruption ($leaky left leaks)"
     else
-        not_ok "cluster_size=$cs: $bad of $KILLS kills left corruption" "$(head -20 bad-$cs-*.out)"
+        not_ok "cluster_size=$cs: corruption after kill $bad of $KILLS (command list cmds$((bad % 4)), $(stat -c %s ov.qcow2) bytes; kept as ${keep[*]/%/.qcow2})" \
+            "qemu-img check exit $rc:" "$(cat check.out)"
     fi
     # Leaks are repairable and the image stays usable.
     expect_output "cluster_size=$cs: miniblock-img check -r leaks repairs" "No errors were found" \
