@@ -114,6 +114,10 @@ Task<int> grow_reftable(BlockDriverState *bs, uint64_t min_entries) {
     std::copy(s->reftable.begin(), s->reftable.end(), table.begin());
     std::vector<std::vector<uint8_t>> blocks(needed.size(), std::vector<uint8_t>(cs, 0));
     for (size_t i = 0; i < needed.size(); i++) table[needed[i]] = (T + n + i) * cs;
+    // The area is claimed before anything can fail: a grow that fails half
+    // way may have counted some of it already, and the next allocation
+    // must not start in there (a refcount of 2 for a new cluster).
+    s->free_index = area_end;
     // Refcounts of the new area: in the new blocks, or in existing ones.
     int r;
     for (uint64_t c = T; c < area_end;) {
@@ -150,7 +154,6 @@ Task<int> grow_reftable(BlockDriverState *bs, uint64_t min_entries) {
         s->rb_offsets.insert((T + n + i) * cs);
         s->rb_cache.insert((T + n + i) * cs, std::make_shared<std::vector<uint8_t>>(std::move(blocks[i])));
     }
-    s->free_index = area_end;
     co_return co_await update_range(bs, old_off / cs, old_clusters, -1);
 }
 
@@ -236,9 +239,13 @@ Task<int> update_range(BlockDriverState *bs, int64_t first, int64_t count, int d
         }
     }
     // A decrement may reach the disk only after the L2 entries that dropped
-    // the reference.
-    if (delta < 0) {
-        int r = co_await refs_will_drop(bs);
+    // the reference; an increment before any L2 entry that will point at
+    // the cluster.  Declared here, right before the change and after every
+    // co_await that could declare the opposite: gathering the blocks above
+    // may grow the refcount table, whose freeing of the old table declares
+    // a decrement and so resolves (clears) an earlier increment dependency.
+    {
+        int r = delta < 0 ? co_await refs_will_drop(bs) : co_await refs_will_point_at_new(bs);
         if (r < 0) co_return r;
     }
     for (auto &p : parts) {
@@ -295,11 +302,10 @@ Task<int64_t> alloc_clusters(BlockDriverState *bs, int64_t n) {
     // Offsets must fit the 56-bit table entries.
     if (start + n > (int64_t(1) << (56 - s->cluster_bits))) co_return -EFBIG;
     bdrv_debug_event(bs->file(), "cluster_alloc");
-    // Whatever points at the new clusters waits for their refcounts.
-    int r = co_await refs_will_point_at_new(bs);
-    if (r < 0) co_return r;
+    // Whatever points at the new clusters waits for their refcounts
+    // (update_range declares that dependency).
     s->free_index += n;
-    r = co_await update_range(bs, start, n, 1);
+    int r = co_await update_range(bs, start, n, 1);
     if (r < 0) co_return r;
     co_return start * s->cluster_size;
 }

@@ -24,6 +24,8 @@ import sys
 io, d, want, backing, seed = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4] == "1", int(sys.argv[5])
 r = random.Random(seed)
 SIZE = 32 << 20
+FAR_SIZE = 1 << 30
+EPOCH = 20  # runs per image
 CRASH_EXIT = 75
 img = d + "/crash.qcow2"
 
@@ -32,20 +34,37 @@ fates = [0, 0, 0, 0]  # unflushed, kept, torn, dropped
 first_bad = None
 cs = 0
 while crashes < want and runs < 3 * want:
-    if runs % 20 == 0:
+    if runs % EPOCH == 0:
         # Small clusters put several refcount blocks and many L2 tables in
-        # reach; 64k is the default most images have.
-        cs = r.choice([512, 4096, 65536])
+        # reach; 64k is the default most images have.  One image in four
+        # is "far": 512-byte clusters, 1 GiB spread over, and the file first
+        # grown to just short of what its one-cluster refcount table
+        # describes (64 blocks of 256 clusters: 8 MiB), so that the runs
+        # grow the refcount table and hook in new refcount blocks all the
+        # time (a refcount block every 128 KiB of file).
+        far = r.random() < 0.25
+        cs = 512 if far else r.choice([512, 4096, 65536])
+        size = FAR_SIZE if far else SIZE
         cmd = ["qemu-img", "create", "-q", "-f", "qcow2", "-o", "cluster_size=%d" % cs]
         if backing:
             cmd += ["-b", d + "/base.raw", "-F", "raw"]
-        subprocess.run(cmd + [img, str(SIZE)], check=True)
+        subprocess.run(cmd + [img, str(size)], check=True)
+        if far:
+            # qemu-io leaves 7.93 to 8.36 MB (of the 8 MiB) for these.
+            fill = r.randint(7530000, 7940000) // 512 * 512
+            subprocess.run(["qemu-io", "-f", "qcow2", "-c", "write -P 0x77 0 %d" % fill, img],
+                           check=True, capture_output=True)
+            shutil.copyfile(img, img + ".far")
+    elif far and r.random() < 0.7:
+        # Most runs start over from that file, so most of them cross the
+        # refcount table's reach (a copy costs less than qemu-io).
+        shutil.copyfile(img + ".far", img)
     runs += 1
     cmds = []
     for _ in range(r.randint(4, 10)):
         for _ in range(r.randint(1, 8)):  # the queue depth of this batch
             ln = r.randint(1, 3 * cs) if r.random() < 0.7 else r.randint(1, 256 << 10)
-            off = r.randint(0, SIZE - ln)
+            off = r.randint(0, size - ln)
             if r.random() < 0.5:
                 off &= ~511
             cmds.append("aio_write -q -P %d %d %d" % (r.randint(1, 255), off, ln))
@@ -55,7 +74,7 @@ while crashes < want and runs < 3 * want:
         # use the clusters.
         if r.random() < 0.3:
             ln = r.randint(1, 16) * cs
-            cmds.append("%s %d %d" % (r.choice(["discard", "write -z"]), r.randint(0, (SIZE - ln) // cs) * cs, ln))
+            cmds.append("%s %d %d" % (r.choice(["discard", "write -z"]), r.randint(0, (size - ln) // cs) * cs, ln))
         if r.random() < 0.3:
             cmds.append("flush")
     on_flush = r.random() < 0.25
