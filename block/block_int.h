@@ -58,6 +58,7 @@ enum : int {
     BDRV_REQ_FUA = 1 << 0,
     BDRV_REQ_MAY_UNMAP = 1 << 1,
     BDRV_REQ_WRITE_COMPRESSED = 1 << 2,  // whole clusters, compressed: only qcow2 honours it
+    BDRV_REQ_NO_FALLBACK = 1 << 3,       // write zeroes: -ENOTSUP rather than writing zero buffers
 };
 
 enum class ChildRole { File, Backing };

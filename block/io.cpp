@@ -71,8 +71,9 @@ Task<int> bdrv_co_pwrite_zeroes(BdrvChild *c, int64_t offset, int64_t bytes, int
         int r = co_await bs->drv->co_pwrite_zeroes(bs, offset, bytes, flags);
         if (r != -ENOTSUP) co_return r;
     }
-    // Fallback: write zeroes from a bounded buffer.
-    if (!bs->drv->co_pwritev) co_return -ENOTSUP;
+    // Fallback: write zeroes from a bounded buffer (unless the caller only
+    // wants it done cheaply, as qcow2's preallocation).
+    if (!bs->drv->co_pwritev || (flags & BDRV_REQ_NO_FALLBACK)) co_return -ENOTSUP;
     const int64_t chunk = std::min<int64_t>(bytes, 1 << 20);
     std::vector<uint8_t> zeroes(chunk, 0);
     while (bytes > 0) {

@@ -197,9 +197,11 @@ Task<int64_t> allocating_write(BlockDriverState *bs, int64_t offset, int64_t byt
     const uint8_t *data = buf;
     std::vector<uint8_t> b;
     r = 0;
-    // New clusters lie past everything the file ever held (free_index
-    // never goes back), so they read as zeroes: where the old content is
-    // zeroes too, only the new data needs writing.
+    // New clusters lie past everything the file held when this open first
+    // allocated (compute_free_index truncates what lay past the last
+    // refcounted cluster; free_index never goes back), or in the tail
+    // preallocated as zeroes, so they read as zeroes: where the old content
+    // is zeroes too, only the new data needs writing.
     bool old_zero = true;
     int64_t blen = 0;
     if (bs->backing() && (blen = bdrv_getlength(bs->backing()->bs.get())) < 0) blen = INT64_MAX;

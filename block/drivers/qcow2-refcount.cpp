@@ -2,9 +2,10 @@
 // cluster allocation at the end of the image, and refcount table growth.
 //
 // Allocation never reuses freed clusters: every cluster at or after
-// s->free_index has refcount 0 (computed once from the last non-empty
-// refcount block), so new clusters and new refcount structures never
-// collide with anything the image already references.
+// s->free_index has refcount 0 (computed once, at the first allocation of an
+// open, from the last non-empty refcount block: compute_free_index), so new
+// clusters and new refcount structures never collide with anything the
+// image already references.
 #include <algorithm>
 #include <cerrno>
 #include <cstdint>
@@ -57,13 +58,25 @@ Task<int> write_file(BlockDriverState *bs, uint64_t off, uint64_t len, const uin
     co_return co_await bdrv_co_pwritev(bs->file(), off, len, buf);
 }
 
+// Where allocation starts: after the last cluster with a non-zero
+// refcount, as QEMU's allocator, which trusts refcounts too.  Nothing can be
+// referenced past it: every structure (header, L1, L2, refcount table and
+// blocks, snapshot tables, data) is refcounted, and a refcount reaches the
+// disk before anything that points at the cluster (qcow2-cache.cpp).  What
+// lies past it is what a killed writer left: its preallocated tail, data
+// written to clusters it never counted.  That tail is given back (the
+// clusters must read as zeroes: allocating_write relies on it), once the
+// metadata of this open is on the disk; where the file cannot be shortened,
+// allocation starts at its end instead, as before.
 Task<int> compute_free_index(BlockDriverState *bs) {
     State *s = bs->state<State>();
+    const int64_t cs = s->cluster_size;
     int64_t file_len = bdrv_getlength(bs->file()->bs.get());
     if (file_len < 0) co_return (int)file_len;
-    int64_t idx = (file_len + s->cluster_size - 1) / s->cluster_size;
+    const int64_t file_end = (file_len + cs - 1) / cs;
     const uint64_t per_block = uint64_t(1) << s->rb_bits;
-    for (size_t j = s->reftable.size(); j-- > 0;) {
+    int64_t idx = -1;
+    for (size_t j = s->reftable.size(); j-- > 0 && idx < 0;) {
         uint64_t off = s->reftable[j] & REFT_OFFSET_MASK;
         if (!off) continue;
         TableCache::Table t;
@@ -71,11 +84,20 @@ Task<int> compute_free_index(BlockDriverState *bs) {
         if (r < 0) co_return r;
         for (uint64_t i = per_block; i-- > 0;) {
             if (rc_get(s, t->data(), i)) {
-                idx = std::max<int64_t>(idx, int64_t(j * per_block + i + 1));
-                s->free_index = idx;
-                co_return 0;
+                idx = int64_t(j * per_block + i + 1);
+                break;
             }
         }
+    }
+    if (idx < 0) idx = file_end;  // no refcounts at all: broken, keep off the file
+    if (idx * cs < file_len) {
+        int r = -EPERM;
+        if (bs->file()->perm.perm & BLK_PERM_RESIZE) {
+            r = co_await write_back_all(bs);
+            if (r == 0) r = co_await bdrv_co_flush(bs->file()->bs.get());
+            if (r == 0) r = co_await bdrv_co_truncate(bs->file(), idx * cs);
+        }
+        if (r < 0) idx = std::max(idx, file_end);
     }
     s->free_index = idx;
     co_return 0;
@@ -145,7 +167,9 @@ Task<int> grow_reftable(BlockDriverState *bs, uint64_t min_entries) {
     put_be64(hb, T * cs);
     put_be32(hb + 8, uint32_t(n));
     if ((r = co_await write_file(bs, 48, 12, hb)) < 0) co_return r;
-    if ((r = co_await bdrv_co_flush(bs->file()->bs.get())) < 0) co_return r;
+    // Once the header write is done the disk may use the new table: so
+    // does the memory, even if the flush fails (later hookups must go to
+    // the table the header names).
     uint64_t old_off = s->h().refcount_table_offset;
     s->h().refcount_table_offset = T * cs;
     s->h().refcount_table_clusters = uint32_t(n);
@@ -154,6 +178,9 @@ Task<int> grow_reftable(BlockDriverState *bs, uint64_t min_entries) {
         s->rb_offsets.insert((T + n + i) * cs);
         s->rb_cache.insert((T + n + i) * cs, std::make_shared<std::vector<uint8_t>>(std::move(blocks[i])));
     }
+    // The old table is freed only once the switch is durable (else it is
+    // leaked: the header may still name it).
+    if ((r = co_await bdrv_co_flush(bs->file()->bs.get())) < 0) co_return r;
     co_return co_await update_range(bs, old_off / cs, old_clusters, -1);
 }
 
@@ -291,6 +318,58 @@ Task<int> update_refcount(BlockDriverState *bs, int64_t cluster, int delta) {
     co_return co_await update_range(bs, cluster, 1, delta);
 }
 
+namespace {
+
+// QEMU's preallocate filter grows files by 128 MiB, aligned to 1 MiB: less
+// here, since the tail stays until close (or a crash, after which the next
+// writer gives it back before its first allocation: compute_free_index).
+constexpr int64_t PREALLOC_CHUNK = 32 << 20;
+constexpr int64_t PREALLOC_ALIGN = 1 << 20;
+
+// Makes the file at least `end` bytes long ahead of writes to new clusters
+// that would otherwise extend it, as zeroes (unwritten extents) where the
+// file system can (never by writing zeroes).  Best effort: a file that
+// cannot stops being asked.
+Task<void> preallocate(BlockDriverState *bs, int64_t end) {
+    State *s = bs->state<State>();
+    if (s->prealloc_off || end <= s->prealloc_end) co_return;
+    BdrvChild *f = bs->file();
+    int64_t len = bdrv_getlength(f->bs.get());
+    if (len < 0 || strcmp(f->bs->drv->format_name, "file") != 0) {
+        s->prealloc_off = true;
+        co_return;
+    }
+    if (end <= len) {
+        s->prealloc_end = std::max(s->prealloc_end, len);
+        co_return;
+    }
+    int64_t from = (len + PREALLOC_ALIGN - 1) / PREALLOC_ALIGN * PREALLOC_ALIGN;
+    int64_t to = (end + PREALLOC_CHUNK + PREALLOC_ALIGN - 1) / PREALLOC_ALIGN * PREALLOC_ALIGN;
+    int r = co_await bdrv_co_pwrite_zeroes(f, from, to - from, BDRV_REQ_NO_FALLBACK);
+    if (r < 0) {
+        s->prealloc_off = true;
+        co_return;
+    }
+    s->prealloc_end = to;
+}
+
+}  // namespace
+
+Task<int> trim_preallocation(BlockDriverState *bs) {
+    State *s = bs->state<State>();
+    if (s->prealloc_end < 0 || s->free_index < 0) co_return 0;
+    // Without the permission (a node closed after its users let go) the
+    // tail stays: it reads as zeroes and only costs space.
+    if (!(bs->file()->perm.perm & BLK_PERM_RESIZE)) co_return 0;
+    int64_t keep = s->free_index * s->cluster_size;
+    int64_t len = bdrv_getlength(bs->file()->bs.get());
+    if (len < 0) co_return (int)len;
+    if (len <= keep) co_return 0;
+    int r = co_await bdrv_co_truncate(bs->file(), keep);
+    if (r == 0) s->prealloc_end = -1;
+    co_return r;
+}
+
 Task<int64_t> alloc_clusters(BlockDriverState *bs, int64_t n) {
     State *s = bs->state<State>();
     if (int r = co_await load_reftable(bs); r < 0) co_return r;
@@ -307,6 +386,7 @@ Task<int64_t> alloc_clusters(BlockDriverState *bs, int64_t n) {
     s->free_index += n;
     int r = co_await update_range(bs, start, n, 1);
     if (r < 0) co_return r;
+    co_await preallocate(bs, (start + n) * s->cluster_size);
     co_return start * s->cluster_size;
 }
 

@@ -338,13 +338,25 @@ Task<int> qcow2_co_flush(BlockDriverState *bs) {
 void qcow2_close(BlockDriverState *bs) {
     State *s = bs->state<State>();
     if (!s || !bs->writable() || (bs->open_flags & BDRV_O_INACTIVE)) return;
-    if (!s->l2_cache.has_dirty() && !s->rb_cache.has_dirty()) return;
+    if (!s->l2_cache.has_dirty() && !s->rb_cache.has_dirty() && s->prealloc_end < 0) return;
     int r = sync_wait(qcow2_co_flush(bs));
+    if (r == 0) r = sync_wait(trim_preallocation(bs));
     if (r == 0) r = sync_wait(bdrv_co_flush(bs->file()->bs.get()));
     if (r < 0) {
         warn_report("qcow2: could not write back the metadata of '" + bs->filename + "' on close: " +
                     strerror(-r));
     }
+}
+
+// A node that stops writing (its last writer goes, it closes, reopens
+// read-only) first gives back the file's preallocated tail: the file child
+// still has its old permissions here (children are committed after their
+// parent), which the truncation needs.  Best effort: the tail only costs
+// space.
+void qcow2_set_perm(BlockDriverState *bs, PermPair cum) {
+    State *s = bs->state<State>();
+    if (!s || s->prealloc_end < 0 || (cum.perm & BLK_PERM_WRITE) || !bs->writable()) return;
+    (void)sync_wait(trim_preallocation(bs));
 }
 
 void qcow2_get_info(BlockDriverState *bs, FormatInfo *info) {
@@ -447,7 +459,7 @@ const BlockDriver bdrv_qcow2 = {
     .close = qcow2_close,
     .child_perm = nullptr,
     .check_perm = nullptr,
-    .set_perm = nullptr,
+    .set_perm = qcow2_set_perm,
     .abort_perm_update = nullptr,
     .co_preadv = qcow2_co_preadv,
     .co_pwritev = qcow2::co_pwritev,

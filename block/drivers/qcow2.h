@@ -177,6 +177,13 @@ struct State : NodeState {
     bool l2_needs_rb = false;
     bool rb_needs_l2 = false;
     int64_t free_index = -1;         // every cluster >= this has refcount 0 (-1: unknown)
+    // The file is grown ahead of allocations, in chunks, with zero-range
+    // fallocate (qcow2-refcount.cpp, preallocate): data writes into new
+    // clusters then do not extend the file, which file systems serialize
+    // (ext4 takes the inode lock exclusively and waits for extending
+    // O_DIRECT writes).  Close truncates the file back to free_index.
+    int64_t prealloc_end = -1;       // the file's length after our last growth (-1: never grown)
+    bool prealloc_off = false;       // the file cannot do it cheaply (no zero-range)
     bool header_updated = false;     // autoclear bits dropped on first write
     bool strict_backing = false;
     bool corrupt = false;            // a corruption was found: no more writes
@@ -263,6 +270,8 @@ Task<int> update_refcount(BlockDriverState *bs, int64_t cluster, int delta);
 Task<int64_t> alloc_clusters(BlockDriverState *bs, int64_t n);
 // Sets entry i of a refcount block whose entries are `bits` wide.
 void refcount_entry_set(int bits, uint8_t *blk, uint64_t i, uint64_t v);
+// Gives the preallocated tail back on close (see State::prealloc_end).
+Task<int> trim_preallocation(BlockDriverState *bs);
 // Drops one reference of each host cluster in [off, off + len).
 Task<int> free_range(BlockDriverState *bs, uint64_t off, uint64_t len);
 

@@ -2,7 +2,8 @@
 # Crash consistency: a miniblock writer doing allocating writes (new L2
 # tables, new refcount blocks, copy-on-write over a backing file) is killed
 # with SIGKILL at random points (300 times); qemu-img check must then report at most
-# leaked clusters, never corruption, and the next writer must carry on.
+# leaked clusters, never corruption, and the next writer must carry on
+# without growing the file past the tail the killed one preallocated.
 source "$(dirname "$0")/lib.sh"
 need qemu-img qemu-io python3
 cd "$T"
@@ -26,7 +27,7 @@ for cs in 512 4k 64k; do
     rm -f ov.qcow2
     csb=$(numfmt --from=iec "${cs^^}")
     "$MINIBLOCK_IMG" create -f qcow2 -o cluster_size=$cs -b base.raw -F raw ov.qcow2 >/dev/null
-    bad=0 leaky=0
+    bad=0 leaky=0 largest=0
     for i in $(seq "$KILLS"); do
         # A cache of two L2 tables: tables are written back (in dependency
         # order) all the time, not only at exit.
@@ -38,6 +39,8 @@ for cs in 512 4k 64k; do
         wait $pid 2>/dev/null
         qemu-img check ov.qcow2 >check.out 2>&1
         rc=$?
+        sz=$(stat -c %s ov.qcow2)
+        [ "$sz" -gt "$largest" ] && largest=$sz
         case $rc in
         0) ;;
         3) leaky=$((leaky + 1)) ;;
@@ -63,6 +66,17 @@ for cs in 512 4k 64k; do
     else
         not_ok "cluster_size=$cs: corruption after kill $bad of $KILLS (command list cmds$((bad % 4)), $(stat -c %s ov.qcow2) bytes; kept as ${keep[*]/%/.qcow2})" \
             "qemu-img check exit $rc:" "$(cat check.out)"
+    fi
+    # Each writer grows the file 32 MiB ahead of its allocations, and is
+    # killed with that tail in place; the next one gives the tail back and
+    # allocates from the last refcounted cluster on.  8 MiB of guest data,
+    # the metadata, what the kills leaked (at most one request's clusters
+    # each) and one tail (33 MiB with its alignment) stay under 64 MiB;
+    # allocating past each tail grew the file by 32 MiB a kill.
+    if [ "$largest" -le $((64 << 20)) ]; then
+        ok "cluster_size=$cs: the file stayed within 64 MiB over the kills (largest $largest bytes)"
+    else
+        not_ok "cluster_size=$cs: the file stayed within 64 MiB over the kills" "largest $largest bytes"
     fi
     # Leaks are repairable and the image stays usable.
     expect_output "cluster_size=$cs: miniblock-img check -r leaks repairs" "No errors were found" \

@@ -162,4 +162,39 @@ expect_output "write -z: qemu-img map shows zero clusters" '"start": 1048576, "l
     qemu-img map --output=json z.qcow2
 expect_output "write -z: qemu-img check clean" "No errors were found" qemu-img check z.qcow2
 
+# Preallocation: while a writer has the image open, the file is grown ahead
+# of new clusters (zero-range fallocate), so that data writes do not extend
+# it; closing gives the tail back, and a writer killed with the tail in
+# place leaves an image qemu-img finds clean, whose tail the next writer
+# gives back before it allocates from the last refcounted cluster on.
+"$MINIBLOCK_IMG" create -f qcow2 pre.qcow2 256M >/dev/null
+"$MINIBLOCK_IO" -t none -f qcow2 -c 'write -P 3 0 1M' -c flush -c 'sleep 20000' pre.qcow2 >/dev/null &
+pre_pid=$!
+grown=0
+for _ in $(seq 100); do
+    [ "$(stat -c %s pre.qcow2)" -ge $((32 << 20)) ] && { grown=1; break; }
+    sleep 0.05
+done
+if [ $grown = 1 ]; then ok "preallocation: the open file grew ahead of its clusters"
+else not_ok "preallocation: the open file grew ahead of its clusters" "size: $(stat -c %s pre.qcow2)"; fi
+kill -KILL $pre_pid; wait $pre_pid 2>/dev/null || true
+expect_output "preallocation: killed with the tail in place, qemu-img check is clean" "No errors were found" \
+    qemu-img check pre.qcow2
+"$MINIBLOCK_IO" -t none -f qcow2 -c 'write -P 4 1M 3M' pre.qcow2 >/dev/null
+end=$(qemu-img check --output=json pre.qcow2 | sed -n 's/.*"image-end-offset": \([0-9]*\).*/\1/p')
+if [ -n "$end" ] && [ "$end" -lt $((5 << 20)) ] && [ "$(stat -c %s pre.qcow2)" = "$end" ]; then
+    ok "preallocation: the next writer allocated where the first one's clusters end, not past its tail"
+else
+    not_ok "preallocation: the next writer allocated where the first one's clusters end, not past its tail" \
+        "size $(stat -c %s pre.qcow2), image end offset '$end'"
+fi
+expect_ok "preallocation: the next writer's data and the first's read back" \
+    qemu-io -f qcow2 -c 'read -P 3 0 1M' -c 'read -P 4 1M 3M' -c 'read -P 0 4M 252M' pre.qcow2
+expect_output "preallocation: qemu-img check clean after the next writer" "No errors were found" qemu-img check pre.qcow2
+"$MINIBLOCK_IMG" create -f qcow2 pre2.qcow2 256M >/dev/null
+"$MINIBLOCK_IO" -t none -f qcow2 -c 'write -P 5 0 5M' pre2.qcow2 >/dev/null
+end=$(qemu-img check --output=json pre2.qcow2 | sed -n 's/.*"image-end-offset": \([0-9]*\).*/\1/p')
+if [ -n "$end" ] && [ "$(stat -c %s pre2.qcow2)" = "$end" ]; then ok "preallocation: closing truncates the file to its last cluster"
+else not_ok "preallocation: closing truncates the file to its last cluster" "size $(stat -c %s pre2.qcow2), image end offset '$end'"; fi
+
 finish
