@@ -186,6 +186,9 @@ Task<int64_t> allocating_write(BlockDriverState *bs, int64_t offset, int64_t byt
     if ((r = co_await check_release(bs, old, "free of")) < 0) co_return r;
     int64_t host = co_await alloc_clusters(bs, n);
     if (host < 0) co_return host;
+    // Only data clusters: metadata is written in place at once (and
+    // resize's L1 table ends the file where qemu-img's does).
+    co_await preallocate(bs, host + n * cs);
     auto fl = std::make_shared<InFlight>();
     fl->first = first;
     fl->n = n;

@@ -318,8 +318,6 @@ Task<int> update_refcount(BlockDriverState *bs, int64_t cluster, int delta) {
     co_return co_await update_range(bs, cluster, 1, delta);
 }
 
-namespace {
-
 // QEMU's preallocate filter grows files by 128 MiB, aligned to 1 MiB: less
 // here, since the tail stays until close (or a crash, after which the next
 // writer gives it back before its first allocation: compute_free_index).
@@ -353,8 +351,6 @@ Task<void> preallocate(BlockDriverState *bs, int64_t end) {
     s->prealloc_end = to;
 }
 
-}  // namespace
-
 Task<int> trim_preallocation(BlockDriverState *bs) {
     State *s = bs->state<State>();
     if (s->prealloc_end < 0 || s->free_index < 0) co_return 0;
@@ -386,7 +382,6 @@ Task<int64_t> alloc_clusters(BlockDriverState *bs, int64_t n) {
     s->free_index += n;
     int r = co_await update_range(bs, start, n, 1);
     if (r < 0) co_return r;
-    co_await preallocate(bs, (start + n) * s->cluster_size);
     co_return start * s->cluster_size;
 }
 

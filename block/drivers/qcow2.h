@@ -270,6 +270,9 @@ Task<int> update_refcount(BlockDriverState *bs, int64_t cluster, int delta);
 Task<int64_t> alloc_clusters(BlockDriverState *bs, int64_t n);
 // Sets entry i of a refcount block whose entries are `bits` wide.
 void refcount_entry_set(int bits, uint8_t *blk, uint64_t i, uint64_t v);
+// Grows the file to at least `end` (and a chunk more) ahead of data writes
+// to new clusters (see State::prealloc_end); best effort.
+Task<void> preallocate(BlockDriverState *bs, int64_t end);
 // Gives the preallocated tail back on close (see State::prealloc_end).
 Task<int> trim_preallocation(BlockDriverState *bs);
 // Drops one reference of each host cluster in [off, off + len).
