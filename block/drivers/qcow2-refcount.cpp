@@ -480,6 +480,10 @@ Task<int> count_refs(BlockDriverState *bs, Counter &cnt, std::vector<CopiedCheck
                 cnt.add(coff, end - coff, cs, "compressed cluster");
                 res->allocated_clusters++;
                 res->compressed_clusters++;
+                // As qemu-img: compressed clusters count as fragmented (each
+                // is read on its own, in whole sectors), and leave the
+                // contiguity of the normal clusters around them alone.
+                res->fragmented_clusters++;
                 continue;
             }
             uint64_t off = e & L2E_OFFSET_MASK;

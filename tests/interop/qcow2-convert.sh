@@ -94,6 +94,18 @@ for cs in 4k 64k 2M; do
     qemu-io -f raw "${w[@]}" cw.raw >/dev/null
     expect_output "convert -c, cluster $cs: overwritten, qemu-img check clean" "No errors were found" qemu-img check c.qcow2
     expect_ok "convert -c, cluster $cs: overwritten, equal" qemu-img compare -f raw -F qcow2 cw.raw c.qcow2
+    # check's cluster counts are qemu-img's: compressed clusters count as
+    # fragmented, beside normal ones (the random megabyte, the overwrites).
+    want=$(qemu-img check --output=json c.qcow2 | grep -E '"(allocated|fragmented|compressed)-clusters"' | sort | tr -d ' ,\n')
+    got=$("$MINIBLOCK_IMG" check --output=json c.qcow2 | grep -E '"(allocated|fragmented|compressed)-clusters"' | sort | tr -d ' ,\n')
+    if [[ "$want" == *fragmented* ]] && [ "$want" = "$got" ]; then
+        ok "convert -c, cluster $cs: check counts allocated, fragmented and compressed clusters as qemu-img ($want)"
+    else
+        not_ok "convert -c, cluster $cs: check counts allocated, fragmented and compressed clusters as qemu-img" \
+            "qemu-img: $want" "miniblock-img: $got"
+    fi
+    want=$(qemu-img check c.qcow2 | grep '% fragmented') || want="(qemu-img printed no summary line)"
+    expect_text "convert -c, cluster $cs: check's summary line is qemu-img's" "$want" "$MINIBLOCK_IMG" check c.qcow2
 done
 expect_fail "convert -c to raw" "^miniblock-img: Compression not supported for file format 'raw'$" \
     "$MINIBLOCK_IMG" convert -c -O raw src.qcow2 x.raw
