@@ -189,6 +189,9 @@ Task<int> ensure_block(BlockDriverState *bs, uint64_t j) {
     State *s = bs->state<State>();
     const uint64_t cs = s->cluster_size;
     int r;
+    // An increment before any allocation of this open (a repair, a
+    // snapshot) may need a block: it goes where allocation would start.
+    if (s->free_index < 0 && (r = co_await compute_free_index(bs)) < 0) co_return r;
     if (j >= s->reftable.size()) {
         if ((r = co_await grow_reftable(bs, j + 1)) < 0) co_return r;
     }
