@@ -67,13 +67,13 @@ SIZE_MB=256
 [ $((COUNT * 4096)) -le $(((SIZE_MB << 20) - 4096)) ] || { echo "COUNT too large for the image"; exit 1; }
 
 # --- placement ---------------------------------------------------------------
-TOOL_CPU=()
+TOOL_PREFIX=()
 placement="not pinned (PIN=0)"
 if [ "$PIN" = 1 ] && [ "$(nproc)" -ge 2 ]; then
     for f in "$T"/ceph/*.pid; do
         taskset -a -p -c 0 "$(cat "$f")" >/dev/null
     done
-    TOOL_CPU=(taskset -c 1)
+    TOOL_PREFIX=(taskset -c 1)
     placement="ceph-mon and ceph-osd on CPU 0, each tool run (all threads) on CPU 1"
 elif [ "$PIN" = 1 ]; then
     placement="not pinned (one CPU)"
@@ -85,7 +85,7 @@ if [ "$NICE" != 0 ] && [ "$(id -u)" = 0 ]; then
         # renice -p changes one thread: name them all.
         renice -n "$NICE" -p $(ls "/proc/$p/task") >/dev/null
     done
-    TOOL_CPU=(nice -n "$NICE" "${TOOL_CPU[@]}")
+    TOOL_PREFIX=(nice -n "$NICE" "${TOOL_PREFIX[@]}")
     priority="nice $NICE for the daemons and both tools"
 fi
 
@@ -94,12 +94,12 @@ fi
 qemu-img bench -f raw -w -c $(((SIZE_MB << 20) / 4096)) -d 16 -s 4096 -S 4096 "$IMG" >/dev/null
 
 # cmd TOOL: the bench command of a tool (both at the same cache setting and
-# on the same CPU).
+# on the same CPU at the same priority).
 cmd() {
     if [ "$1" = qemu ]; then
-        echo "${TOOL_CPU[*]} qemu-img bench -t writeback"
+        echo "${TOOL_PREFIX[*]} qemu-img bench -t writeback"
     else
-        echo "${TOOL_CPU[*]} $MB bench -t writeback"
+        echo "${TOOL_PREFIX[*]} $MB bench -t writeback"
     fi
 }
 
