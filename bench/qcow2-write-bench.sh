@@ -10,7 +10,10 @@
 #        CASES (all: "seqwrite stridewrite read raw convert"),
 #        STRACE=1: instead of timing, run each case once per tool under
 #        strace -f -c and print the system call counts (to check that both
-#        send the same requests, and what each costs in syscalls).
+#        send the same requests, and what each costs in syscalls);
+#        RT=1: every timed tool alike under SCHED_FIFO (chrt -f 10, needs
+#        root), so that other work on a shared machine does not decide who
+#        wins a round (as bench/queue-bench.sh).
 #
 # The cases (issue #9's table):
 #   seqwrite     empty qcow2, 64 KiB sequential writes, QD8, half the image
@@ -32,6 +35,8 @@ DIR=${DIR:-/var/tmp}
 CACHES=${CACHES:-none writeback}
 CASES=${CASES:-seqwrite stridewrite read raw convert}
 MB=$BUILD/tools/miniblock-img
+RT_CMD=()
+[ "${RT:-0}" = 1 ] && RT_CMD=(chrt -f 10)
 for t in "$MB" qemu-img qemu-io fio /usr/bin/time; do
     command -v "$t" >/dev/null || { echo "qcow2-write-bench: $t not found" >&2; exit 1; }
 done
@@ -44,7 +49,7 @@ nstride=$(((bytes - 4096) / 12288))
 # timed OUT CMD...: runs CMD; OUT.time gets "wall user sys" and OUT its stdout.
 timed() {
     local out=$1; shift
-    /usr/bin/time -f '%e %U %S' -o "$out.time" "$@" >"$out" 2>"$out.err" ||
+    "${RT_CMD[@]}" /usr/bin/time -f '%e %U %S' -o "$out.time" "$@" >"$out" 2>"$out.err" ||
         { echo "failed: $*" >&2; cat "$out.err" >&2; exit 1; }
 }
 
@@ -139,7 +144,7 @@ stats() {  # prints "median min max" of column COL of FILE
         m = NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2; printf "%s %s %s", m, v[1], v[NR] }'
 }
 
-echo "qcow2-write-bench: $SIZE images in $DIR, $ROUNDS rounds, $(nproc) CPUs, load $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "qcow2-write-bench: $SIZE images in $DIR, $ROUNDS rounds, $(nproc) CPUs, load $(cut -d' ' -f1-3 /proc/loadavg)${RT_CMD:+, under ${RT_CMD[*]}}"
 echo "qemu-img: $(qemu-img --version | head -1)"
 prepare_static
 if [ "${STRACE:-0}" = 1 ]; then

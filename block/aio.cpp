@@ -87,19 +87,48 @@ void AioContext::schedule(std::coroutine_handle<> h) {
 }
 
 bool AioContext::run_scheduled(bool from_loop) {
-    if (from_loop) {
-        uint64_t cnt;
-        ssize_t r = read(efd_, &cnt, sizeof(cnt));
-        (void)r;
+    bool ran = false;
+    for (;;) {
+        // What an earlier call left (see below) runs first, in order.
+        std::vector<std::coroutine_handle<>> batch;
+        batch.swap(ready_);
+        if (batch.empty()) {
+            std::lock_guard<std::mutex> g(lock_);
+            batch.swap(scheduled_);
+            has_scheduled_.store(false, std::memory_order_relaxed);
+        }
+        if (batch.empty()) {
+            if (!from_loop) return ran;
+            // The wake-up is consumed only once nothing is left: whatever
+            // schedule() adds after the check below signals the fd again,
+            // and what it added before the read (its signal eaten by the
+            // read) runs now.
+            uint64_t cnt;
+            ssize_t r = read(efd_, &cnt, sizeof(cnt));
+            (void)r;
+            std::lock_guard<std::mutex> g(lock_);
+            if (scheduled_.empty()) return ran;
+            continue;
+        }
+        ran = true;
+        return_requested_ = false;
+        for (size_t i = 0; i < batch.size(); i++) {
+            batch[i].resume();
+            if (!return_requested_ || i + 1 == batch.size()) continue;
+            // The caller has what it waits for (a queue's completion): it
+            // gets it now, and the request it sends next reaches the
+            // workers before the rest of this batch has run, as QEMU's
+            // completion callbacks submit the next request at once (a batch
+            // of 12-18 on average, handled whole, delayed each new request
+            // of 4 KiB qcow2 reads at QD32 by the others).  The rest waits
+            // in ready_ (this thread's, no lock), ahead of anything a nested
+            // run left there; the fd, not read yet, stays signalled for a
+            // loop that waits on it.
+            return_requested_ = false;
+            ready_.insert(ready_.begin(), batch.begin() + i + 1, batch.end());
+            return true;
+        }
     }
-    std::vector<std::coroutine_handle<>> batch;
-    {
-        std::lock_guard<std::mutex> g(lock_);
-        batch.swap(scheduled_);
-        has_scheduled_.store(false, std::memory_order_relaxed);
-    }
-    for (auto h : batch) h.resume();
-    return !batch.empty();
 }
 
 gboolean AioContext::dispatch_cb(gint, GIOCondition, gpointer opaque) {
@@ -112,7 +141,7 @@ gboolean AioContext::dispatch_cb(gint, GIOCondition, gpointer opaque) {
 
 bool AioContext::poll_queues() {
     bool progress = false;
-    if (has_scheduled_.load(std::memory_order_acquire)) progress |= run_scheduled(false);
+    if (!ready_.empty() || has_scheduled_.load(std::memory_order_acquire)) progress |= run_scheduled(false);
     if (laio_) progress |= laio_->poll_ring();
     return progress;
 }

@@ -90,6 +90,11 @@ public:
 
     // Resumes `h` from the loop soon.  Thread-safe.
     void schedule(std::coroutine_handle<> h);
+    // Called from a coroutine the loop resumed (a queue's request that just
+    // completed what its mbq_do_io waits for): the loop returns to its
+    // caller once that coroutine suspends; the coroutines it has not
+    // resumed yet run first in its next run.
+    void request_return() { return_requested_ = true; }
 
     // One loop iteration; blocks for events when `may_block`.  A blocking
     // call first polls the completion queues in user space for a short
@@ -119,6 +124,7 @@ private:
 
     GMainContext *ctx_;
     std::atomic<bool> has_scheduled_{false};
+    bool return_requested_ = false;  // request_return
     AdaptivePoll poll_;  // MINIBLOCK_POLL_NS sets its maximum; 0 turns polling off
     unsigned polled_in_a_row_ = 0;
 #ifdef _WIN32
@@ -132,6 +138,9 @@ private:
     GSource *source_ = nullptr;
     std::mutex lock_;
     std::vector<std::coroutine_handle<>> scheduled_;
+    // Scheduled coroutines a run stopped before (request_return): the
+    // loop's thread only.
+    std::vector<std::coroutine_handle<>> ready_;
     std::unique_ptr<ThreadPool> pool_;
     std::unique_ptr<LinuxAio> laio_;
 };

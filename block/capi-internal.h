@@ -2,6 +2,7 @@
 // block/capi-queue.cpp).  Internal: never installed.
 #pragma once
 
+#include <climits>
 #include <cstdint>
 #include <deque>
 #include <memory>
@@ -50,6 +51,11 @@ struct QueueImpl {
     // until the next one).
     std::vector<std::string> handed_out;
     int in_flight = 0;  // submitted, not yet completed
+    // The completions the running mbq_do_io waits for (its min; INT_MAX
+    // when it waits for none): the loop hands them over as soon as they are
+    // there (AioContext::request_return).
+    int want = INT_MAX;
+    std::vector<Req> submitting;  // the batch mbq_do_io is submitting
     GSource *glib_source = nullptr;  // mbq_attach_glib
     mb_completion_cb *glib_cb = nullptr;
     void *glib_opaque = nullptr;

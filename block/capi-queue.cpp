@@ -9,6 +9,7 @@
 
 #include <cerrno>
 #include <cinttypes>
+#include <climits>
 #include <cstring>
 
 #include "block/block_int.h"
@@ -72,6 +73,10 @@ Detached run_request(QueueImpl *q, Req r) {
         co_return;
     }
     q->completed.push_back({r.user_data, ret, ret < 0 ? request_error(r, ret) : std::string()});
+    // Enough for the mbq_do_io waiting: it returns before the loop runs the
+    // other completions it found (AioContext::request_return), so that the
+    // caller's next requests go out sooner.
+    if (int(q->completed.size()) >= q->want) q->ctx->request_return();
 }
 
 QueueImpl *live(mb_queue *q, const char *fn) {
@@ -251,15 +256,18 @@ int mbq_do_io(mb_queue *handle, struct mb_completion *out, int min, int max,
 
     AioContext &ctx = *q->ctx;
     AioContext::Scope scope(ctx);
+    q->want = min > 0 ? min : INT_MAX;
     q->handed_out.clear();
     if (!q->enqueued.empty()) {
         // One batch: native AIO sends it to the kernel once all of it is set
         // up (an io_submit per request: LinuxAio::submit_pending says why).
-        std::vector<Req> batch;
-        batch.swap(q->enqueued);
+        // Swapped, not copied: both vectors keep their capacity, so that a
+        // call per completion (see q->want) allocates nothing.
+        q->submitting.swap(q->enqueued);
         ctx.io_plug();
-        for (Req &r : batch) submit(q, r);
+        for (Req &r : q->submitting) submit(q, r);
         ctx.io_unplug();
+        q->submitting.clear();
     }
     ctx.run_pending();
     if (int(q->completed.size()) < min) {
