@@ -1,5 +1,6 @@
 // The parts of the event loop that are the same on every system: spawn, the
-// coroutine locks, the loop's adaptive busy-poll and the worker thread pool
+// coroutine locks, the thread's current context and the leaked main one,
+// the loop's adaptive busy-poll and the worker thread pool
 // (aio=threads on Linux, every blocking call on Windows).  aio.cpp (eventfd,
 // libaio) and aio-win32.cpp (one event HANDLE) hold what differs.
 #include "block/aio.h"
@@ -52,6 +53,32 @@ void CoRwLock::unlock() {
         if (w.exclusive) break;
     }
 }
+
+// --- the current context ----------------------------------------------------
+
+namespace {
+thread_local AioContext *current_ctx = nullptr;
+}
+
+AioContext &AioContext::main() {
+    if (current_ctx) return *current_ctx;
+    // Leaked on purpose: worker threads and sources may still refer to it
+    // while static destructors run.  Its own GMainContext, not GLib's
+    // default, so that nothing of ours runs inside an embedder's loop.
+    static AioContext *ctx = [] {
+        GMainContext *g = g_main_context_new();
+        auto *c = new AioContext(g);
+        g_main_context_unref(g);
+        // Linux: no eventfd (out of fds).  Windows cannot get here: its
+        // constructor stops the process when CreateEvent fails.
+        if (c->init_errno()) g_error("miniblock: eventfd: %s", g_strerror(c->init_errno()));
+        return c;
+    }();
+    return *ctx;
+}
+
+AioContext::Scope::Scope(AioContext &ctx) : prev_(current_ctx) { current_ctx = &ctx; }
+AioContext::Scope::~Scope() { current_ctx = prev_; }
 
 // --- the loop ---------------------------------------------------------------
 

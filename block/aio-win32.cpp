@@ -88,27 +88,6 @@ AioContext::~AioContext() {
     g_main_context_unref(ctx_);
 }
 
-namespace {
-thread_local AioContext *current_ctx = nullptr;
-}
-
-AioContext &AioContext::main() {
-    if (current_ctx) return *current_ctx;
-    // Leaked on purpose: worker threads and sources may still refer to it
-    // while static destructors run.  Its own GMainContext, as on Linux, never
-    // GLib's default one (an embedder's loop must not run our sources).
-    static AioContext *ctx = [] {
-        GMainContext *g = g_main_context_new();
-        auto *c = new AioContext(g);
-        g_main_context_unref(g);
-        return c;
-    }();
-    return *ctx;
-}
-
-AioContext::Scope::Scope(AioContext &ctx) : prev_(current_ctx) { current_ctx = &ctx; }
-AioContext::Scope::~Scope() { current_ctx = prev_; }
-
 void AioContext::notify() { SetEvent(static_cast<HANDLE>(event_)); }
 
 // A source on the context's event HANDLE, for an embedder's GMainContext

@@ -48,28 +48,6 @@ AioContext::~AioContext() {
     g_main_context_unref(ctx_);
 }
 
-namespace {
-thread_local AioContext *current_ctx = nullptr;
-}
-
-AioContext &AioContext::main() {
-    if (current_ctx) return *current_ctx;
-    // Leaked on purpose: worker threads and sources may still refer to it
-    // while static destructors run.  Its own GMainContext, not GLib's
-    // default, so that nothing of ours runs inside an embedder's loop.
-    static AioContext *ctx = [] {
-        GMainContext *g = g_main_context_new();
-        auto *c = new AioContext(g);
-        g_main_context_unref(g);
-        if (c->init_errno()) g_error("miniblock: eventfd: %s", g_strerror(c->init_errno()));
-        return c;
-    }();
-    return *ctx;
-}
-
-AioContext::Scope::Scope(AioContext &ctx) : prev_(current_ctx) { current_ctx = &ctx; }
-AioContext::Scope::~Scope() { current_ctx = prev_; }
-
 void AioContext::schedule(std::coroutine_handle<> h) {
     bool was_empty;
     {

@@ -355,6 +355,12 @@ Task<int> bdrv_co_pdiscard(BdrvChild *c, int64_t offset, int64_t bytes);
 Task<int> bdrv_co_flush(BlockDriverState *bs);
 Task<int> bdrv_co_truncate(BdrvChild *c, int64_t size);
 int64_t bdrv_getlength(BlockDriverState *bs);
+// The status of [offset, offset + bytes) of bs alone (not its backing
+// file): BDRV_BLOCK_* or negative errno; *pnum (> 0, <= bytes) is how far it
+// holds.  A driver without co_block_status is DATA | ALLOCATED throughout;
+// a driver's *pnum out of range is -EIO, so that callers stepping by *pnum
+// cannot loop forever.
+Task<int> bdrv_co_layer_status(BlockDriverState *bs, int64_t offset, int64_t bytes, int64_t *pnum);
 // Announces a driver event (QEMU's blkdebug names) to the first node down
 // c's chain of file children that listens (blkdebug); free when none does.
 void bdrv_debug_event(BdrvChild *c, const char *event);

@@ -124,19 +124,6 @@ Status reopen_files(const std::vector<BlockDriverState *> &nodes, bool writable)
     return Status::OK();
 }
 
-// The status of [off, off + bytes) of one layer: BDRV_BLOCK_* or -errno.
-Task<int> layer_status(BlockDriverState *bs, int64_t off, int64_t bytes, int64_t *pnum) {
-    if (!bs->drv->co_block_status) {
-        *pnum = bytes;
-        co_return BDRV_BLOCK_DATA | BDRV_BLOCK_ALLOCATED;
-    }
-    int64_t map = 0;
-    BlockDriverState *file = nullptr;
-    int r = co_await bs->drv->co_block_status(bs, off, bytes, pnum, &map, &file);
-    if (r >= 0 && (*pnum <= 0 || *pnum > bytes)) co_return -EIO;  // a driver bug, not a loop
-    co_return r;
-}
-
 constexpr int64_t COPY_CHUNK = 8 << 20;
 
 Task<int> copy_allocated(BdrvChild *root, const std::vector<BlockDriverState *> &above,
@@ -147,7 +134,7 @@ Task<int> copy_allocated(BdrvChild *root, const std::vector<BlockDriverState *> 
         bool allocated = false;
         for (auto *layer : above) {
             int64_t pnum = n;
-            int r = co_await layer_status(layer, off, n, &pnum);
+            int r = co_await bdrv_co_layer_status(layer, off, n, &pnum);
             if (r < 0) co_return r;
             n = std::min(n, pnum);
             if (r & BDRV_BLOCK_ALLOCATED) allocated = true;

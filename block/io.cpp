@@ -128,6 +128,18 @@ void bdrv_debug_event(BdrvChild *c, const char *event) {
     }
 }
 
+Task<int> bdrv_co_layer_status(BlockDriverState *bs, int64_t offset, int64_t bytes, int64_t *pnum) {
+    if (!bs->drv->co_block_status) {
+        *pnum = bytes;
+        co_return BDRV_BLOCK_DATA | BDRV_BLOCK_ALLOCATED;
+    }
+    int64_t map = 0;
+    BlockDriverState *file = nullptr;
+    int r = co_await bs->drv->co_block_status(bs, offset, bytes, pnum, &map, &file);
+    if (r >= 0 && (*pnum <= 0 || *pnum > bytes)) co_return -EIO;  // a driver bug, not a loop
+    co_return r;
+}
+
 int64_t bdrv_getlength(BlockDriverState *bs) {
     if (!bs || !bs->drv) return -ENOMEDIUM;
     if (!bs->drv->getlength) return -ENOTSUP;

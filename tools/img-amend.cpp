@@ -2,7 +2,6 @@
 // (compat, lazy_refcounts, refcount_bits, size).  The image is opened
 // read-write (writers elsewhere keep it out, as qemu-img's write lock does);
 // size goes through the resize permission as resize does.
-#include <getopt.h>
 
 #include <cstdio>
 #include <cstring>
@@ -10,6 +9,7 @@
 
 #include "block/drivers/qcow2.h"
 #include "tools/img-commands.h"
+#include "tools/img-common.h"
 #include "tools/tool-common.h"
 
 namespace mb::tools {
@@ -38,24 +38,16 @@ bool creation_only(const std::string &k) {
 }  // namespace
 
 int cmd_amend(int argc, char **argv) {
-    enum { OPT_IMAGE_OPTS = 700 };
-    static const struct option longopts[] = {{"image-opts", no_argument, nullptr, OPT_IMAGE_OPTS},
-                                             {"help", no_argument, nullptr, 'h'},
-                                             {nullptr, 0, nullptr, 0}};
-    ImageFlags flags;
-    std::string o;
-    int c;
-    while ((c = getopt_long(argc, argv, "f:o:t:qph", longopts, nullptr)) != -1) {
-        switch (c) {
-        case 'f': flags.format = optarg; break;
-        case 'o': o = o.empty() ? optarg : o + "," + optarg; break;
-        case 't': flags.cache = optarg; break;
-        case 'q': case 'p': break;  // amend prints nothing but errors
-        case OPT_IMAGE_OPTS: flags.image_opts = true; break;
-        case 'h': print_img_command_help("amend", stdout); return 0;
-        default: return img_bad_usage("invalid option for amend");
-        }
-    }
+    ImgCommon common;
+    // -q and -p are accepted, as qemu-img's: amend prints nothing but errors.
+    if (auto st = img_parse_options(argc, argv,
+                                    {.name = "amend",
+                                     .common = IMG_FORMAT | IMG_IMAGE_OPTS | IMG_CACHE | IMG_QUIET | IMG_OPTIONS,
+                                     .own = {img_ignored('p')}},
+                                    &common))
+        return *st;
+    const ImageFlags &flags = common.flags;
+    const std::string &o = common.options;
     if (o == "help" || o == "?") {
         print_amend_options(stdout);
         return 0;

@@ -7,7 +7,6 @@
 // does it, so that the figure is what an embedder gets (issue 10): DEPTH
 // requests in flight on queue 0, each completion's slot refilled, the new
 // requests submitted by the next mbq_do_io together.
-#include <getopt.h>
 
 #include <chrono>
 #include <cinttypes>
@@ -20,6 +19,7 @@
 
 #include "miniblock/miniblock.h"
 #include "tools/img-commands.h"
+#include "tools/img-common.h"
 #include "tools/tool-common.h"
 
 namespace mb::tools {
@@ -27,8 +27,6 @@ namespace mb::tools {
 void print_img_bench_help(FILE *out);
 
 namespace {
-
-enum { OPT_IMAGE_OPTS = 400, OPT_RANDOM };
 
 // --- bench --------------------------------------------------------------------------
 
@@ -115,54 +113,47 @@ int run(Bench *b, mb_queue *q, const std::vector<uint8_t *> &bufs) {
 }  // namespace
 
 int cmd_bench(int argc, char **argv) {
-    ImageFlags flags;
+    ImgCommon common;
+    ImageFlags &flags = common.flags;
     int64_t count = 75000, depth = 64, size = 4096, offset = 0, step = -1;
     int64_t seed = -1;
     bool write = false;
-    static const struct option longopts[] = {{"image-opts", no_argument, nullptr, OPT_IMAGE_OPTS},
-                                             {"random", optional_argument, nullptr, OPT_RANDOM},
-                                             {"help", no_argument, nullptr, 'h'},
-                                             {nullptr, 0, nullptr, 0}};
-    auto num = [](const char *opt, const char *arg, int64_t *out, int64_t min) {
-        auto v = parse_number(arg);
-        if (!v || *v < min) {
-            fprintf(stderr, "%s: Invalid value '%s' for -%s\n", img_prog, arg, opt);
-            return false;
-        }
-        *out = *v;
-        return true;
+    // -c, -d, -s, -S, -o: a number of at least `min`.
+    auto num = [](char opt, int64_t *out, int64_t min) {
+        return ImgOption{opt, nullptr, required_argument, [opt, out, min](const char *arg) {
+                             auto v = parse_number(arg);
+                             if (!v || *v < min) {
+                                 fprintf(stderr, "%s: Invalid value '%s' for -%c\n", img_prog, arg, opt);
+                                 return 1;
+                             }
+                             *out = *v;
+                             return 0;
+                         }};
     };
-    int c;
-    while ((c = getopt_long(argc, argv, "c:d:f:i:no:s:S:t:wUh", longopts, nullptr)) != -1) {
-        switch (c) {
-        case 'c': if (!num("c", optarg, &count, 1)) return 1; break;
-        case 'd': if (!num("d", optarg, &depth, 1)) return 1; break;
-        case 's': if (!num("s", optarg, &size, 1)) return 1; break;
-        case 'S': if (!num("S", optarg, &step, 0)) return 1; break;
-        case 'o': if (!num("o", optarg, &offset, 0)) return 1; break;
-        case 'f': flags.format = optarg; break;
-        case 'i': flags.aio = optarg; break;
-        case 'n': flags.aio = "native"; break;
-        case 't': flags.cache = optarg; break;
-        case 'w': write = true; break;
-        case 'U': flags.force_share = true; break;
-        case OPT_IMAGE_OPTS: flags.image_opts = true; break;
-        case OPT_RANDOM:
-            seed = 1;
-            if (optarg) {
-                // Long options print with their dashes.
-                auto v = parse_number(optarg);
-                if (!v || *v < 0) {
-                    fprintf(stderr, "%s: Invalid value '%s' for --random\n", img_prog, optarg);
-                    return 1;
-                }
-                seed = *v;
+    auto random = [&seed](const char *arg) {
+        seed = 1;
+        if (arg) {
+            // Long options print with their dashes.
+            auto v = parse_number(arg);
+            if (!v || *v < 0) {
+                fprintf(stderr, "%s: Invalid value '%s' for --random\n", img_prog, arg);
+                return 1;
             }
-            break;
-        case 'h': print_img_bench_help(stdout); return 0;
-        default: return img_bad_usage("invalid option for bench");
+            seed = *v;
         }
-    }
+        return 0;
+    };
+    if (auto st = img_parse_options(
+            argc, argv,
+            {.name = "bench",
+             .common = IMG_FORMAT | IMG_SHARE | IMG_IMAGE_OPTS | IMG_CACHE,
+             .own = {num('c', &count, 1), num('d', &depth, 1), num('s', &size, 1), num('S', &step, 0),
+                     num('o', &offset, 0), img_value('i', nullptr, &flags.aio),
+                     {'n', nullptr, no_argument, [&flags](const char *) { flags.aio = "native"; return 0; }},
+                     img_flag('w', nullptr, &write), {0, "random", optional_argument, random}},
+             .help = print_img_bench_help},
+            &common))
+        return *st;
     if (argc - optind != 1) return img_bad_usage("bench needs exactly one FILE");
     if (depth > 4096) return img_bad_usage("-d must be at most 4096");
     if (size > (64 << 20)) return img_bad_usage("-s must be at most 64M");

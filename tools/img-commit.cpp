@@ -1,12 +1,12 @@
 // miniblock-img commit: the overlay's data into its backing file, under a
 // temporary exclusive lock on the base (block/commit.cpp has the design).
-#include <getopt.h>
 
 #include <cstdio>
 #include <string>
 
 #include "block/block_int.h"
 #include "tools/img-commands.h"
+#include "tools/img-common.h"
 #include "tools/tool-common.h"
 
 using namespace mb;
@@ -23,35 +23,22 @@ void progress(int64_t done, int64_t total, void *) {
 
 // Called from miniblock-img's command table.
 int img_cmd_commit(int argc, char **argv) {
-    enum { OPT_IMAGE_OPTS = 256, OPT_CHECK };
-    static const struct option longopts[] = {
-        {"image-opts", no_argument, nullptr, OPT_IMAGE_OPTS},
-        {"check", no_argument, nullptr, OPT_CHECK},
-        {"help", no_argument, nullptr, 'h'},
-        {nullptr, 0, nullptr, 0},
-    };
-    ImageFlags flags;
+    ImgCommon common;
+    ImageFlags &flags = common.flags;
     std::string base;
-    bool show_progress = false, check = false, quiet = false, keep = false;
-    int c;
-    while ((c = getopt_long(argc, argv, "f:t:b:dpqh", longopts, nullptr)) != -1) {
-        switch (c) {
-        case 'f': flags.format = optarg; break;
-        case 't': flags.cache = optarg; break;
-        case 'b': base = optarg; break;
-        case 'd': keep = true; break;
-        case 'p': show_progress = true; break;
-        case 'q': quiet = true; break;
-        case OPT_CHECK: check = true; break;
-        case OPT_IMAGE_OPTS: flags.image_opts = true; break;
-        case 'h':
-            print_img_command_help("commit", stdout);
-            return 0;
-        default:
-            fprintf(stderr, "Try 'miniblock-img commit --help' for more information.\n");
-            return 1;
-        }
-    }
+    bool show_progress = false, check = false, keep = false;
+    if (auto st = img_parse_options(argc, argv,
+                                    {.name = "commit",
+                                     .common = IMG_FORMAT | IMG_IMAGE_OPTS | IMG_CACHE | IMG_QUIET,
+                                     .own = {img_value('b', nullptr, &base), img_flag('d', nullptr, &keep),
+                                             img_flag('p', nullptr, &show_progress), img_flag(0, "check", &check)},
+                                     .bad_option = [] {
+                                         fprintf(stderr, "Try 'miniblock-img commit --help' for more information.\n");
+                                         return 1;
+                                     }},
+                                    &common))
+        return *st;
+    const bool quiet = common.quiet;
     if (argc - optind != 1) {
         fprintf(stderr, "miniblock-img: commit needs one OVERLAY\n"
                         "Try 'miniblock-img commit --help' for more information.\n");

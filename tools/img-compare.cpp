@@ -2,7 +2,6 @@
 // identical, 1 different, 2 an error opening, 3 an error while comparing).
 // Both images are read as the guest sees them (through their backing
 // chains); beyond the smaller one's end, the larger must read as zeroes.
-#include <getopt.h>
 
 #include <algorithm>
 #include <cinttypes>
@@ -13,6 +12,7 @@
 #include "block/aio.h"
 #include "block/block_int.h"
 #include "tools/img-commands.h"
+#include "tools/img-common.h"
 #include "tools/tool-common.h"
 
 namespace mb::tools {
@@ -66,29 +66,28 @@ Task<int> allocated_above(BlockDriverState *bs, int64_t off, int64_t bytes, int6
 }  // namespace
 
 int cmd_compare(int argc, char **argv) {
-    enum { OPT_IMAGE_OPTS = 500 };
-    static const struct option longopts[] = {{"image-opts", no_argument, nullptr, OPT_IMAGE_OPTS},
-                                             {"force-share", no_argument, nullptr, 'U'},
-                                             {"help", no_argument, nullptr, 'h'},
-                                             {nullptr, 0, nullptr, 0}};
-    ImageFlags f1, f2;
-    f1.read_only = f2.read_only = true;
-    bool quiet = false, strict = false;
-    int c;
-    while ((c = getopt_long(argc, argv, "f:F:T:pqsUh", longopts, nullptr)) != -1) {
-        switch (c) {
-        case 'f': f1.format = optarg; break;
-        case 'F': f2.format = optarg; break;
-        case 'T': f1.cache = f2.cache = optarg; break;
-        case 'p': break;  // progress: nothing to show for a local compare
-        case 'q': quiet = true; break;
-        case 's': strict = true; break;
-        case 'U': f1.force_share = f2.force_share = true; break;
-        case OPT_IMAGE_OPTS: f1.image_opts = f2.image_opts = true; break;
-        case 'h': print_img_command_help("compare", stdout); return 0;
-        default: img_bad_usage("invalid option for compare"); return 2;
-        }
-    }
+    ImgCommon parsed;
+    parsed.flags.read_only = true;
+    std::string format2, cache;
+    bool strict = false;
+    if (auto st = img_parse_options(argc, argv,
+                                    {.name = "compare",
+                                     .common = IMG_OPEN | IMG_QUIET,
+                                     // -p: progress, nothing to show for a local compare
+                                     .own = {img_value('F', nullptr, &format2), img_value('T', nullptr, &cache),
+                                             img_ignored('p'), img_flag('s', nullptr, &strict)},
+                                     .bad_option = [] {
+                                         img_bad_usage("invalid option for compare");
+                                         return 2;
+                                     }},
+                                    &parsed))
+        return *st;
+    // -U, --image-opts and -T apply to both images.
+    ImageFlags f1 = parsed.flags;
+    f1.cache = cache;
+    ImageFlags f2 = f1;
+    f2.format = format2;
+    const bool quiet = parsed.quiet;
     if (argc - optind != 2) {
         img_bad_usage("compare needs FILE1 and FILE2");
         return 2;

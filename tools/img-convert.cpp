@@ -3,7 +3,6 @@
 // ranges that read as zeroes are never read, and on a target that reads as
 // zeroes already, never written; data goes through -m requests in flight,
 // in order unless -W.
-#include <getopt.h>
 
 #include <algorithm>
 #include <cinttypes>
@@ -16,6 +15,7 @@
 #include "block/aio.h"
 #include "block/block_int.h"
 #include "tools/img-commands.h"
+#include "tools/img-common.h"
 #include "tools/tool-common.h"
 
 namespace mb::tools {
@@ -23,8 +23,6 @@ namespace mb::tools {
 void print_img_convert_help(FILE *out);
 
 namespace {
-
-enum { OPT_IMAGE_OPTS = 500, OPT_TARGET_IMAGE_OPTS, OPT_SALVAGE };
 
 constexpr int64_t BUF_SIZE = 2 << 20;  // per request in flight, as qemu-img
 constexpr int MAX_IN_FLIGHT = 16;      // qemu-img's limit for -m
@@ -230,60 +228,53 @@ Status load_snapshot(BlockDriverState *bs, const std::string &arg) {
 }  // namespace
 
 int cmd_convert(int argc, char **argv) {
-    ImageFlags src_flags;
+    ImgCommon common;  // the source's flags; -T is its cache mode, -t the target's
+    ImageFlags &src_flags = common.flags;
     src_flags.read_only = true;
-    std::string out_fmt = "raw", o, cache, backing;
+    std::string out_fmt = "raw", cache, backing;
     bool progress = false, no_create = false, out_of_order = false, compress = false;
-    bool quiet = false, salvage = false, target_image_opts = false, out_fmt_given = false;
+    bool salvage = false, target_image_opts = false, out_fmt_given = false;
     std::string snapshot;  // -l: an internal snapshot of the source
     int64_t in_flight = 8, sparse = 4096;
-    static const struct option longopts[] = {{"image-opts", no_argument, nullptr, OPT_IMAGE_OPTS},
-                                             {"force-share", no_argument, nullptr, 'U'},
-                                             {"target-image-opts", no_argument, nullptr, OPT_TARGET_IMAGE_OPTS},
-                                             {"salvage", no_argument, nullptr, OPT_SALVAGE},
-                                             {"help", no_argument, nullptr, 'h'},
-                                             {nullptr, 0, nullptr, 0}};
-    int ch;
-    while ((ch = getopt_long(argc, argv, "cf:O:o:pqt:T:UB:m:nS:Wl:h", longopts, nullptr)) != -1) {
-        switch (ch) {
-        case 't': cache = optarg; break;
-        case 'T': src_flags.cache = optarg; break;
-        case 'f': src_flags.format = optarg; break;
-        case 'O': out_fmt = optarg; out_fmt_given = true; break;
-        case 'q': quiet = true; break;
-        case OPT_TARGET_IMAGE_OPTS: target_image_opts = true; break;
-        case OPT_SALVAGE: salvage = true; break;
-        case 'o': o = o.empty() ? optarg : o + "," + optarg; break;
-        case 'p': progress = true; break;
-        case 'U': src_flags.force_share = true; break;
-        case 'B': backing = optarg; break;
-        case 'n': no_create = true; break;
-        case 'c': compress = true; break;
-        case 'W': out_of_order = true; break;
-        case 'l': snapshot = optarg; break;
-        case 'm': {
-            auto v = parse_number(optarg);
-            if (!v || *v < 1 || *v > MAX_IN_FLIGHT) {
-                return img_bad_usage("Invalid number of coroutines '" + std::string(optarg) +
-                                     "'. Allowed number of coroutines is between 1 and 16");
-            }
-            in_flight = *v;
-            break;
+    auto take_in_flight = [&in_flight](const char *arg) {
+        auto v = parse_number(arg);
+        if (!v || *v < 1 || *v > MAX_IN_FLIGHT) {
+            return img_bad_usage("Invalid number of coroutines '" + std::string(arg) +
+                                 "'. Allowed number of coroutines is between 1 and 16");
         }
-        case 'S': {
-            auto v = parse_number(optarg);
-            if (!v || *v < 0 || *v % 512 || *v > BUF_SIZE) {
-                return img_bad_usage("Invalid buffer size for sparse output specified: '" + std::string(optarg) +
-                                     "' (a multiple of 512 up to 2M)");
-            }
-            sparse = *v;
-            break;
+        in_flight = *v;
+        return 0;
+    };
+    auto take_sparse = [&sparse](const char *arg) {
+        auto v = parse_number(arg);
+        if (!v || *v < 0 || *v % 512 || *v > BUF_SIZE) {
+            return img_bad_usage("Invalid buffer size for sparse output specified: '" + std::string(arg) +
+                                 "' (a multiple of 512 up to 2M)");
         }
-        case OPT_IMAGE_OPTS: src_flags.image_opts = true; break;
-        case 'h': print_img_convert_help(stdout); return 0;
-        default: return img_bad_usage("invalid option for convert");
-        }
-    }
+        sparse = *v;
+        return 0;
+    };
+    auto take_out_fmt = [&](const char *arg) {
+        out_fmt = arg;
+        out_fmt_given = true;
+        return 0;
+    };
+    if (auto st = img_parse_options(
+            argc, argv,
+            {.name = "convert",
+             .common = IMG_OPEN | IMG_QUIET | IMG_OPTIONS,
+             .own = {img_value('t', nullptr, &cache), img_value('T', nullptr, &src_flags.cache),
+                     {'O', nullptr, required_argument, take_out_fmt}, img_value('B', nullptr, &backing),
+                     img_value('l', nullptr, &snapshot), {'m', nullptr, required_argument, take_in_flight},
+                     {'S', nullptr, required_argument, take_sparse}, img_flag('p', nullptr, &progress),
+                     img_flag('n', nullptr, &no_create), img_flag('c', nullptr, &compress),
+                     img_flag('W', nullptr, &out_of_order), img_flag(0, "target-image-opts", &target_image_opts),
+                     img_flag(0, "salvage", &salvage)},
+             .help = print_img_convert_help},
+            &common))
+        return *st;
+    bool quiet = common.quiet;
+    const std::string &o = common.options;
     if (argc - optind != 2) return img_bad_usage("convert needs SOURCE and TARGET");
     if (quiet) progress = false;
     // qemu-img's rules and texts: an option string names an existing target.

@@ -1,7 +1,6 @@
 // miniblock-img dd: qemu-img dd's operands (bs=, count=, skip=, if=, of=).
 // The output is a new image (-O, default raw) of the copied length: the
 // input's, cut to count blocks, less the skipped ones.
-#include <getopt.h>
 
 #include <cinttypes>
 #include <cstdio>
@@ -11,30 +10,20 @@
 
 #include "block/block_int.h"
 #include "tools/img-commands.h"
+#include "tools/img-common.h"
 #include "tools/tool-common.h"
 
 namespace mb::tools {
 
 int cmd_dd(int argc, char **argv) {
-    enum { OPT_IMAGE_OPTS = 800 };
-    static const struct option longopts[] = {{"image-opts", no_argument, nullptr, OPT_IMAGE_OPTS},
-                                             {"force-share", no_argument, nullptr, 'U'},
-                                             {"help", no_argument, nullptr, 'h'},
-                                             {nullptr, 0, nullptr, 0}};
-    ImageFlags in_flags;
+    ImgCommon common;
+    ImageFlags &in_flags = common.flags;
     in_flags.read_only = true;
     std::string out_fmt = "raw";
-    int c;
-    while ((c = getopt_long(argc, argv, "f:O:Uh", longopts, nullptr)) != -1) {
-        switch (c) {
-        case 'f': in_flags.format = optarg; break;
-        case 'O': out_fmt = optarg; break;
-        case 'U': in_flags.force_share = true; break;
-        case OPT_IMAGE_OPTS: in_flags.image_opts = true; break;
-        case 'h': print_img_command_help("dd", stdout); return 0;
-        default: return img_bad_usage("invalid option for dd");
-        }
-    }
+    if (auto st = img_parse_options(argc, argv,
+                                    {.name = "dd", .common = IMG_OPEN, .own = {img_value('O', nullptr, &out_fmt)}},
+                                    &common))
+        return *st;
     int64_t bs = 512, count = -1, skip = 0;
     std::string in, out;
     for (int i = optind; i < argc; i++) {

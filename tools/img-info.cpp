@@ -6,7 +6,6 @@
 // opened without locks, so info works next to a running writer; a format
 // with metadata (qcow2) keeps writers out while its tables are read, as
 // qemu-img does (it is refused next to a running writer).
-#include <getopt.h>
 #include <json-glib/json-glib.h>
 #include <sys/stat.h>
 
@@ -20,13 +19,12 @@
 #include "block/locking/holders.h"
 #endif
 #include "tools/img-commands.h"
+#include "tools/img-common.h"
 #include "tools/tool-common.h"
 
 namespace mb::tools {
 
 namespace {
-
-enum { OPT_OUTPUT = 400, OPT_IMAGE_OPTS, OPT_BACKING_CHAIN };
 
 // One node's facts, from the generic fields and the driver's get_info.
 struct NodeInfo {
@@ -190,32 +188,17 @@ void print_human(const NodeInfo &n) {
 }  // namespace
 
 int cmd_info(int argc, char **argv) {
-    ImageFlags flags;
-    flags.read_only = true;
-    bool json = false, chain = false;
-    static const struct option longopts[] = {
-        {"output", required_argument, nullptr, OPT_OUTPUT},
-        {"backing-chain", no_argument, nullptr, OPT_BACKING_CHAIN},
-        {"image-opts", no_argument, nullptr, OPT_IMAGE_OPTS},
-        {"force-share", no_argument, nullptr, 'U'},
-        {"format", required_argument, nullptr, 'f'},
-        {"help", no_argument, nullptr, 'h'},
-        {nullptr, 0, nullptr, 0}};
-    int c;
-    while ((c = getopt_long(argc, argv, "f:Uh", longopts, nullptr)) != -1) {
-        switch (c) {
-        case 'f': flags.format = optarg; break;
-        case 'U': flags.force_share = true; break;
-        case OPT_IMAGE_OPTS: flags.image_opts = true; break;
-        case OPT_BACKING_CHAIN: chain = true; break;
-        case OPT_OUTPUT:
-            if (!parse_output(optarg, &json))
-                return img_bad_usage(std::string("--output must be human or json, not '") + optarg + "'");
-            break;
-        case 'h': print_img_command_help("info", stdout); return 0;
-        default: return img_bad_usage("invalid option for info");
-        }
-    }
+    ImgCommon common;
+    common.flags.read_only = true;
+    bool chain = false;
+    if (auto st = img_parse_options(argc, argv,
+                                    {.name = "info",
+                                     .common = IMG_OPEN | IMG_FORMAT_LONG | IMG_OUTPUT,
+                                     .own = {img_flag(0, "backing-chain", &chain)}},
+                                    &common))
+        return *st;
+    const ImageFlags &flags = common.flags;
+    const bool json = common.json;
     if (argc - optind != 1) return img_bad_usage("info needs exactly one FILE");
     std::string image = argv[optind];
     // Without I/O on the data, as qemu-img: first without locks; a format

@@ -3,7 +3,6 @@
 // compares the JSON key for key).  The qcow2 sizes follow the on-disk
 // format's own layout: one header cluster, L2 tables for every cluster, an
 // L1 table for the L2 tables, and refcount blocks and table for all of it.
-#include <getopt.h>
 #include <json-glib/json-glib.h>
 
 #include <algorithm>
@@ -14,6 +13,7 @@
 #include "block/aio.h"
 #include "block/block_int.h"
 #include "tools/img-commands.h"
+#include "tools/img-common.h"
 #include "tools/tool-common.h"
 
 namespace mb::tools {
@@ -85,38 +85,24 @@ Result<int64_t> data_bytes(BlockDriverState *top, int64_t len, int64_t cluster_s
 }  // namespace
 
 int cmd_measure(int argc, char **argv) {
-    enum { OPT_OUTPUT = 700, OPT_SIZE, OPT_IMAGE_OPTS };
-    static const struct option longopts[] = {{"output", required_argument, nullptr, OPT_OUTPUT},
-                                             {"size", required_argument, nullptr, OPT_SIZE},
-                                             {"image-opts", no_argument, nullptr, OPT_IMAGE_OPTS},
-                                             {"force-share", no_argument, nullptr, 'U'},
-                                             {"help", no_argument, nullptr, 'h'},
-                                             {nullptr, 0, nullptr, 0}};
-    ImageFlags flags;
-    flags.read_only = true;
-    bool json = false;
-    std::string out_fmt = "raw", o;
+    ImgCommon common;
+    common.flags.read_only = true;
+    std::string out_fmt = "raw";
     std::optional<int64_t> size;
-    int c;
-    while ((c = getopt_long(argc, argv, "f:O:o:Uh", longopts, nullptr)) != -1) {
-        switch (c) {
-        case 'f': flags.format = optarg; break;
-        case 'O': out_fmt = optarg; break;
-        case 'o': o = o.empty() ? optarg : o + "," + optarg; break;
-        case 'U': flags.force_share = true; break;
-        case OPT_IMAGE_OPTS: flags.image_opts = true; break;
-        case OPT_SIZE:
-            size = parse_number(optarg);
-            if (!size || *size < 0) return img_fail(Status::Error(EINVAL, "Invalid image size specified"));
-            break;
-        case OPT_OUTPUT:
-            if (!parse_output(optarg, &json))
-                return img_bad_usage(std::string("--output must be human or json, not '") + optarg + "'");
-            break;
-        case 'h': print_img_command_help("measure", stdout); return 0;
-        default: return img_bad_usage("invalid option for measure");
-        }
-    }
+    auto take_size = [&size](const char *arg) {
+        size = parse_number(arg);
+        if (!size || *size < 0) return img_fail(Status::Error(EINVAL, "Invalid image size specified"));
+        return 0;
+    };
+    if (auto st = img_parse_options(argc, argv,
+                                    {.name = "measure",
+                                     .common = IMG_OPEN | IMG_OPTIONS | IMG_OUTPUT,
+                                     .own = {img_value('O', nullptr, &out_fmt), {0, "size", required_argument, take_size}}},
+                                    &common))
+        return *st;
+    const ImageFlags &flags = common.flags;
+    const bool json = common.json;
+    const std::string &o = common.options;
     int nargs = argc - optind;
     if (size && nargs) return img_fail(Status::Error(EINVAL, "--size N cannot be used together with a filename"));
     if (!size && nargs != 1) return img_fail(Status::Error(EINVAL, "Either --size N or one filename must be specified"));

@@ -1,6 +1,5 @@
 // miniblock-img check and map (registered in miniblock-img.cpp's
 // command map; their help is in tools/img-commands.h).
-#include <getopt.h>
 #include <json-glib/json-glib.h>
 
 #include <cinttypes>
@@ -14,13 +13,12 @@
 #include "block/block_int.h"
 #include "block/drivers/qcow2.h"
 #include "tools/img-commands.h"
+#include "tools/img-common.h"
 #include "tools/tool-common.h"
 
 namespace mb::tools {
 
 namespace {
-
-enum { OPT_OUTPUT = 300, OPT_IMAGE_OPTS };
 
 // --- check -------------------------------------------------------------------
 
@@ -131,30 +129,17 @@ Task<int> chain_status(BlockDriverState *bs, int64_t off, int64_t bytes, MapEntr
 
 
 int cmd_check(int argc, char **argv) {
-    ImageFlags flags;
-    bool json = false;
+    ImgCommon common;
     std::string repair;
-    static const struct option longopts[] = {{"output", required_argument, nullptr, OPT_OUTPUT},
-                                             {"image-opts", no_argument, nullptr, OPT_IMAGE_OPTS},
-                                             {"repair", required_argument, nullptr, 'r'},
-                                             {"format", required_argument, nullptr, 'f'},
-                                             {"force-share", no_argument, nullptr, 'U'},
-                                             {"help", no_argument, nullptr, 'h'},
-                                             {nullptr, 0, nullptr, 0}};
-    int c;
-    while ((c = getopt_long(argc, argv, "f:r:Uh", longopts, nullptr)) != -1) {
-        switch (c) {
-        case 'f': flags.format = optarg; break;
-        case 'r': repair = optarg; break;
-        case 'U': flags.force_share = true; break;
-        case OPT_IMAGE_OPTS: flags.image_opts = true; break;
-        case OPT_OUTPUT:
-            if (!parse_output(optarg, &json)) return img_bad_usage(std::string("--output must be human or json, not '") + optarg + "'");
-            break;
-        case 'h': print_img_qcow2_help(stdout); return 0;
-        default: return img_bad_usage("invalid option for check");
-        }
-    }
+    if (auto st = img_parse_options(argc, argv,
+                                    {.name = "check",
+                                     .common = IMG_OPEN | IMG_FORMAT_LONG | IMG_OUTPUT,
+                                     .own = {img_value('r', "repair", &repair)},
+                                     .help = print_img_qcow2_help},
+                                    &common))
+        return *st;
+    ImageFlags &flags = common.flags;
+    const bool json = common.json;
     if (argc - optind != 1) return img_bad_usage("check needs exactly one FILE");
     if (!repair.empty() && repair != "leaks" && repair != "all")
         return img_bad_usage("Unknown option value for -r (expecting 'leaks' or 'all'): " + repair);
@@ -196,28 +181,14 @@ int cmd_check(int argc, char **argv) {
 }
 
 int cmd_map(int argc, char **argv) {
-    ImageFlags flags;
-    flags.read_only = true;
-    bool json = false;
-    static const struct option longopts[] = {{"output", required_argument, nullptr, OPT_OUTPUT},
-                                             {"image-opts", no_argument, nullptr, OPT_IMAGE_OPTS},
-                                             {"format", required_argument, nullptr, 'f'},
-                                             {"force-share", no_argument, nullptr, 'U'},
-                                             {"help", no_argument, nullptr, 'h'},
-                                             {nullptr, 0, nullptr, 0}};
-    int c;
-    while ((c = getopt_long(argc, argv, "f:Uh", longopts, nullptr)) != -1) {
-        switch (c) {
-        case 'f': flags.format = optarg; break;
-        case 'U': flags.force_share = true; break;
-        case OPT_IMAGE_OPTS: flags.image_opts = true; break;
-        case OPT_OUTPUT:
-            if (!parse_output(optarg, &json)) return img_bad_usage(std::string("--output must be human or json, not '") + optarg + "'");
-            break;
-        case 'h': print_img_qcow2_help(stdout); return 0;
-        default: return img_bad_usage("invalid option for map");
-        }
-    }
+    ImgCommon common;
+    common.flags.read_only = true;
+    if (auto st = img_parse_options(argc, argv,
+                                    {.name = "map", .common = IMG_OPEN | IMG_FORMAT_LONG | IMG_OUTPUT, .help = print_img_qcow2_help},
+                                    &common))
+        return *st;
+    const ImageFlags &flags = common.flags;
+    const bool json = common.json;
     if (argc - optind != 1) return img_bad_usage("map needs exactly one FILE");
     std::string image = argv[optind];
     auto blk = open_image(image, flags);

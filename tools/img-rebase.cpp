@@ -10,7 +10,6 @@
 // they were except the backing format one (0xe2792aca), put first as
 // qemu-img does, the end marker, then the backing file name, all within the
 // first cluster.
-#include <getopt.h>
 
 #include <algorithm>
 #include <cinttypes>
@@ -23,6 +22,7 @@
 #include "block/block_int.h"
 #include "block/drivers/qcow2.h"
 #include "tools/img-commands.h"
+#include "tools/img-common.h"
 #include "tools/tool-common.h"
 
 namespace mb::tools {
@@ -141,26 +141,27 @@ Status copy_differences(BlockBackend &img, BlockBackend *newb, bool progress) {
 }  // namespace
 
 int cmd_rebase(int argc, char **argv) {
-    static const struct option longopts[] = {{"help", no_argument, nullptr, 'h'}, {nullptr, 0, nullptr, 0}};
-    ImageFlags flags;
+    ImgCommon common;
+    ImageFlags &flags = common.flags;
     std::string backing, backing_fmt;
-    bool have_b = false, unsafe = false, quiet = false, progress = false, share = false;
-    int c;
-    while ((c = getopt_long(argc, argv, "f:b:F:t:T:upqUh", longopts, nullptr)) != -1) {
-        switch (c) {
-        case 'f': flags.format = optarg; break;
-        case 'b': backing = optarg; have_b = true; break;
-        case 'F': backing_fmt = optarg; break;
-        case 't': flags.cache = optarg; break;
-        case 'T': break;  // the backing files' cache mode: they are only read
-        case 'u': unsafe = true; break;
-        case 'p': progress = true; break;
-        case 'q': quiet = true; break;
-        case 'U': share = true; break;  // the new backing file is read with force share
-        case 'h': print_img_command_help("rebase", stdout); return 0;
-        default: return img_bad_usage("invalid option for rebase");
-        }
-    }
+    bool have_b = false, unsafe = false, progress = false, share = false;
+    auto take_backing = [&](const char *arg) {
+        backing = arg;
+        have_b = true;
+        return 0;
+    };
+    if (auto st = img_parse_options(
+            argc, argv,
+            {.name = "rebase",
+             .common = IMG_FORMAT | IMG_CACHE | IMG_QUIET,
+             // -T: the backing files' cache mode: they are only read.  -U:
+             // the new backing file is read with force share.
+             .own = {{'b', nullptr, required_argument, take_backing}, img_value('F', nullptr, &backing_fmt),
+                     img_ignored('T', required_argument), img_flag('u', nullptr, &unsafe),
+                     img_flag('p', nullptr, &progress), img_flag('U', nullptr, &share)}},
+            &common))
+        return *st;
+    const bool quiet = common.quiet;
     if (argc - optind != 1) return img_bad_usage("rebase needs one FILE");
     if (!have_b) return img_bad_usage("rebase needs -b BACKING (\"\" for none)");
     std::string image = argv[optind];

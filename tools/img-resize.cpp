@@ -3,7 +3,6 @@
 // for the duration in one transaction, so resize takes part in locking (a
 // running VM that forbids resizing, as QEMU and miniblock writers do, keeps
 // it out, named in the error) and changes no lock byte when refused.
-#include <getopt.h>
 
 #include <cinttypes>
 #include <cstdio>
@@ -11,34 +10,27 @@
 #include <string>
 
 #include "tools/img-commands.h"
+#include "tools/img-common.h"
 #include "tools/tool-common.h"
 
 namespace mb::tools {
 
 int cmd_resize(int argc, char **argv) {
-    enum { OPT_IMAGE_OPTS = 600, OPT_SHRINK };
-    static const struct option longopts[] = {{"image-opts", no_argument, nullptr, OPT_IMAGE_OPTS},
-                                             {"shrink", no_argument, nullptr, OPT_SHRINK},
-                                             {"help", no_argument, nullptr, 'h'},
-                                             {nullptr, 0, nullptr, 0}};
-    ImageFlags flags;
-    bool quiet = false, shrink = false;
+    ImgCommon common;
+    bool shrink = false;
     // A size such as "-1M" looks like an option: getopt stops at the image
     // name only if told the argument order, so take the last word first.
     if (argc >= 3 && argv[argc - 1][0] == '-' && argv[argc - 1][1] >= '0' && argv[argc - 1][1] <= '9') argc--;
     std::string size_arg = argv[argc] ? argv[argc] : "";
     bool size_taken = !size_arg.empty() && size_arg[0] == '-';
-    int c;
-    while ((c = getopt_long(argc, argv, "f:qh", longopts, nullptr)) != -1) {
-        switch (c) {
-        case 'f': flags.format = optarg; break;
-        case 'q': quiet = true; break;
-        case OPT_SHRINK: shrink = true; break;
-        case OPT_IMAGE_OPTS: flags.image_opts = true; break;
-        case 'h': print_img_command_help("resize", stdout); return 0;
-        default: return img_bad_usage("invalid option for resize");
-        }
-    }
+    if (auto st = img_parse_options(argc, argv,
+                                    {.name = "resize",
+                                     .common = IMG_FORMAT | IMG_IMAGE_OPTS | IMG_QUIET,
+                                     .own = {img_flag(0, "shrink", &shrink)}},
+                                    &common))
+        return *st;
+    const ImageFlags &flags = common.flags;
+    const bool quiet = common.quiet;
     if (argc - optind != (size_taken ? 1 : 2)) return img_bad_usage("resize needs FILE and SIZE");
     std::string image = argv[optind];
     if (!size_taken) size_arg = argv[optind + 1];

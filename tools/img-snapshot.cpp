@@ -5,7 +5,6 @@
 // As qemu-img, -l opens read-only (so -U works with it) and the others
 // open read-write, taking the write permission: next to a running holder
 // they are refused with the lock text of any other writer.
-#include <getopt.h>
 #include <glib.h>
 
 #include <cinttypes>
@@ -14,6 +13,7 @@
 
 #include "block/drivers/qcow2-snapshot.h"
 #include "tools/img-commands.h"
+#include "tools/img-common.h"
 #include "tools/tool-common.h"
 
 namespace mb::tools {
@@ -82,36 +82,27 @@ void add_snapshots_json(JsonBuilder *b, const std::vector<qcow2::SnapshotInfo> &
 }
 
 int cmd_snapshot(int argc, char **argv) {
-    enum { OPT_IMAGE_OPTS = 700 };
-    static const struct option longopts[] = {{"image-opts", no_argument, nullptr, OPT_IMAGE_OPTS},
-                                             {"force-share", no_argument, nullptr, 'U'},
-                                             {"help", no_argument, nullptr, 'h'},
-                                             {nullptr, 0, nullptr, 0}};
-    ImageFlags flags;
-    bool quiet = false;
+    ImgCommon common;
+    ImageFlags &flags = common.flags;
     char action = 0;
     std::string name;
-    int c;
-    while ((c = getopt_long(argc, argv, "la:c:d:f:Uqh", longopts, nullptr)) != -1) {
-        switch (c) {
-        case 'l':
-        case 'a':
-        case 'c':
-        case 'd':
-            if (action) return img_bad_usage("Cannot mix '-l', '-a', '-c', '-d'");
-            action = char(c);
-            if (c != 'l') name = optarg;
-            break;
-        case 'f': flags.format = optarg; break;
-        case 'U': flags.force_share = true; break;
-        case 'q': quiet = true; break;
-        case OPT_IMAGE_OPTS: flags.image_opts = true; break;
-        case 'h': print_img_command_help("snapshot", stdout); return 0;
-        default: return img_bad_usage("invalid option for snapshot");
-        }
-    }
+    // -l, or -a/-c/-d SNAPSHOT: one of them.
+    auto act = [&action, &name](char a) {
+        return ImgOption{a, nullptr, a == 'l' ? no_argument : required_argument, [&action, &name, a](const char *arg) {
+                             if (action) return img_bad_usage("Cannot mix '-l', '-a', '-c', '-d'");
+                             action = a;
+                             if (a != 'l') name = arg;
+                             return 0;
+                         }};
+    };
+    // -q is qemu-img's: these commands print nothing but errors anyway.
+    if (auto st = img_parse_options(argc, argv,
+                                    {.name = "snapshot",
+                                     .common = IMG_OPEN | IMG_QUIET,
+                                     .own = {act('l'), act('a'), act('c'), act('d')}},
+                                    &common))
+        return *st;
     if (argc - optind != 1) return img_bad_usage("Expecting one image file name");
-    (void)quiet;  // qemu-img's -q: these commands print nothing but errors anyway
     std::string image = argv[optind];
     flags.read_only = action == 'l' || action == 0;
     // qemu-img's rule and text (checked before anything is opened).

@@ -20,19 +20,6 @@ namespace mb::tools::io {
 
 namespace {
 
-// One layer's status of [off, off + bytes): BDRV_BLOCK_* or -errno.
-Task<int> layer_status(BlockDriverState *bs, int64_t off, int64_t bytes, int64_t *pnum) {
-    if (!bs->drv->co_block_status) {
-        *pnum = bytes;
-        co_return BDRV_BLOCK_DATA | BDRV_BLOCK_ALLOCATED;
-    }
-    int64_t map = 0;
-    BlockDriverState *file = nullptr;
-    int r = co_await bs->drv->co_block_status(bs, off, bytes, pnum, &map, &file);
-    if (r >= 0 && (*pnum <= 0 || *pnum > bytes)) co_return -EIO;  // a driver bug, not a loop
-    co_return r;
-}
-
 // Whether [off, off + *pnum) is allocated in top or (above_base) any layer
 // below it: 1, 0 or -errno; *pnum is how far that answer holds.
 Task<int> is_allocated(BlockDriverState *top, int64_t off, int64_t bytes, bool above, int64_t *pnum) {
@@ -42,7 +29,7 @@ Task<int> is_allocated(BlockDriverState *top, int64_t off, int64_t bytes, bool a
         if (len < 0) co_return (int)len;
         if (off >= len) break;  // beyond a shorter backing file: reads as zeroes
         int64_t p = 0;
-        int r = co_await layer_status(bs, off, std::min(n, len - off), &p);
+        int r = co_await bdrv_co_layer_status(bs, off, std::min(n, len - off), &p);
         if (r < 0) co_return r;
         if (r & BDRV_BLOCK_ALLOCATED) {
             *pnum = p;

@@ -27,6 +27,7 @@
 #include "block/locking/win32.h"
 #endif
 #include "tools/img-commands.h"
+#include "tools/img-common.h"
 #include "tools/tool-common.h"
 
 using namespace mb;
@@ -96,22 +97,18 @@ enum { OPT_OUTPUT = 256, OPT_IMAGE_OPTS, OPT_BACKING_CHAIN };
 // --- create ----------------------------------------------------------------------
 
 int cmd_create(int argc, char **argv) {
-    std::string fmt = "raw", o, backing, backing_fmt;
-    bool quiet = false, unsafe = false;
-    int c;
-    static const struct option longopts[] = {{"help", no_argument, nullptr, 'h'}, {nullptr, 0, nullptr, 0}};
-    while ((c = getopt_long(argc, argv, "f:o:b:F:quh", longopts, nullptr)) != -1) {
-        switch (c) {
-        case 'f': fmt = optarg; break;
-        case 'o': o = o.empty() ? optarg : o + "," + optarg; break;
-        case 'b': backing = optarg; break;
-        case 'F': backing_fmt = optarg; break;
-        case 'q': quiet = true; break;
-        case 'u': unsafe = true; break;
-        case 'h': print_img_command_help("create", stdout); return 0;
-        default: return img_bad_usage("invalid option for create");
-        }
-    }
+    std::string fmt = "raw", backing, backing_fmt;
+    bool unsafe = false;
+    ImgCommon common;
+    if (auto st = img_parse_options(argc, argv,
+                                    {.name = "create",
+                                     .common = IMG_QUIET | IMG_OPTIONS,
+                                     .own = {img_value('f', nullptr, &fmt), img_value('b', nullptr, &backing),
+                                             img_value('F', nullptr, &backing_fmt), img_flag('u', nullptr, &unsafe)}},
+                                    &common))
+        return *st;
+    const std::string &o = common.options;
+    const bool quiet = common.quiet;
     if (o == "help" || o == "?") return print_img_create_options(fmt.c_str(), stdout) ? 0 : img_fail(Status::Error(EINVAL, "Unknown driver '" + fmt + "'"));
     int nargs = argc - optind;
     if (nargs < 1 || nargs > 2) return img_bad_usage("create needs FILE and SIZE");

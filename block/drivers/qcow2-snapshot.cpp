@@ -456,13 +456,28 @@ Task<int> begin_op(BlockDriverState *bs, std::vector<SnapshotInfo> *table, std::
     co_return co_await read_table(bs, table, why);
 }
 
-Task<int> do_create(BlockDriverState *bs, const std::string &name, std::string *why) {
+// A writing operation's own steps, once begin_op has read the table; `arg`
+// is the new snapshot's name (create) or the ID or name of the one it acts
+// on (apply, delete).
+using TableOp = Task<int> (*)(BlockDriverState *bs, std::vector<SnapshotInfo> &table, const std::string &arg,
+                              std::string *why);
+
+// Every writing operation: under the node's lock (one snapshot operation
+// or request at a time), begin_op, then the operation's steps.
+Task<int> locked_op(BlockDriverState *bs, TableOp op, const std::string &arg, std::string *why) {
     State *s = bs->state<State>();
     co_await s->lock.lock();
     CoLockGuard g(s->lock);
     std::vector<SnapshotInfo> table;
     int r = co_await begin_op(bs, &table, why);
     if (r < 0) co_return r;
+    co_return co_await op(bs, table, arg, why);
+}
+
+Task<int> create_op(BlockDriverState *bs, std::vector<SnapshotInfo> &table, const std::string &name,
+                    std::string *why) {
+    State *s = bs->state<State>();
+    int r = 0;
     if (table.size() >= MAX_SNAPSHOTS) {
         *why = "The image has " + std::to_string(table.size()) + " snapshots already (at most " +
                std::to_string(MAX_SNAPSHOTS) + ")";
@@ -498,13 +513,10 @@ Task<int> do_create(BlockDriverState *bs, const std::string &name, std::string *
     co_return co_await sync_meta(bs);
 }
 
-Task<int> do_apply(BlockDriverState *bs, const std::string &id_or_name, std::string *why) {
+Task<int> apply_op(BlockDriverState *bs, std::vector<SnapshotInfo> &table, const std::string &id_or_name,
+                   std::string *why) {
     State *s = bs->state<State>();
-    co_await s->lock.lock();
-    CoLockGuard g(s->lock);
-    std::vector<SnapshotInfo> table;
-    int r = co_await begin_op(bs, &table, why);
-    if (r < 0) co_return r;
+    int r = 0;
     int i = find(table, id_or_name);
     if (i < 0) co_return -ENOENT;
     const SnapshotInfo &sn = table[i];
@@ -557,13 +569,9 @@ Task<int> do_apply(BlockDriverState *bs, const std::string &id_or_name, std::str
     co_return co_await update_copied(bs, true);
 }
 
-Task<int> do_delete(BlockDriverState *bs, const std::string &id_or_name, std::string *why) {
-    State *s = bs->state<State>();
-    co_await s->lock.lock();
-    CoLockGuard g(s->lock);
-    std::vector<SnapshotInfo> table;
-    int r = co_await begin_op(bs, &table, why);
-    if (r < 0) co_return r;
+Task<int> delete_op(BlockDriverState *bs, std::vector<SnapshotInfo> &table, const std::string &id_or_name,
+                    std::string *why) {
+    int r = 0;
     int i = find(table, id_or_name);
     if (i < 0) co_return -ENOENT;
     const SnapshotInfo sn = table[i];
@@ -653,14 +661,14 @@ Status qcow2_snapshot_create(BlockDriverState *bs, const std::string &name) {
         return Status::Error(EINVAL, "The snapshot name is " + std::to_string(name.size()) + " bytes long (at most " +
                                          std::to_string(qcow2::MAX_NAME) + ")");
     std::string why;
-    int r = sync_wait(do_create(bs, name, &why));
+    int r = sync_wait(locked_op(bs, create_op, name, &why));
     return op_status(r, why);
 }
 
 Status qcow2_snapshot_apply(BlockDriverState *bs, const std::string &id_or_name) {
     MB_TRY(writable_qcow2(bs));
     std::string why;
-    int r = sync_wait(do_apply(bs, id_or_name, &why));
+    int r = sync_wait(locked_op(bs, apply_op, id_or_name, &why));
     // qemu-img's words for a snapshot that is not there.
     if (r == -ENOENT) return PosixError("Failed to load snapshot", ENOENT);
     return op_status(r, why);
@@ -669,7 +677,7 @@ Status qcow2_snapshot_apply(BlockDriverState *bs, const std::string &id_or_name)
 Status qcow2_snapshot_delete(BlockDriverState *bs, const std::string &id_or_name) {
     MB_TRY(writable_qcow2(bs));
     std::string why;
-    int r = sync_wait(do_delete(bs, id_or_name, &why));
+    int r = sync_wait(locked_op(bs, delete_op, id_or_name, &why));
     if (r == -ENOENT) return Status::Error(ENOENT, "snapshot not found");
     return op_status(r, why);
 }
