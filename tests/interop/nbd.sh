@@ -57,19 +57,19 @@ expect_fail "a read past the end fails" 'read failed: Input/output error' IO -f 
 
 # Locking: the protocol has none, the server must lock.
 expect_fail "lock=exclusive on nbd is refused" \
-    "^miniblock-io: can't open device .*: lock=exclusive cannot be honoured over NBD: the NBD protocol carries no locks$" \
+    "^miniblock-io: can't open device .*: lock=exclusive cannot be honoured by driver 'nbd': the NBD protocol carries no locks$" \
     IO -f raw -l exclusive -c 'read 0 512' "$U"
 out=$(IO -f raw -l exclusive -c 'read 0 512' "$U" 2>&1)
 expect_output "lock=exclusive from the format node: says it was inherited" \
-    '^The lock mode was given to a node above this NBD node and applies to it too$' echo "$out"
+    '^The lock mode was given to a node above this nbd node and applies to it too$' echo "$out"
 expect_output "lock=exclusive: the hint" \
     '^The NBD server holding the image must lock it; use lock=auto \(nothing to lock\) or lock=off$' echo "$out"
 expect_fail "lock=shared given on the nbd node itself is refused, no inheritance line" \
-    'lock=shared cannot be honoured over NBD' \
+    "lock=shared cannot be honoured by driver 'nbd': the NBD protocol carries no locks" \
     IO --image-opts -c 'read 0 512' "driver=raw,file.driver=nbd,file.filename=$U,file.lock=shared"
 out=$(IO --image-opts -c 'read 0 512' "driver=raw,file.driver=nbd,file.filename=$U,file.lock=shared" 2>&1)
 if grep -q 'node above' <<<"$out"; then not_ok "explicit lock: no inheritance line" "$out"; else ok "explicit lock: no inheritance line"; fi
-expect_fail "-U (lock=shared) on nbd is refused" 'lock=shared cannot be honoured over NBD' \
+expect_fail "-U (lock=shared) on nbd is refused" "lock=shared cannot be honoured by driver 'nbd': the NBD protocol carries no locks" \
     IO -f raw -r -U -c 'read 0 512' "$U"
 expect_ok "lock=auto on nbd: nothing to lock" IO -f raw -l auto -c 'write -P 1 0 512' "$U"
 expect_ok "lock=off on nbd" IO -f raw -l off -c 'read -P 1 0 512' "$U"
