@@ -86,6 +86,24 @@ expect_fail "neither filename nor server" "Parameter 'server' is missing" \
     IO --image-opts -c 'read 0 1' "driver=nbd,export=x"
 expect_fail "timeout out of range" "Invalid value '0' for parameter 'file.timeout'" \
     IO --image-opts -c 'read 0 1' "driver=raw,file.driver=nbd,file.filename=$U,file.timeout=0"
+# The server union (nested options of the plugin ABI, checked by the schema
+# engine before the driver runs): each bad key or value named.
+bad_opts() { expect_fail_text "server options: $1" "$2" IO --image-opts -c 'read 0 1' "$3"; }
+bad_opts "type missing" "Parameter 'server.type' is missing" "driver=nbd,server.path=$T/a.sock"
+bad_opts "bad type" "Invalid value 'vsock' for parameter 'server.type'" "driver=nbd,server.type=vsock"
+bad_opts "bad type: the choices" "Valid values: unix, inet" "driver=nbd,server.type=vsock"
+bad_opts "a key of the other branch" "Invalid parameter 'server.host'" \
+    "driver=nbd,server.type=unix,server.path=$T/a.sock,server.host=h"
+bad_opts "the keys of the branch" "Valid parameters for 'server' with type=unix: path, type" \
+    "driver=nbd,server.type=unix,server.path=$T/a.sock,server.host=h"
+bad_opts "unix needs path" "Parameter 'server.path' is missing" "driver=nbd,server.type=unix"
+bad_opts "inet needs host" "Parameter 'server.host' is missing" "driver=nbd,server.type=inet,server.port=1"
+bad_opts "server is nested options" "Invalid value '$T/a.sock' for parameter 'server'" "driver=nbd,server=$T/a.sock"
+bad_opts "nested, below a format" "Parameter 'file.server.path' is missing" \
+    "driver=raw,file.driver=nbd,file.server.type=unix"
+bad_opts "timeout is an integer" "Invalid value 'soon' for parameter 'timeout'" "driver=nbd,filename=$U,timeout=soon"
+expect_text "--help nbd: the union's members" "  server.path=<str> (required, when server.type=unix)" IMG --help nbd
+expect_text "--help nbd: the port's default" "      port number or service name (default 10809)" IMG --help nbd
 stop "$LAST_PID"
 
 # --- qemu-nbd without --persistent: it serves one client, then exits --------------
