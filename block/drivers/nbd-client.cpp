@@ -201,6 +201,11 @@ void Client::shutdown() {
     if (!dead_) fail("");
 }
 
+void Client::abandon() {
+    shutdown();
+    completed_.clear();
+}
+
 void Client::fail(const std::string &why) {
     if (dead_) return;
     dead_ = true;

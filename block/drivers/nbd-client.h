@@ -74,6 +74,10 @@ public:
     // Sends NBD_CMD_DISC if the socket is idle, then closes it; what is in
     // flight fails.
     void shutdown();
+    // shutdown(), and the callbacks of what was in flight never run: for a
+    // node closing while the core has given up on requests (its
+    // request-timeout), whose callbacks would find the node gone.
+    void abandon();
 
     const ExportInfo &info() const { return info_; }
     bool dead() const { return dead_; }

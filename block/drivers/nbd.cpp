@@ -293,8 +293,10 @@ void *nbd_open(mbd_node *node) {
 void nbd_close(void *handle) {
     std::unique_ptr<Nbd> s(static_cast<Nbd *>(handle));
     if (!s->client) return;
+    // Not idle: only after the core timed requests out (it drains a node
+    // before closing it); their callbacks point into *s.
     if (s->client->idle()) park(std::move(s->client), park_key(*s), s->loop);
-    else s->client->shutdown();
+    else s->client->abandon();
 }
 
 int64_t nbd_get_length(void *handle) { return int64_t(static_cast<Nbd *>(handle)->info().size); }
