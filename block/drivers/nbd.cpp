@@ -262,6 +262,10 @@ void *nbd_open(mbd_node *node) {
     }
     s->timeout_s = int(t);
     s->loop = mbd_node_loop(node);
+    // Shown by the URI the server options amount to.
+    std::string uri = s->addr.is_unix ? "nbd+unix:///" + s->export_name + "?socket=" + s->addr.path
+                                      : "nbd://" + s->addr.host + ":" + s->addr.port + "/" + s->export_name;
+    mbd_node_set_filename(node, uri.c_str());
 
     s->client = unpark(park_key(*s));
     if (!s->client) {

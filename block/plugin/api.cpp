@@ -251,6 +251,13 @@ MB_DRIVER_API const char *mbd_opt_key(mbd_node *node, const char *name) {
     return ctx->kept.emplace_back(bdrv_option_name(ctx->bs, name ? name : "")).c_str();
 }
 
+MB_DRIVER_API void mbd_node_set_filename(mbd_node *node, const char *name) {
+    PluginOpenCtx *ctx = ctx_of(node);
+    // The core named an unnamed protocol node "DRIVER://" before open.
+    if (name && *name && ctx->pd->c.kind == MBD_PROTOCOL && !ctx->opts->has("filename"))
+        ctx->bs->filename = name;
+}
+
 MB_DRIVER_API int mbd_node_read_only(mbd_node *node) { return ctx_of(node)->bs->read_only; }
 
 MB_DRIVER_API void mbd_node_set_alignment(mbd_node *node, uint32_t bytes) {

@@ -392,6 +392,10 @@ MB_DRIVER_API void mbd_warning(const char *fmt, ...)
  * this node ("file.timeout" for a node opened as file of another), for
  * error messages naming it; valid until open returns. */
 MB_DRIVER_API const char *mbd_opt_key(mbd_node *node, const char *name);
+/* Protocols opened by options rather than a filename: the name the node is
+ * shown by (`image:` in info, messages), e.g. the URI the options amount
+ * to.  During open only; ignored when the node has a filename. */
+MB_DRIVER_API void mbd_node_set_filename(mbd_node *node, const char *name);
 
 /* --- registration ------------------------------------------------------------ */
 

@@ -79,6 +79,8 @@ expect_ok "server.type=unix options" \
     IO --image-opts -c 'read -P 0xa1 4k 60k' "driver=raw,file.driver=nbd,file.server.type=unix,file.server.path=$T/a.sock"
 expect_ok "json: with a nested server" \
     IO -c 'read -P 0xa1 4k 60k' "json:{\"driver\":\"nbd\",\"server\":{\"type\":\"unix\",\"path\":\"$T/a.sock\"},\"export\":\"\"}"
+expect_output "info: a server given by options is shown by its URI" "^image: nbd\\+unix:///\\?socket=$T/a.sock\$" \
+    IMG info "json:{\"driver\":\"nbd\",\"server\":{\"type\":\"unix\",\"path\":\"$T/a.sock\"}}"
 expect_fail "filename and server together are refused" \
     "Parameters 'filename' and 'server' cannot be used together" \
     IO --image-opts -c 'read 0 1' "driver=nbd,filename=$U,server.type=unix,server.path=$T/a.sock"
