@@ -93,6 +93,9 @@ struct DriverSchema {
         bool required = false;
         std::string doc;
         std::vector<std::string> values;  // type "enum": the allowed values
+        // GROUP.KEY options are nested options GROUP; "DISC=VALUE": this
+        // member exists only when the group's enum member DISC is VALUE.
+        std::string when;
     };
     std::string name;
     std::string doc;

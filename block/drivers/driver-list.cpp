@@ -19,9 +19,6 @@ namespace mb {
 
 extern const BlockDriver bdrv_file;
 extern const BlockDriver bdrv_raw;
-#ifndef _WIN32  // the nbd client speaks POSIX sockets
-extern const BlockDriver bdrv_nbd;
-#endif
 extern const BlockDriver bdrv_qcow2;
 #ifndef _WIN32  // librbd
 extern const BlockDriver bdrv_rbd;
@@ -30,9 +27,6 @@ extern const BlockDriver bdrv_rbd;
 const BlockDriver *const block_drivers[] = {
     &bdrv_file,
     &bdrv_raw,
-#ifndef _WIN32
-    &bdrv_nbd,
-#endif
     &bdrv_qcow2,
 #ifndef _WIN32
     &bdrv_rbd,
@@ -49,6 +43,9 @@ extern "C" mbd_driver *mbd_builtin_crash_sim(void);
 #ifndef MB_MODULE_CLOOP
 extern "C" mbd_driver *mbd_builtin_cloop(void);
 #endif
+#if !defined(MB_MODULE_NBD) && !defined(_WIN32)  // the nbd client speaks POSIX sockets
+extern "C" mbd_driver *mbd_builtin_nbd(void);
+#endif
 
 namespace mb {
 
@@ -61,6 +58,9 @@ const BuiltinPlugin builtin_plugins[] = {
 #ifndef MB_MODULE_CLOOP
     {"cloop", mbd_builtin_cloop},
 #endif
+#if !defined(MB_MODULE_NBD) && !defined(_WIN32)
+    {"nbd", mbd_builtin_nbd},
+#endif
     {"null-co", mbd_builtin_null_co},
     {"blkdebug", mbd_builtin_blkdebug},
     {"crash-sim", mbd_builtin_crash_sim},
@@ -72,8 +72,29 @@ const char *const builtin_module_names[] = {
 #ifdef MB_MODULE_CLOOP
     "cloop",
 #endif
+#ifdef MB_MODULE_NBD
+    "nbd",
+#endif
     nullptr,
 };
+
+namespace {
+// URI schemes of this build's modules whose names do not lead to the module
+// (block-SCHEME.so, or the part of SCHEME before '+'): QEMU's
+// block_driver_modules table has the same column.
+struct ModuleScheme {
+    const char *scheme;
+    const char *module;
+};
+const ModuleScheme module_schemes[] = {
+#ifdef MB_MODULE_NBD
+    {"nbds", "nbd"},  // claimed by nbd to refuse TLS clearly
+    {"nbds+unix", "nbd"},
+    {"nbds+tcp", "nbd"},
+#endif
+    {nullptr, nullptr},
+};
+}  // namespace
 
 void plugin_register_builtins() {
     static std::once_flag once;
@@ -134,6 +155,12 @@ Result<const BlockDriver *> bdrv_find_or_load_protocol(std::string_view filename
     if (const BlockDriver *d = plugin_find_scheme(scheme)) return d;
     // A module is named after the scheme, or after its part before '+'
     // (nbd+unix:// is block-nbd.so's).
+    for (const ModuleScheme *m = module_schemes; m->scheme; m++) {
+        if (scheme != m->scheme) continue;
+        auto r = module_load(m->module, nullptr);
+        if (!r.ok()) return r;
+        return plugin_find_scheme(scheme);
+    }
     auto r = module_load(scheme, nullptr);
     if (!r.ok() || *r) return r;
     size_t plus = scheme.find('+');

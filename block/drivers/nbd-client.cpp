@@ -1,5 +1,5 @@
 // One NBD connection: connect, handshake, and requests in flight on the
-// event loop (see nbd-client.h).
+// node's event loop through the driver ABI (see nbd-client.h).
 #include "block/drivers/nbd-client.h"
 
 #include <netdb.h>
@@ -10,11 +10,11 @@
 #include <sys/uio.h>
 #include <sys/un.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <chrono>
 
-#include "block/aio.h"
-#include "block/warn.h"
+#include <cstring>
 
 namespace mb::nbd {
 
@@ -138,35 +138,34 @@ Result<ExportInfo> handshake_fd(int fd, const std::string &export_name, int time
 
 // --- the connection on the event loop ---------------------------------------------
 
-struct Client::SourceWrap {
-    GSource src;
-    Client *client;  // the client destroys this source before it goes
-};
-
-gboolean Client::dispatch(GSource *src, GSourceFunc, gpointer) {
-    auto *w = reinterpret_cast<SourceWrap *>(src);
-    Client *c = w->client;
-    c->on_io(g_source_query_unix_fd(src, c->tag_));
-    return G_SOURCE_CONTINUE;
-}
-
 namespace {
-GSourceFuncs client_source_funcs = {nullptr, nullptr, nullptr, nullptr, nullptr, nullptr};
+
+int64_t now_ns() {
+    return std::chrono::duration_cast<std::chrono::nanoseconds>(
+               std::chrono::steady_clock::now().time_since_epoch())
+        .count();
 }
 
-std::shared_ptr<Client> Client::create(UniqueFd fd, const ExportInfo &info, std::string server,
-                                       int timeout_s) {
-    std::shared_ptr<Client> c(new Client(std::move(fd), info, std::move(server), timeout_s));
-    client_source_funcs.dispatch = &Client::dispatch;
-    c->source_ = g_source_new(&client_source_funcs, sizeof(SourceWrap));
-    reinterpret_cast<SourceWrap *>(c->source_)->client = c.get();
-    c->tag_ = g_source_add_unix_fd(c->source_, c->fd_.get(), GIOCondition(G_IO_IN | G_IO_HUP | G_IO_ERR));
-    g_source_attach(c->source_, AioContext::main().gcontext());
+}  // namespace
+
+std::shared_ptr<Client> Client::create(mbd_loop *loop, UniqueFd fd, const ExportInfo &info,
+                                       std::string server, int timeout_s) {
+    std::shared_ptr<Client> c(new Client(loop, std::move(fd), info, std::move(server), timeout_s));
+    c->watch_ = mbd_fd_watch(loop, c->fd_.get(), MBD_FD_READ, &Client::on_fd, c.get());
+    if (!c->watch_) return nullptr;
+    c->watching_ = MBD_FD_READ;
+    c->timer_ = mbd_timer_new(loop, &Client::on_timer, c.get());
+    c->deferred_ = mbd_timer_new(loop, &Client::on_deferred, c.get());
+    if (!c->timer_ || !c->deferred_) {
+        mbd_error(ENOMEM, "Could not create the timers of the NBD connection to %s", c->server_.c_str());
+        return nullptr;
+    }
     return c;
 }
 
-Client::Client(UniqueFd fd, const ExportInfo &info, std::string server, int timeout_s)
-    : fd_(std::move(fd)),
+Client::Client(mbd_loop *loop, UniqueFd fd, const ExportInfo &info, std::string server, int timeout_s)
+    : loop_(loop),
+      fd_(std::move(fd)),
       info_(info),
       server_(std::move(server)),
       timeout_s_(timeout_s),
@@ -177,18 +176,22 @@ Client::Client(UniqueFd fd, const ExportInfo &info, std::string server, int time
               return it == reqs_.end() ? nullptr : &it->second->t;
           },
           [this](uint64_t cookie, ReplyTarget *) {
-              auto it = reqs_.find(cookie);
-              Req *r = it->second;
-              reqs_.erase(it);
-              r->done = true;
-              if (r->waiter) completed_.push_back(std::exchange(r->waiter, nullptr));
+              Req &r = *reqs_.at(cookie);
+              r.replied = true;
+              if (r.sent) finish(cookie);
           }),
       inbuf_(256 * 1024) {}
 
-Client::~Client() { shutdown(); }
+Client::~Client() {
+    shutdown();
+    // Callbacks still queued are dropped with the client: only a node with
+    // nothing in flight lets go of its client.
+    if (timer_) mbd_timer_free(timer_);
+    if (deferred_) mbd_timer_free(deferred_);
+}
 
 void Client::shutdown() {
-    if (fd_ && !dead_ && reqs_.empty() && !send_lock_.locked()) {
+    if (fd_ && !dead_ && reqs_.empty() && out_.empty()) {
         // A polite goodbye; if the socket cannot take it now, never mind.
         uint8_t h[REQUEST_SIZE];
         encode_request(h, 0, CMD_DISC, next_cookie_++, 0, 0);
@@ -198,6 +201,11 @@ void Client::shutdown() {
     if (!dead_) fail("");
 }
 
+void Client::abandon() {
+    shutdown();
+    completed_.clear();
+}
+
 void Client::fail(const std::string &why) {
     if (dead_) return;
     dead_ = true;
@@ -205,215 +213,175 @@ void Client::fail(const std::string &why) {
     // An idle connection that the server closes troubles no one until it is
     // used: then request() says so, once.
     if (!why.empty() && (!reqs_.empty() || !parser_.idle()))
-        warn_report("NBD server " + server_ + ": " + why + "; connection closed");
-    else if (!why.empty()) untold_ = true;
-    if (timer_) {
-        g_source_destroy(timer_);
-        g_source_unref(timer_);
-        timer_ = nullptr;
-    }
-    if (source_) {
-        g_source_destroy(source_);
-        g_source_unref(source_);
-        source_ = nullptr;
-    }
+        mbd_warning("NBD server %s: %s; connection closed", server_.c_str(), why.c_str());
+    else if (!why.empty())
+        untold_ = true;
+    if (watch_) mbd_fd_unwatch(watch_);
+    watch_ = nullptr;
+    if (timer_) mbd_timer_cancel(timer_);
     fd_.reset();
-    // Every request in flight fails; the sender waiting for room too.
-    std::vector<std::coroutine_handle<>> wake;
-    for (auto &[cookie, r] : reqs_) {
-        if (!r->t.error) {
-            r->t.error = -EIO;
-            r->t.message = why;
-        }
-        r->done = true;
-        if (r->waiter) wake.push_back(std::exchange(r->waiter, nullptr));
-    }
+    out_.clear();  // no payload of a caller is touched again
+    // Every request in flight fails (a server-reported error stays its own).
+    for (auto &[cookie, r] : reqs_) completed_.emplace_back(std::move(r->cb), r->t.error ? r->t.error : -EIO);
     reqs_.clear();
-    if (send_waiter_) wake.push_back(std::exchange(send_waiter_, nullptr));
-    // Resumed from the loop: fail() may run inside one of these coroutines.
-    for (auto h : wake) AioContext::main().schedule(h);
+    // Run from the loop: fail() may be called from inside a callback.
+    if (!completed_.empty() && deferred_) mbd_timer_arm(deferred_, 0);
 }
 
-void Client::begin_request() {
-    if (active_++ == 0) {
-        last_progress_us_ = g_get_monotonic_time();
-        // Checked a few times per timeout period, only while busy.
-        guint interval = std::max(50, std::min(1000, timeout_s_ * 250));
-        timer_ = g_timeout_source_new(interval);
-        g_source_set_callback(timer_, &Client::timer_cb, this, nullptr);
-        g_source_attach(timer_, AioContext::main().gcontext());
+void Client::finish(uint64_t cookie) {
+    auto it = reqs_.find(cookie);
+    std::unique_ptr<Req> r = std::move(it->second);
+    reqs_.erase(it);
+    // A server-reported error (say EIO injected by nbdkit) is the request's
+    // own and leaves the connection usable; its message, if any, is worth
+    // showing.
+    if (r->t.error && !r->t.message.empty())
+        mbd_warning("NBD server %s: %s", server_.c_str(), r->t.message.c_str());
+    completed_.emplace_back(std::move(r->cb), r->t.error);
+    if (reqs_.empty() && timer_) mbd_timer_cancel(timer_);
+}
+
+void Client::run_completed() {
+    auto keep = shared_from_this();  // a callback may close the node
+    while (!completed_.empty()) {
+        auto batch = std::move(completed_);
+        completed_.clear();
+        // Requests these callbacks start are corked: their headers go out
+        // in one send below rather than one system call each.
+        corked_ = true;
+        for (auto &[cb, ret] : batch) cb(ret);
+        corked_ = false;
+        if (!dead_) flush_output();
     }
 }
 
-void Client::end_request() {
-    if (--active_ == 0 && timer_) {
-        g_source_destroy(timer_);
-        g_source_unref(timer_);
-        timer_ = nullptr;
-    }
-}
+void Client::progress() { last_progress_ns_ = now_ns(); }
 
-gboolean Client::timer_cb(gpointer opaque) {
+void Client::on_timer(void *opaque) {
     auto *c = static_cast<Client *>(opaque);
-    if (g_get_monotonic_time() - c->last_progress_us_ > int64_t(c->timeout_s_) * 1000000) {
-        auto keep = c->shared_from_this();
+    auto keep = c->shared_from_this();
+    if (c->dead_ || c->reqs_.empty()) return;
+    if (now_ns() - c->last_progress_ns_ > int64_t(c->timeout_s_) * 1'000'000'000) {
         c->fail("no reply within " + std::to_string(c->timeout_s_) + " seconds (option 'timeout')");
-        return G_SOURCE_REMOVE;  // fail() destroyed it already; harmless
+    } else {
+        // Checked a few times per timeout period, only while busy.
+        mbd_timer_arm(c->timer_, uint64_t(std::clamp(c->timeout_s_ * 250, 50, 1000)) * 1'000'000);
     }
-    return G_SOURCE_CONTINUE;
+    c->run_completed();
 }
 
-void Client::WritableAwaiter::await_suspend(std::coroutine_handle<> h) {
-    c.send_waiter_ = h;
-    if (!c.want_out_) {
-        c.want_out_ = true;
-        g_source_modify_unix_fd(c.source_, c.tag_, GIOCondition(G_IO_IN | G_IO_OUT | G_IO_HUP | G_IO_ERR));
-    }
+void Client::on_deferred(void *opaque) {
+    auto *c = static_cast<Client *>(opaque);
+    c->run_completed();
 }
 
-void Client::on_io(GIOCondition cond) {
-    auto keep = shared_from_this();  // a resumed request may close the node
-    if ((cond & G_IO_OUT) && send_waiter_) {
-        want_out_ = false;
-        g_source_modify_unix_fd(source_, tag_, GIOCondition(G_IO_IN | G_IO_HUP | G_IO_ERR));
-        std::exchange(send_waiter_, nullptr).resume();
-        if (dead_) return;
-    }
-    if (cond & (G_IO_IN | G_IO_HUP | G_IO_ERR)) read_input();
+void Client::on_fd(void *opaque, int, int revents) {
+    auto *c = static_cast<Client *>(opaque);
+    auto keep = c->shared_from_this();
+    if (revents & MBD_FD_WRITE) c->flush_output();
+    if (!c->dead_ && (revents & (MBD_FD_READ | MBD_FD_ERROR))) c->read_input();
+    c->run_completed();
 }
 
 void Client::read_input() {
     for (;;) {
         ssize_t n = recv(fd_.get(), inbuf_.data(), inbuf_.size(), 0);
         if (n < 0 && errno == EINTR) continue;
-        if (n < 0 && errno == EAGAIN) break;
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return;
         if (n <= 0) {
-            std::string why = n == 0 ? "the server closed the connection" : std::string("receive failed: ") + g_strerror(errno);
+            std::string why = n == 0 ? "the server closed the connection" : std::string("receive failed: ") + strerror(errno);
             if (!parser_.idle()) why += " in the middle of a reply";
-            fail(why);
-            return;
+            return fail(why);
         }
-        last_progress_us_ = g_get_monotonic_time();
+        progress();
         parser_.feed(inbuf_.data(), size_t(n));
-        if (parser_.failed()) {
-            fail("protocol violation: the server sent " + parser_.error());
-            // Requests the parser completed before the violation keep their
-            // result (fail() does not touch them), and are resumed below.
-        }
-        // Resumed after parsing: a request may start another one, or close
-        // the node, which must not happen under the parser.
-        // Requests these start are corked: their headers go out in one
-        // send below rather than one system call (and server wake-up) each.
-        auto batch = std::move(completed_);
-        completed_.clear();
-        corked_ = true;
-        for (auto h : batch) h.resume();
-        corked_ = false;
-        if (!dead_) uncork();
-        if (dead_) break;
+        // Requests the parser completed before a violation keep their
+        // result (fail() does not touch them).
+        if (parser_.failed()) return fail("protocol violation: the server sent " + parser_.error());
+        if (size_t(n) < inbuf_.size()) return;  // drained; the watch says when there is more
     }
 }
 
-void Client::uncork() {
-    if (cork_.empty()) return;
-    if (!send_lock_.locked()) {
-        ssize_t n;
-        do n = send(fd_.get(), cork_.data(), cork_.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
-        while (n < 0 && errno == EINTR);
-        if (n < 0 && errno != EAGAIN) return fail(std::string("send failed: ") + g_strerror(errno));
-        if (n > 0) {
-            last_progress_us_ = g_get_monotonic_time();
-            cork_.erase(cork_.begin(), cork_.begin() + n);
-        }
-        if (cork_.empty()) return;
+void Client::update_watch() {
+    int want = MBD_FD_READ | (out_.empty() ? 0 : MBD_FD_WRITE);
+    if (watch_ && want != watching_) {
+        mbd_fd_watch_set(watch_, want);
+        watching_ = want;
     }
-    // The rest waits its turn behind whoever is sending (never into the
-    // middle of another request).
-    spawn(send_corked(std::move(cork_)));
-    cork_.clear();
 }
 
-Task<void> Client::send_corked(std::vector<uint8_t> bytes) {
-    auto keep = shared_from_this();
-    co_await send_lock_.lock();
-    ::iovec iov = {bytes.data(), bytes.size()};
-    (void)co_await send_all(&iov, 1);  // a failure fails every request
-    send_lock_.unlock();
-}
-
-Task<int> Client::send_all(struct iovec *iov, int iovcnt) {
-    while (iovcnt > 0) {
-        if (dead_) co_return -EIO;
+void Client::flush_output() {
+    while (!out_.empty() && !dead_) {
+        // Up to 32 queued requests per sendmsg: header, then payload.
+        struct iovec iov[64];
+        int cnt = 0;
+        for (auto it = out_.begin(); it != out_.end() && cnt < 63; ++it) {
+            size_t skip = it->done;
+            if (skip < REQUEST_SIZE) {
+                iov[cnt++] = {it->hdr + skip, REQUEST_SIZE - skip};
+                skip = 0;
+            } else {
+                skip -= REQUEST_SIZE;
+            }
+            if (it->payload_len > skip)
+                iov[cnt++] = {const_cast<uint8_t *>(it->payload) + skip, it->payload_len - skip};
+        }
         struct msghdr m = {};
         m.msg_iov = iov;
-        m.msg_iovlen = iovcnt;
-        ssize_t n = sendmsg(fd_.get(), &m, MSG_NOSIGNAL);
-        if (n < 0) {
-            if (errno == EINTR) continue;
-            if (errno == EAGAIN) {
-                co_await WritableAwaiter{*this};
-                continue;
-            }
-            fail(std::string("send failed: ") + g_strerror(errno));
-            co_return -EIO;
-        }
-        last_progress_us_ = g_get_monotonic_time();
-        while (iovcnt > 0 && size_t(n) >= iov->iov_len) {
-            n -= iov->iov_len;
-            iov++;
-            iovcnt--;
-        }
-        if (iovcnt > 0) {
-            iov->iov_base = static_cast<uint8_t *>(iov->iov_base) + n;
-            iov->iov_len -= n;
+        m.msg_iovlen = size_t(cnt);
+        ssize_t n = sendmsg(fd_.get(), &m, MSG_NOSIGNAL | MSG_DONTWAIT);
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) break;
+        if (n < 0) return fail(std::string("send failed: ") + strerror(errno));
+        progress();
+        size_t left = size_t(n);
+        while (left > 0) {
+            Out &o = out_.front();
+            size_t total = REQUEST_SIZE + o.payload_len;
+            size_t take = std::min(left, total - o.done);
+            o.done += take;
+            left -= take;
+            if (o.done < total) break;
+            uint64_t cookie = o.cookie;
+            out_.pop_front();
+            Req &r = *reqs_.at(cookie);
+            r.sent = true;
+            if (r.replied) finish(cookie);
         }
     }
-    co_return 0;
+    update_watch();
 }
 
-Task<int> Client::request(uint16_t cmd, uint16_t flags, uint64_t offset, uint32_t length,
-                          const uint8_t *wbuf, uint8_t *rbuf) {
+void Client::request(uint16_t cmd, uint16_t flags, uint64_t offset, uint32_t length, const uint8_t *wbuf,
+                     uint8_t *rbuf, Callback cb) {
     if (dead_) {
-        if (std::exchange(untold_, false)) warn_report("NBD server " + server_ + ": " + error_ + "; connection closed");
-        co_return -EIO;
+        if (std::exchange(untold_, false))
+            mbd_warning("NBD server %s: %s; connection closed", server_.c_str(), error_.c_str());
+        completed_.emplace_back(std::move(cb), -EIO);
+        mbd_timer_arm(deferred_, 0);
+        return;
     }
-    auto keep = shared_from_this();
-    Req r;
-    r.t.cmd = cmd;
-    r.t.offset = offset;
-    r.t.length = length;
-    r.t.buf = rbuf;
-    begin_request();
-    co_await send_lock_.lock();
-    if (dead_) {
-        send_lock_.unlock();
-        end_request();
-        co_return -EIO;
+    if (reqs_.empty()) {
+        progress();
+        mbd_timer_arm(timer_, uint64_t(std::clamp(timeout_s_ * 250, 50, 1000)) * 1'000'000);
     }
     uint64_t cookie = next_cookie_++;
-    reqs_.emplace(cookie, &r);
-    uint8_t hdr[REQUEST_SIZE];
-    encode_request(hdr, flags, cmd, cookie, offset, length);
-    int ret = 0;
-    if (corked_ && !wbuf) {
-        cork_.insert(cork_.end(), hdr, hdr + sizeof(hdr));
-    } else {
-        struct iovec iov[2] = {{hdr, sizeof(hdr)}, {const_cast<uint8_t *>(wbuf), wbuf ? length : 0}};
-        ret = co_await send_all(iov, wbuf ? 2 : 1);
-    }
-    send_lock_.unlock();
-    if (ret < 0 && !r.done) {
-        // fail() has completed every request; this one is no longer listed.
-        reqs_.erase(cookie);
-        r.done = true;
-    }
-    co_await ReplyAwaiter{r};
-    end_request();
-    // A server-reported error (say EIO injected by nbdkit) is the request's
-    // own and leaves the connection usable; its message, if any, is worth
-    // showing (a dead connection has said why already).
-    if (r.t.error && !r.t.message.empty() && !dead_) warn_report("NBD server " + server_ + ": " + r.t.message);
-    co_return r.t.error;
+    auto r = std::make_unique<Req>();
+    r->t.cmd = cmd;
+    r->t.offset = offset;
+    r->t.length = length;
+    r->t.buf = rbuf;
+    r->cb = std::move(cb);
+    reqs_.emplace(cookie, std::move(r));
+    Out &o = out_.emplace_back();
+    encode_request(o.hdr, flags, cmd, cookie, offset, length);
+    o.payload = wbuf;
+    o.payload_len = wbuf ? length : 0;
+    o.cookie = cookie;
+    if (corked_) return;
+    flush_output();
+    // Sending may have finished an earlier request answered early.
+    if (!completed_.empty()) mbd_timer_arm(deferred_, 0);
 }
 
 }  // namespace mb::nbd

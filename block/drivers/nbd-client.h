@@ -1,9 +1,19 @@
-// One NBD connection in transmission: a non-blocking socket watched by a
-// GSource on the block layer's GMainContext.  Requests are coroutines: each
-// registers under a cookie, writes its request under a CoMutex (so requests
-// never interleave on the wire) and suspends; the socket's input callback
-// feeds the reply parser, which completes requests in any order.  Many
-// requests are in flight at once.
+// One NBD connection: connect and handshake (blocking, bounded by a
+// timeout: they run in open), then transmission on the node's event loop
+// through the driver ABI's loop services (mbd_fd_watch, mbd_timer_*), so the
+// nbd plugin needs nothing of the core's internals.
+//
+// Transmission: request() queues a request header (and a write's payload)
+// on an output queue, written as the non-blocking socket takes it, never
+// one request into the middle of another; replies are parsed as they arrive
+// (nbd-proto.h) and complete requests in any order, by cookie.  Many
+// requests are in flight at once.  Request headers queued while replies are
+// being handled go out together in one send (a batch of QD requests costs
+// one system call and one server wake-up, not QD).
+//
+// A request's callback runs on the loop, never inside request(), and only
+// once the request is both answered and fully sent (a hostile server may
+// answer a write early: its payload is the caller's until then).
 //
 // Failure model: a protocol violation, a dropped connection or a silent
 // server (no progress for `timeout` seconds while requests are pending)
@@ -12,19 +22,17 @@
 // errno to give).
 #pragma once
 
-#include <glib.h>
-#include <sys/uio.h>
-
-#include <coroutine>
 #include <cstdint>
+#include <deque>
+#include <functional>
 #include <memory>
 #include <string>
 #include <unordered_map>
 #include <vector>
 
-#include "block/coroutine.h"
 #include "block/drivers/nbd-proto.h"
 #include "block/unique-fd.h"
+#include "miniblock/driver.h"
 #include "miniblock/status.h"
 
 namespace mb::nbd {
@@ -38,7 +46,7 @@ struct Address {
 };
 
 // Connects (non-blocking connect, bounded by timeout_s) and returns the
-// socket in blocking-free mode.
+// socket in non-blocking mode.
 Result<UniqueFd> connect_to(const Address &a, int timeout_s);
 
 // The handshake on a freshly connected socket, each read and write bounded
@@ -47,57 +55,65 @@ Result<ExportInfo> handshake_fd(int fd, const std::string &export_name, int time
 
 class Client : public std::enable_shared_from_this<Client> {
 public:
-    // Takes over a connected socket whose handshake is done.
-    static std::shared_ptr<Client> create(UniqueFd fd, const ExportInfo &info, std::string server,
-                                          int timeout_s);
+    using Callback = std::function<void(int ret)>;
+
+    // Takes over a connected socket whose handshake is done, watched on
+    // `loop`.  nullptr (after mbd_error) when the loop refuses the watch.
+    static std::shared_ptr<Client> create(mbd_loop *loop, UniqueFd fd, const ExportInfo &info,
+                                          std::string server, int timeout_s);
     ~Client();
+    Client(const Client &) = delete;
+    Client &operator=(const Client &) = delete;
 
     // One request of at most info().max_block bytes (writes and reads),
-    // aligned as the caller made it.  0 or negative errno.
-    Task<int> request(uint16_t cmd, uint16_t flags, uint64_t offset, uint32_t length,
-                      const uint8_t *wbuf, uint8_t *rbuf);
+    // aligned as the caller made it; cb(0 or negative errno) later.  wbuf
+    // and rbuf stay the caller's until cb runs.
+    void request(uint16_t cmd, uint16_t flags, uint64_t offset, uint32_t length, const uint8_t *wbuf,
+                 uint8_t *rbuf, Callback cb);
 
-    // Sends NBD_CMD_DISC if the socket is idle, then closes it.
+    // Sends NBD_CMD_DISC if the socket is idle, then closes it; what is in
+    // flight fails.
     void shutdown();
+    // shutdown(), and the callbacks of what was in flight never run: for a
+    // node closing while the core has given up on requests (its
+    // request-timeout), whose callbacks would find the node gone.
+    void abandon();
 
     const ExportInfo &info() const { return info_; }
     bool dead() const { return dead_; }
     // Alive with nothing in flight (so it can be handed to another node).
-    bool idle() const { return !dead_ && active_ == 0 && !send_lock_.locked(); }
+    bool idle() const { return !dead_ && reqs_.empty() && out_.empty(); }
     const std::string &error() const { return error_; }
 
 private:
     struct Req {
         ReplyTarget t;
-        std::coroutine_handle<> waiter;
-        bool done = false;
+        Callback cb;
+        bool sent = false;
+        bool replied = false;
     };
-    struct ReplyAwaiter {
-        Req &r;
-        bool await_ready() const noexcept { return r.done; }
-        void await_suspend(std::coroutine_handle<> h) { r.waiter = h; }
-        void await_resume() const noexcept {}
+    // Bytes to send: a header (owned), then maybe a payload (the caller's).
+    struct Out {
+        uint8_t hdr[REQUEST_SIZE];
+        const uint8_t *payload = nullptr;
+        uint32_t payload_len = 0;
+        size_t done = 0;  // bytes of hdr + payload already sent
+        uint64_t cookie = 0;
     };
-    struct WritableAwaiter {
-        Client &c;
-        bool await_ready() const noexcept { return c.dead_; }
-        void await_suspend(std::coroutine_handle<> h);
-        void await_resume() const noexcept {}
-    };
-    struct SourceWrap;
 
-    Client(UniqueFd fd, const ExportInfo &info, std::string server, int timeout_s);
-    Task<int> send_all(::iovec *iov, int iovcnt);
-    void uncork();
-    Task<void> send_corked(std::vector<uint8_t> bytes);
-    void on_io(GIOCondition cond);
+    Client(mbd_loop *loop, UniqueFd fd, const ExportInfo &info, std::string server, int timeout_s);
+    static void on_fd(void *opaque, int fd, int revents);
+    static void on_timer(void *opaque);
+    static void on_deferred(void *opaque);
     void read_input();
+    void flush_output();
     void fail(const std::string &why);
-    void begin_request();
-    void end_request();
-    static gboolean timer_cb(gpointer opaque);
-    static gboolean dispatch(GSource *src, GSourceFunc, gpointer);
+    void finish(uint64_t cookie);
+    void run_completed();
+    void update_watch();
+    void progress();
 
+    mbd_loop *loop_;
     UniqueFd fd_;
     ExportInfo info_;
     std::string server_;
@@ -106,22 +122,20 @@ private:
     std::string error_;
     bool untold_ = false;  // died idle; the next request reports error_
 
-    GSource *source_ = nullptr;
-    gpointer tag_ = nullptr;
-    bool want_out_ = false;
-    std::coroutine_handle<> send_waiter_;
-    GSource *timer_ = nullptr;
-    int64_t last_progress_us_ = 0;
-    int active_ = 0;  // requests started and not finished (for the timer)
+    mbd_watch *watch_ = nullptr;
+    int watching_ = 0;  // MBD_FD_* asked for
+    mbd_timer *timer_ = nullptr;     // the progress check, armed while busy
+    mbd_timer *deferred_ = nullptr;  // runs callbacks of failed requests
+    int64_t last_progress_ns_ = 0;
 
-    CoMutex send_lock_;
     uint64_t next_cookie_ = 1;
-    std::unordered_map<uint64_t, Req *> reqs_;
+    std::unordered_map<uint64_t, std::unique_ptr<Req>> reqs_;
+    std::deque<Out> out_;
+    bool corked_ = false;  // while running callbacks: their requests wait
     ReplyParser parser_;
     std::vector<uint8_t> inbuf_;
-    std::vector<std::coroutine_handle<>> completed_;  // resumed after parsing
-    bool corked_ = false;        // while resuming completed requests
-    std::vector<uint8_t> cork_;  // their request headers, sent together
+    // Finished requests, their callbacks to run outside the parser.
+    std::vector<std::pair<Callback, int>> completed_;
 };
 
 }  // namespace mb::nbd

@@ -1,112 +1,162 @@
 // The nbd protocol driver: a client of an NBD server (docs/drivers/nbd.md).
 //
+// Written against the public driver ABI only (include/miniblock/driver.h),
+// like cloop: linked in by default, block-nbd.so with -Dmodules=enabled.
+// It is docs/plugins.md's example of a network protocol plugin.
+//
 // The server is named by a URI (nbd://HOST[:PORT]/EXPORT,
-// nbd+unix:///EXPORT?socket=PATH) or by structured options (server.type,
+// nbd+unix:///EXPORT?socket=PATH) or by nested options (server.type,
 // server.path / server.host, server.port, export).  The handshake runs
-// synchronously at open (control plane, bounded by `timeout`); requests then
-// run on the event loop through nbd-client.h, many in flight at once.
+// blocking at open (control plane, bounded by `timeout`); requests then run
+// on the node's loop through nbd-client.h (fd watch and timers of the ABI),
+// many in flight at once (thread model async).
 //
 // Requests are cut to the server's maximum block size; reads that are not
 // aligned to its minimum block size go through a bounce buffer, and writes
 // that are not read, merge and write whole blocks, serialized against this
 // node's other writes.
 //
-// Locking: the NBD protocol carries no locks, so this node takes none; the
-// server holding the image is the one that must lock it.  lock=auto (or off)
-// means "nothing to lock"; lock=shared or lock=exclusive, given on this node
-// or on a node above it whose file child this is, is refused at open since
-// it cannot be honoured.
+// Locking: the NBD protocol carries no locks, so this driver has no lock
+// hooks; the server holding the image is the one that must lock it.  The
+// core opens lock=auto (nothing to lock) and lock=off, and refuses
+// lock=shared and lock=exclusive (given on this node or on a node above it)
+// with the reason and hint this driver gives (no_locks_reason/_hint).
 #include <glib.h>
 
 #include <algorithm>
 #include <cerrno>
+#include <chrono>
 #include <cstring>
+#include <deque>
+#include <functional>
 #include <memory>
+#include <string>
 #include <vector>
 
-#include "block/aio.h"
-#include "block/block_int.h"
+// Linked into the library unless built as a module (-Dmodules=enabled).
+#ifndef MB_BUILD_AS_MODULE
+#define MB_BUILTIN_DRIVER nbd
+#endif
 #include "block/drivers/nbd-client.h"
-
-namespace mb {
+#include "miniblock/driver.h"
 
 namespace {
 
+using mb::Status;
+namespace nbd = mb::nbd;
 using nbd::Address;
+using nbd::Client;
+using Done = std::function<void(int)>;
 
-constexpr int DEFAULT_TIMEOUT = 30;
+constexpr int kDefaultTimeout = 30;
+// Trim and write-zeroes carry no payload: pieces of up to 1 GiB.
+constexpr uint64_t kNoPayloadMax = 1ULL << 30;
 
-struct NbdState : NodeState {
+// Hands a Status to the core as this callback's error.
+void set_error(const Status &st) {
+    mbd_error(st.err(), "%s", st.message().c_str());
+    if (!st.detail().empty()) mbd_error_hint("%s", st.detail().c_str());
+}
+
+// Aligned writes share it; the read-modify-write of an unaligned one holds
+// it alone, so no write of ours lands inside its blocks meanwhile.  First
+// come, first served.
+class WriteGate {
+public:
+    void acquire(bool exclusive, std::function<void()> go) {
+        if (waiters_.empty() && fits(exclusive)) {
+            take(exclusive);
+            return go();
+        }
+        waiters_.push_back({exclusive, std::move(go)});
+    }
+    void release(bool exclusive) {
+        if (exclusive) exclusive_ = false;
+        else shared_--;
+        while (!waiters_.empty() && fits(waiters_.front().exclusive)) {
+            Waiter w = std::move(waiters_.front());
+            waiters_.pop_front();
+            take(w.exclusive);
+            w.go();
+        }
+    }
+
+private:
+    struct Waiter {
+        bool exclusive;
+        std::function<void()> go;
+    };
+    bool fits(bool exclusive) const { return exclusive ? !exclusive_ && shared_ == 0 : !exclusive_; }
+    void take(bool exclusive) {
+        if (exclusive) exclusive_ = true;
+        else shared_++;
+    }
+    bool exclusive_ = false;
+    int shared_ = 0;
+    std::deque<Waiter> waiters_;
+};
+
+struct Nbd {
     Address addr;
     std::string export_name;
-    int timeout_s = DEFAULT_TIMEOUT;
-    std::shared_ptr<nbd::Client> client;
-    // Aligned writes share it; a read-modify-write of an unaligned one
-    // holds it alone, so no write of ours lands inside its blocks meanwhile.
-    CoRwLock write_lock;
-    ~NbdState() override {
-        if (client) client->shutdown();
-    }
+    int timeout_s = kDefaultTimeout;
+    mbd_loop *loop = nullptr;
+    std::shared_ptr<Client> client;
+    WriteGate gate;
+    const nbd::ExportInfo &info() const { return client->info(); }
 };
 
 // Opening without a format probes it through a first nbd node, closed just
 // before the real one opens; a qemu-nbd without --persistent exits when its
 // only client goes.  So a closing node parks its idle connection here for a
 // moment, and the next open of the same server and export takes it over.
+// The parked connection's watch and expiry timer stay on the loop (which
+// outlives its nodes) until it is taken over or expires.
 struct Parked {
     std::string key;
-    std::shared_ptr<nbd::Client> client;
-    GSource *expiry = nullptr;
-    int64_t until_us = 0;  // also checked on reuse: the loop may not have run
+    std::shared_ptr<Client> client;
+    mbd_timer *expiry = nullptr;
+    int64_t until_ns = 0;  // also checked on reuse: the loop may not have run
 
     void drop() {
-        if (expiry) {
-            g_source_destroy(expiry);
-            g_source_unref(expiry);
-            expiry = nullptr;
-        }
+        if (expiry) mbd_timer_free(std::exchange(expiry, nullptr));
         if (client) client->shutdown();
         client.reset();
         key.clear();
     }
 };
 
-constexpr guint PARK_MS = 1000;
+constexpr int64_t kParkNs = 1'000'000'000;
+
+int64_t now_ns() {
+    return std::chrono::duration_cast<std::chrono::nanoseconds>(
+               std::chrono::steady_clock::now().time_since_epoch())
+        .count();
+}
 
 Parked &parked() {
-    static Parked *p = new Parked();  // leaked, like the AioContext it uses
+    static Parked *p = new Parked();  // leaked: nothing to do at exit
     return *p;
 }
 
-std::string park_key(const NbdState &s) {
+std::string park_key(const Nbd &s) {
     return s.addr.describe() + '\n' + s.export_name + '\n' + std::to_string(s.timeout_s);
 }
 
-void park(std::shared_ptr<nbd::Client> c, std::string key) {
+void park(std::shared_ptr<Client> c, std::string key, mbd_loop *loop) {
     Parked &p = parked();
     p.drop();
     if (c->dead()) return;
     p.key = std::move(key);
     p.client = std::move(c);
-    p.until_us = g_get_monotonic_time() + PARK_MS * 1000;
-    p.expiry = g_timeout_source_new(PARK_MS);
-    g_source_set_callback(
-        p.expiry,
-        [](gpointer) -> gboolean {
-            Parked &p = parked();
-            // drop() destroys this source: keep it alive until we return.
-            GSource *self = g_source_ref(p.expiry);
-            p.drop();
-            g_source_unref(self);
-            return G_SOURCE_REMOVE;
-        },
-        nullptr, nullptr);
-    g_source_attach(p.expiry, AioContext::main().gcontext());
+    p.until_ns = now_ns() + kParkNs;
+    p.expiry = mbd_timer_new(loop, [](void *) { parked().drop(); }, nullptr);
+    if (p.expiry) mbd_timer_arm(p.expiry, uint64_t(kParkNs));
 }
 
-std::shared_ptr<nbd::Client> unpark(const std::string &key) {
+std::shared_ptr<Client> unpark(const std::string &key) {
     Parked &p = parked();
-    if (!p.client || p.key != key || p.client->dead() || g_get_monotonic_time() > p.until_us) {
+    if (!p.client || p.key != key || p.client->dead() || now_ns() > p.until_ns) {
         p.drop();
         return nullptr;
     }
@@ -168,232 +218,274 @@ Status parse_uri(const std::string &s, Address *a, std::string *export_name) {
 }
 
 // The server and export from `filename` or from server.* and export.
-Status parse_server(qapi::OptionDict &opts, Address *a, std::string *export_name) {
-    auto fn = opts.get_str("filename");
-    const qapi::OptionDict *server = opts.dict("server");
-    if (fn && (server || opts.has("export"))) {
+Status parse_server(mbd_node *node, Address *a, std::string *export_name) {
+    const char *fn = mbd_opt_str(node, "filename");
+    const char *type = mbd_opt_str(node, "server.type");  // required in server: given iff server is
+    const char *exp = mbd_opt_str(node, "export");
+    if (fn && (type || exp)) {
         return Status::Error(EINVAL, "Parameters 'filename' and 'server' cannot be used together",
                              "Give an NBD URI or server.* and export, not both");
     }
-    if (fn) return parse_uri(*fn, a, export_name);
-    if (!server) {
+    if (fn) return parse_uri(fn, a, export_name);
+    if (!type) {
         return Status::Error(EINVAL, "Parameter 'server' is missing",
                              "Give an NBD URI (nbd://HOST[:PORT]/EXPORT or "
                              "nbd+unix:///EXPORT?socket=PATH) or server.type=unix|inet");
     }
     // The schema has checked the union: type, and path or host.
-    std::string type = server->get_str("type").value_or("");
-    if (type == "unix") {
-        a->is_unix = true;
-        a->path = server->get_str("path").value_or("");
+    auto str = [&](const char *name) {
+        const char *v = mbd_opt_str(node, name);
+        return std::string(v ? v : "");
+    };
+    a->is_unix = strcmp(type, "unix") == 0;
+    if (a->is_unix) {
+        a->path = str("server.path");
     } else {
-        a->is_unix = false;
-        a->host = server->get_str("host").value_or("");
-        a->port = server->get_str("port").value_or("10809");
+        a->host = str("server.host");
+        a->port = str("server.port");
     }
-    *export_name = opts.get_str("export").value_or("");
+    *export_name = exp ? exp : "";
     return Status::OK();
 }
 
-Status nbd_open(BlockDriverState *bs, qapi::OptionDict &opts) {
-    if (bs->lock_mode == qapi::LockMode::Shared || bs->lock_mode == qapi::LockMode::Exclusive) {
-        std::string mode = bs->lock_mode == qapi::LockMode::Shared ? "shared" : "exclusive";
-        Status st = Status::Error(EINVAL, "lock=" + mode + " cannot be honoured over NBD: the NBD protocol carries no locks");
-        if (!opts.has("lock")) st.add_detail("The lock mode was given to a node above this NBD node and applies to it too");
-        st.add_detail("The NBD server holding the image must lock it; use lock=auto (nothing to lock) or lock=off");
-        return st;
+void *nbd_open(mbd_node *node) {
+    auto s = std::make_unique<Nbd>();
+    if (Status st = parse_server(node, &s->addr, &s->export_name); !st.ok()) {
+        set_error(st);
+        return nullptr;
     }
-    auto s = std::make_unique<NbdState>();
-    MB_TRY(parse_server(opts, &s->addr, &s->export_name));
-    if (auto t = opts.get_int("timeout")) {
-        if (*t < 1 || *t > 3600) {
-            return Status::Error(EINVAL, "Invalid value '" + std::to_string(*t) + "' for parameter '" +
-                                             bdrv_option_name(bs, "timeout") + "'",
-                                 "Expected seconds from 1 to 3600");
-        }
-        s->timeout_s = int(*t);
+    int64_t t = mbd_opt_int(node, "timeout", kDefaultTimeout);
+    if (t < 1 || t > 3600) {
+        mbd_error(EINVAL, "Invalid value '%lld' for parameter '%s'", (long long)t, mbd_opt_key(node, "timeout"));
+        mbd_error_hint("Expected seconds from 1 to 3600");
+        return nullptr;
     }
-    if (bs->filename.empty()) {
-        bs->filename = s->addr.is_unix ? "nbd+unix:///" + s->export_name + "?socket=" + s->addr.path
-                                       : "nbd://" + s->addr.host + ":" + s->addr.port + "/" + s->export_name;
-    }
+    s->timeout_s = int(t);
+    s->loop = mbd_node_loop(node);
+    // Shown by the URI the server options amount to.
+    std::string uri = s->addr.is_unix ? "nbd+unix:///" + s->export_name + "?socket=" + s->addr.path
+                                      : "nbd://" + s->addr.host + ":" + s->addr.port + "/" + s->export_name;
+    mbd_node_set_filename(node, uri.c_str());
 
     s->client = unpark(park_key(*s));
     if (!s->client) {
         auto fd = nbd::connect_to(s->addr, s->timeout_s);
-        if (!fd.ok()) return fd.take_status();
+        if (!fd.ok()) {
+            set_error(fd.status());
+            return nullptr;
+        }
         auto info = nbd::handshake_fd(fd->get(), s->export_name, s->timeout_s);
         if (!info.ok()) {
             Status st = info.take_status();
-            return st.prefix("NBD server at " + s->addr.describe());
+            set_error(st.prefix("NBD server at " + s->addr.describe()));
+            return nullptr;
         }
-        s->client = nbd::Client::create(std::move(*fd), *info, s->addr.describe(), s->timeout_s);
+        s->client = Client::create(s->loop, std::move(*fd), *info, s->addr.describe(), s->timeout_s);
+        if (!s->client) return nullptr;  // the error is set
     }
-    const nbd::ExportInfo &info = s->client->info();
-    if ((info.flags & nbd::TF_READ_ONLY) && !bs->read_only) {
-        park(std::move(s->client), park_key(*s));
-        return Status::Error(EROFS, "The export '" + s->export_name + "' of the NBD server is read-only",
-                             "Open it read-only");
+    const nbd::ExportInfo &info = s->info();
+    if ((info.flags & nbd::TF_READ_ONLY) && !mbd_node_read_only(node)) {
+        park(std::move(s->client), park_key(*s), s->loop);
+        mbd_error(EROFS, "The export '%s' of the NBD server is read-only", s->export_name.c_str());
+        mbd_error_hint("Open it read-only");
+        return nullptr;
     }
-    bs->request_alignment = info.min_block;
-    bs->opaque = std::move(s);
-    return Status::OK();
+    mbd_node_set_alignment(node, info.min_block);
+    return s.release();
 }
 
-void nbd_close(BlockDriverState *bs) {
-    if (auto *s = bs->state<NbdState>(); s && s->client) {
-        if (s->client->idle()) park(std::move(s->client), park_key(*s));
-        else s->client->shutdown();
-        s->client.reset();
-    }
+void nbd_close(void *handle) {
+    std::unique_ptr<Nbd> s(static_cast<Nbd *>(handle));
+    if (!s->client) return;
+    // Not idle: only after the core timed requests out (it drains a node
+    // before closing it); their callbacks point into *s.
+    if (s->client->idle()) park(std::move(s->client), park_key(*s), s->loop);
+    else s->client->abandon();
 }
 
-int64_t nbd_getlength(BlockDriverState *bs) {
-    return int64_t(bs->state<NbdState>()->client->info().size);
+int64_t nbd_get_length(void *handle) { return int64_t(static_cast<Nbd *>(handle)->info().size); }
+
+int check_range(Nbd *s, uint64_t offset, uint64_t bytes) {
+    uint64_t size = s->info().size;
+    return offset > size || bytes > size - offset ? -EINVAL : 0;
 }
 
-int check_range(BlockDriverState *bs, int64_t offset, int64_t bytes) {
-    int64_t size = nbd_getlength(bs);
-    if (offset > size || bytes > size - offset) return -EINVAL;
-    return 0;
-}
-
-bool aligned(const nbd::ExportInfo &i, int64_t offset, int64_t bytes) {
+bool aligned(const nbd::ExportInfo &i, uint64_t offset, uint64_t bytes) {
     return offset % i.min_block == 0 && bytes % i.min_block == 0;
 }
 
 // Cuts [offset, offset + bytes) into requests of at most `max` bytes, one
 // after the other (concurrency comes from the callers' requests).
-Task<int> split_rw(nbd::Client *c, uint16_t cmd, uint16_t flags, int64_t offset, int64_t bytes,
-                   const uint8_t *wbuf, uint8_t *rbuf, int64_t max) {
-    while (bytes > 0) {
-        uint32_t n = uint32_t(std::min(bytes, max));
-        int r = co_await c->request(cmd, flags, offset, n, wbuf, rbuf);
-        if (r < 0) co_return r;
-        offset += n;
-        bytes -= n;
-        if (wbuf) wbuf += n;
-        if (rbuf) rbuf += n;
-    }
-    co_return 0;
+void split(std::shared_ptr<Client> c, uint16_t cmd, uint16_t flags, uint64_t offset, uint64_t bytes,
+           const uint8_t *wbuf, uint8_t *rbuf, uint64_t max, Done done) {
+    if (bytes == 0) return done(0);
+    uint32_t n = uint32_t(std::min(bytes, max));
+    Client *cp = c.get();
+    cp->request(cmd, flags, offset, n, wbuf, rbuf,
+                [c = std::move(c), cmd, flags, offset, bytes, wbuf, rbuf, max, n, done = std::move(done)](int r) mutable {
+                    if (r < 0) return done(r);
+                    split(std::move(c), cmd, flags, offset + n, bytes - n, wbuf ? wbuf + n : nullptr,
+                          rbuf ? rbuf + n : nullptr, max, std::move(done));
+                });
 }
 
-Task<int> nbd_co_preadv(BlockDriverState *bs, int64_t offset, int64_t bytes, uint8_t *buf, int) {
-    auto c = bs->state<NbdState>()->client;
-    if (int r = check_range(bs, offset, bytes)) co_return r;
-    const auto &i = c->info();
-    if (aligned(i, offset, bytes))
-        co_return co_await split_rw(c.get(), nbd::CMD_READ, 0, offset, bytes, nullptr, buf, i.max_block);
+Done completer(mbd_request *req) {
+    return [req](int r) { mbd_request_complete(req, r); };
+}
+
+void nbd_aio_read(void *handle, mbd_request *req, void *buf, uint64_t count, uint64_t offset, uint32_t) {
+    auto *s = static_cast<Nbd *>(handle);
+    if (int r = check_range(s, offset, count)) return mbd_request_complete(req, r);
+    const auto &i = s->info();
+    if (aligned(i, offset, count))
+        return split(s->client, nbd::CMD_READ, 0, offset, count, nullptr, static_cast<uint8_t *>(buf),
+                     i.max_block, completer(req));
     // Bounce through whole blocks; the export's size is a multiple of the
     // minimum block size, so the rounded range stays inside it.
-    int64_t start = offset - offset % i.min_block;
-    int64_t end = (offset + bytes + i.min_block - 1) / i.min_block * i.min_block;
-    std::vector<uint8_t> bounce(end - start);
-    int r = co_await split_rw(c.get(), nbd::CMD_READ, 0, start, end - start, nullptr, bounce.data(), i.max_block);
-    if (r < 0) co_return r;
-    memcpy(buf, bounce.data() + (offset - start), bytes);
-    co_return 0;
+    uint64_t start = offset - offset % i.min_block;
+    uint64_t end = (offset + count + i.min_block - 1) / i.min_block * i.min_block;
+    auto bounce = std::make_shared<std::vector<uint8_t>>(end - start);
+    split(s->client, nbd::CMD_READ, 0, start, end - start, nullptr, bounce->data(), i.max_block,
+          [req, bounce, skip = offset - start, buf, count](int r) {
+              if (r == 0) memcpy(buf, bounce->data() + skip, count);
+              mbd_request_complete(req, r);
+          });
 }
 
-Task<int> nbd_co_flush(BlockDriverState *bs);
+void do_flush(Nbd *s, Done done) {
+    if (!(s->info().flags & nbd::TF_SEND_FLUSH)) return done(0);
+    s->client->request(nbd::CMD_FLUSH, 0, 0, 0, nullptr, nullptr, std::move(done));
+}
+
+void nbd_aio_flush(void *handle, mbd_request *req) { do_flush(static_cast<Nbd *>(handle), completer(req)); }
 
 // FUA natively when the server has it, else a flush after the write.
-Task<int> finish_fua(BlockDriverState *bs, int flags, int r) {
-    const auto &i = bs->state<NbdState>()->client->info();
-    if (r == 0 && (flags & BDRV_REQ_FUA) && !(i.flags & nbd::TF_SEND_FUA)) r = co_await nbd_co_flush(bs);
-    co_return r;
+Done fua_then(Nbd *s, uint32_t flags, mbd_request *req) {
+    return [s, flags, req](int r) {
+        if (r == 0 && (flags & MBD_REQ_FUA) && !(s->info().flags & nbd::TF_SEND_FUA))
+            return do_flush(s, completer(req));
+        mbd_request_complete(req, r);
+    };
 }
 
-uint16_t fua_flag(const nbd::ExportInfo &i, int flags) {
-    return (flags & BDRV_REQ_FUA) && (i.flags & nbd::TF_SEND_FUA) ? nbd::CMD_FLAG_FUA : 0;
+uint16_t fua_flag(const nbd::ExportInfo &i, uint32_t flags) {
+    return (flags & MBD_REQ_FUA) && (i.flags & nbd::TF_SEND_FUA) ? nbd::CMD_FLAG_FUA : 0;
 }
 
 // An unaligned write: read the partial head and tail blocks, merge, write
-// the whole blocks.  Serialized against our other writes (write_lock); other
-// clients of the export are the server's business, as with any overlap.
-Task<int> write_unaligned(BlockDriverState *bs, nbd::Client *c, int64_t offset, int64_t bytes,
-                          const uint8_t *buf, uint16_t fua) {
-    const auto &i = c->info();
-    const int64_t m = i.min_block;
-    int64_t start = offset - offset % m;
-    int64_t end = (offset + bytes + m - 1) / m * m;
-    if (end > nbd_getlength(bs)) co_return -EINVAL;  // a size that is not whole blocks
-    std::vector<uint8_t> bounce(end - start);
-    if (start != offset) {
-        int r = co_await c->request(nbd::CMD_READ, 0, start, uint32_t(m), nullptr, bounce.data());
-        if (r < 0) co_return r;
-    }
-    if (end != offset + bytes && (end - m > start || start == offset)) {
-        int r = co_await c->request(nbd::CMD_READ, 0, end - m, uint32_t(m), nullptr, bounce.data() + (end - m - start));
-        if (r < 0) co_return r;
-    }
-    memcpy(bounce.data() + (offset - start), buf, bytes);
-    co_return co_await split_rw(c, nbd::CMD_WRITE, fua, start, end - start, bounce.data(), nullptr, i.max_block);
+// the whole blocks.  Runs holding the write gate alone; other clients of
+// the export are the server's business, as with any overlap.
+struct Rmw {
+    Nbd *s;
+    uint64_t offset, bytes, start, end;
+    const uint8_t *buf;
+    uint16_t fua;
+    std::vector<uint8_t> bounce;
+    Done done;
+};
+
+void rmw_write(std::shared_ptr<Rmw> w) {
+    memcpy(w->bounce.data() + (w->offset - w->start), w->buf, w->bytes);
+    uint8_t *data = w->bounce.data();
+    split(w->s->client, nbd::CMD_WRITE, w->fua, w->start, w->end - w->start, data, nullptr,
+          w->s->info().max_block, [w](int r) { w->done(r); });
 }
 
-Task<int> nbd_co_pwritev(BlockDriverState *bs, int64_t offset, int64_t bytes, const uint8_t *buf, int flags) {
-    auto *s = bs->state<NbdState>();
-    auto c = s->client;
-    if (int r = check_range(bs, offset, bytes)) co_return r;
-    const auto &i = c->info();
-    int r;
-    if (aligned(i, offset, bytes)) {
-        co_await s->write_lock.lock_shared();
-        r = co_await split_rw(c.get(), nbd::CMD_WRITE, fua_flag(i, flags), offset, bytes, buf, nullptr, i.max_block);
+void rmw_tail(std::shared_ptr<Rmw> w) {
+    const uint64_t m = w->s->info().min_block;
+    if (w->end == w->offset + w->bytes || (w->end - m <= w->start && w->start != w->offset)) return rmw_write(w);
+    uint8_t *dst = w->bounce.data() + (w->end - m - w->start);
+    w->s->client->request(nbd::CMD_READ, 0, w->end - m, uint32_t(m), nullptr, dst, [w](int r) {
+        if (r < 0) return w->done(r);
+        rmw_write(w);
+    });
+}
+
+void write_unaligned(Nbd *s, uint64_t offset, uint64_t bytes, const uint8_t *buf, uint16_t fua, Done done) {
+    const uint64_t m = s->info().min_block;
+    auto w = std::make_shared<Rmw>();
+    w->s = s;
+    w->offset = offset;
+    w->bytes = bytes;
+    w->start = offset - offset % m;
+    w->end = (offset + bytes + m - 1) / m * m;
+    w->buf = buf;
+    w->fua = fua;
+    w->done = std::move(done);
+    if (w->end > s->info().size) return w->done(-EINVAL);  // a size that is not whole blocks
+    w->bounce.resize(w->end - w->start);
+    if (w->start == offset) return rmw_tail(w);
+    s->client->request(nbd::CMD_READ, 0, w->start, uint32_t(m), nullptr, w->bounce.data(), [w](int r) {
+        if (r < 0) return w->done(r);
+        rmw_tail(w);
+    });
+}
+
+void nbd_aio_write(void *handle, mbd_request *req, const void *buf, uint64_t count, uint64_t offset,
+                   uint32_t flags) {
+    auto *s = static_cast<Nbd *>(handle);
+    if (int r = check_range(s, offset, count)) return mbd_request_complete(req, r);
+    const auto &i = s->info();
+    const auto *p = static_cast<const uint8_t *>(buf);
+    Done finish = fua_then(s, flags, req);
+    uint16_t fua = fua_flag(i, flags);
+    if (aligned(i, offset, count)) {
+        s->gate.acquire(false, [=] {
+            split(s->client, nbd::CMD_WRITE, fua, offset, count, p, nullptr, s->info().max_block,
+                  [s, finish](int r) {
+                      s->gate.release(false);
+                      finish(r);
+                  });
+        });
     } else {
-        co_await s->write_lock.lock_exclusive();
-        r = co_await write_unaligned(bs, c.get(), offset, bytes, buf, fua_flag(i, flags));
+        s->gate.acquire(true, [=] {
+            write_unaligned(s, offset, count, p, fua, [s, finish](int r) {
+                s->gate.release(true);
+                finish(r);
+            });
+        });
     }
-    s->write_lock.unlock();
-    co_return co_await finish_fua(bs, flags, r);
 }
 
-// Trim and write-zeroes carry no payload: pieces of up to 1 GiB.
-constexpr int64_t NO_PAYLOAD_MAX = 1LL << 30;
+// Whole blocks only; the pieces are payload-less requests, cut to 1 GiB.
+void no_payload(Nbd *s, uint16_t cmd, uint16_t flags, uint64_t start, uint64_t bytes, Done done) {
+    const auto &i = s->info();
+    uint64_t max = kNoPayloadMax - kNoPayloadMax % i.min_block;
+    s->gate.acquire(false, [=] {
+        split(s->client, cmd, flags, start, bytes, nullptr, nullptr, max, [s, done](int r) {
+            s->gate.release(false);
+            done(r);
+        });
+    });
+}
 
-Task<int> nbd_co_pwrite_zeroes(BlockDriverState *bs, int64_t offset, int64_t bytes, int flags) {
-    auto c = bs->state<NbdState>()->client;
-    if (int r = check_range(bs, offset, bytes)) co_return r;
-    const auto &i = c->info();
+void nbd_aio_zero(void *handle, mbd_request *req, uint64_t count, uint64_t offset, uint32_t flags) {
+    auto *s = static_cast<Nbd *>(handle);
+    if (int r = check_range(s, offset, count)) return mbd_request_complete(req, r);
+    const auto &i = s->info();
     // -ENOTSUP: the block layer falls back to writing zeroes.
-    if (!(i.flags & nbd::TF_SEND_WRITE_ZEROES) || !aligned(i, offset, bytes)) co_return -ENOTSUP;
-    uint16_t f = fua_flag(i, flags) | ((flags & BDRV_REQ_MAY_UNMAP) ? 0 : nbd::CMD_FLAG_NO_HOLE);
-    int64_t max = NO_PAYLOAD_MAX - NO_PAYLOAD_MAX % i.min_block;
-    auto *s = bs->state<NbdState>();
-    co_await s->write_lock.lock_shared();
-    int r = co_await split_rw(c.get(), nbd::CMD_WRITE_ZEROES, f, offset, bytes, nullptr, nullptr, max);
-    s->write_lock.unlock();
-    co_return co_await finish_fua(bs, flags, r);
+    if (!(i.flags & nbd::TF_SEND_WRITE_ZEROES) || !aligned(i, offset, count))
+        return mbd_request_complete(req, -ENOTSUP);
+    uint16_t f = fua_flag(i, flags) | ((flags & MBD_REQ_MAY_UNMAP) ? 0 : nbd::CMD_FLAG_NO_HOLE);
+    no_payload(s, nbd::CMD_WRITE_ZEROES, f, offset, count, fua_then(s, flags, req));
 }
 
-Task<int> nbd_co_pdiscard(BlockDriverState *bs, int64_t offset, int64_t bytes) {
-    auto c = bs->state<NbdState>()->client;
-    if (int r = check_range(bs, offset, bytes)) co_return r;
-    const auto &i = c->info();
-    if (!(i.flags & nbd::TF_SEND_TRIM)) co_return 0;  // a hint the server does not take
-    // Only the whole blocks inside the range.
-    int64_t start = (offset + i.min_block - 1) / i.min_block * i.min_block;
-    int64_t end = (offset + bytes) / i.min_block * i.min_block;
-    if (end <= start) co_return 0;
-    int64_t max = NO_PAYLOAD_MAX - NO_PAYLOAD_MAX % i.min_block;
-    auto *s = bs->state<NbdState>();
-    co_await s->write_lock.lock_shared();
-    int r = co_await split_rw(c.get(), nbd::CMD_TRIM, 0, start, end - start, nullptr, nullptr, max);
-    s->write_lock.unlock();
-    co_return r;
+void nbd_aio_discard(void *handle, mbd_request *req, uint64_t count, uint64_t offset) {
+    auto *s = static_cast<Nbd *>(handle);
+    if (int r = check_range(s, offset, count)) return mbd_request_complete(req, r);
+    const auto &i = s->info();
+    if (!(i.flags & nbd::TF_SEND_TRIM)) return mbd_request_complete(req, 0);  // a hint the server does not take
+    uint64_t start = (offset + i.min_block - 1) / i.min_block * i.min_block;
+    uint64_t end = (offset + count) / i.min_block * i.min_block;
+    if (end <= start) return mbd_request_complete(req, 0);
+    no_payload(s, nbd::CMD_TRIM, 0, start, end - start, completer(req));
 }
 
-Task<int> nbd_co_flush(BlockDriverState *bs) {
-    auto c = bs->state<NbdState>()->client;
-    if (!(c->info().flags & nbd::TF_SEND_FLUSH) || (bs->open_flags & BDRV_O_NO_FLUSH)) co_return 0;
-    co_return co_await c->request(nbd::CMD_FLUSH, 0, 0, 0, nullptr, nullptr);
-}
-
-void nbd_get_info(BlockDriverState *bs, FormatInfo *info) {
-    auto *s = bs->state<NbdState>();
-    const auto &i = s->client->info();
-    info->fields.emplace_back("server", s->addr.describe());
-    info->fields.emplace_back("export", "'" + s->export_name + "'");
+void nbd_get_info(void *handle, mbd_info *out) {
+    auto *s = static_cast<Nbd *>(handle);
+    const auto &i = s->info();
+    mbd_info_add(out, "server", s->addr.describe().c_str());
+    mbd_info_add(out, "export", ("'" + s->export_name + "'").c_str());
     std::string f;
     auto add = [&](uint16_t bit, const char *name) {
         if (i.flags & bit) f += (f.empty() ? "" : " ") + std::string(name);
@@ -404,45 +496,68 @@ void nbd_get_info(BlockDriverState *bs, FormatInfo *info) {
     add(nbd::TF_SEND_TRIM, "trim");
     add(nbd::TF_SEND_WRITE_ZEROES, "write-zeroes");
     add(nbd::TF_CAN_MULTI_CONN, "multi-conn");
-    info->fields.emplace_back("transmission flags", f.empty() ? "none" : f);
-    info->fields.emplace_back("block sizes", std::to_string(i.min_block) + " " + std::to_string(i.pref_block) +
-                                                 " " + std::to_string(i.max_block));
-    info->fields.emplace_back("structured replies", i.structured ? "yes" : "no");
-    info->fields.emplace_back("negotiation", i.used_go ? "NBD_OPT_GO" : "NBD_OPT_EXPORT_NAME");
-    if (s->client->dead()) info->fields.emplace_back("connection", "closed: " + s->client->error());
+    mbd_info_add(out, "transmission flags", f.empty() ? "none" : f.c_str());
+    mbd_info_add(out, "block sizes",
+                 (std::to_string(i.min_block) + " " + std::to_string(i.pref_block) + " " + std::to_string(i.max_block)).c_str());
+    mbd_info_add(out, "structured replies", i.structured ? "yes" : "no");
+    mbd_info_add(out, "negotiation", i.used_go ? "NBD_OPT_GO" : "NBD_OPT_EXPORT_NAME");
+    if (s->client->dead()) mbd_info_add(out, "connection", ("closed: " + s->client->error()).c_str());
 }
 
-const char *const nbd_protocols[] = {"nbd", "nbd+unix", "nbd+tcp", "nbds", "nbds+unix", "nbds+tcp", nullptr};
+// nbds: claimed so that the user hears "TLS is not supported" rather than
+// "no such file".
+const char *const nbd_schemes[] = {"nbd", "nbd+unix", "nbd+tcp", "nbds", "nbds+unix", "nbds+tcp", nullptr};
+const char *const server_types[] = {"unix", "inet", nullptr};
+
+// QEMU's names: filename, or server.{type,path,host,port} and export.
+const mbd_option nbd_options[] = {
+    {"filename", MBD_OPT_STR, 0, nullptr,
+     "an NBD URI: nbd://HOST[:PORT]/EXPORT or nbd+unix:///EXPORT?socket=PATH (instead of server and export)",
+     nullptr},
+    {"server.type", MBD_OPT_ENUM, MBD_OPT_REQUIRED, nullptr,
+     "how to reach the server: a Unix domain socket, or TCP (a host and a port)", server_types},
+    {"server.path", MBD_OPT_STR, MBD_OPT_REQUIRED, nullptr, "path of the socket", nullptr},
+    {"server.host", MBD_OPT_STR, MBD_OPT_REQUIRED, nullptr, "host name or address", nullptr},
+    {"server.port", MBD_OPT_STR, 0, "10809", "port number or service name", nullptr},
+    {"export", MBD_OPT_STR, 0, nullptr, "the export name (default: the empty name)", nullptr},
+    {"timeout", MBD_OPT_INT, 0, "30",
+     "seconds to wait for the server to connect, answer the handshake or make progress on pending "
+     "requests, 1 to 3600",
+     nullptr},
+    {nullptr, 0, 0, nullptr, nullptr, nullptr},
+};
+
+// server is a union on server.type, as QEMU's.
+const char *const nbd_option_conditions[] = {
+    "server.path", "type=unix", "server.host", "type=inet", "server.port", "type=inet", nullptr,
+};
+
+mbd_driver nbd_driver = [] {
+    mbd_driver d{};
+    d.name = "nbd";
+    d.description = "The nbd protocol: a client of an NBD server (no locks: the server must lock the image; "
+                    "lock=shared and lock=exclusive are refused)";
+    d.kind = MBD_PROTOCOL;
+    d.thread_model = MBD_THREAD_ASYNC;
+    d.uri_schemes = nbd_schemes;
+    d.options = nbd_options;
+    d.option_conditions = nbd_option_conditions;
+    d.sharable_writes = 1;
+    d.open = nbd_open;
+    d.close = nbd_close;
+    d.get_length = nbd_get_length;
+    d.aio_read = nbd_aio_read;
+    d.aio_write = nbd_aio_write;
+    d.aio_flush = nbd_aio_flush;
+    d.aio_zero = nbd_aio_zero;
+    d.aio_discard = nbd_aio_discard;
+    d.get_info = nbd_get_info;
+    // No lock hooks: the NBD protocol has none (DESIGN section 5).
+    d.no_locks_reason = "the NBD protocol carries no locks";
+    d.no_locks_hint = "The NBD server holding the image must lock it";
+    return d;
+}();
 
 }  // namespace
 
-extern const BlockDriver bdrv_nbd;
-const BlockDriver bdrv_nbd = {
-    .format_name = "nbd",
-    .is_protocol = true,
-    .sharable_writes = true,
-    // nbds: claimed so that the user hears "TLS is not supported" rather
-    // than "no such file".
-    .protocols = nbd_protocols,
-    .probe = nullptr,
-    .open = nbd_open,
-    .close = nbd_close,
-    .child_perm = nullptr,
-    // No locks: the NBD protocol has none (DESIGN section 5).
-    .check_perm = nullptr,
-    .set_perm = nullptr,
-    .abort_perm_update = nullptr,
-    .co_preadv = nbd_co_preadv,
-    .co_pwritev = nbd_co_pwritev,
-    .co_pwrite_zeroes = nbd_co_pwrite_zeroes,
-    .co_pdiscard = nbd_co_pdiscard,
-    .co_flush = nbd_co_flush,
-    .co_truncate = nullptr,
-    .co_block_status = nullptr,
-    .getlength = nbd_getlength,
-    .get_allocated_size = nullptr,
-    .get_info = nbd_get_info,
-    .create = nullptr,
-};
-
-}  // namespace mb
+MBD_REGISTER(nbd_driver)

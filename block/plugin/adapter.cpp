@@ -20,12 +20,16 @@ Status check_lockless(BlockDriverState *bs, const PluginDriver *pd, const qapi::
     if (bs->lock_mode != qapi::LockMode::Shared && bs->lock_mode != qapi::LockMode::Exclusive)
         return Status::OK();
     std::string mode = bs->lock_mode == qapi::LockMode::Shared ? "shared" : "exclusive";
+    // The driver may say why it has no locks and who locks instead (nbd:
+    // the protocol has none, the server locks).
+    const char *why = pd->c.no_locks_reason ? pd->c.no_locks_reason : "it implements no lock hooks";
+    const char *who = pd->c.no_locks_hint ? pd->c.no_locks_hint : "Nothing takes locks for it";
     Status st = Status::Error(EINVAL, "lock=" + mode + " cannot be honoured by driver '" + pd->name +
-                                          "': it implements no lock hooks");
+                                          "': " + why);
     if (!opts.has("lock"))
         st.add_detail("The lock mode was given to a node above this " + pd->name +
                       " node and applies to it too");
-    st.add_detail("Nothing takes locks for it; use lock=auto (nothing to lock) or lock=off");
+    st.add_detail(std::string(who) + "; use lock=auto (nothing to lock) or lock=off");
     return st;
 }
 
@@ -156,7 +160,9 @@ Task<int> plugin_co_pdiscard(BlockDriverState *bs, int64_t offset, int64_t bytes
 }
 
 Task<int> plugin_co_flush(BlockDriverState *bs) {
-    // bdrv_co_flush flushes the children after this.
+    // bdrv_co_flush flushes the children after this.  cache=unsafe: no
+    // flush reaches a plugin.
+    if (bs->open_flags & BDRV_O_NO_FLUSH) co_return 0;
     co_return co_await PluginRequest{bs->state<PluginNode>(), PluginOp::Flush, nullptr, 0, 0, 0};
 }
 

@@ -44,6 +44,20 @@ const mbd_option *declared(const PluginDriver *pd, const char *name) {
     return nullptr;
 }
 
+// Where option `name` lives: "group.key" (nested options, driver.h) is
+// key in the dict group; nullptr when the group is absent.
+std::pair<const qapi::OptionDict *, std::string> opt_place(PluginOpenCtx *ctx, std::string_view name) {
+    size_t dot = name.find('.');
+    if (dot == std::string_view::npos) return {ctx->opts, std::string(name)};
+    return {ctx->opts->dict(name.substr(0, dot)), std::string(name.substr(dot + 1))};
+}
+
+std::optional<std::string> opt_text(PluginOpenCtx *ctx, std::string_view name) {
+    auto [dict, key] = opt_place(ctx, name);
+    if (!dict) return std::nullopt;
+    return dict->get_text(key);
+}
+
 // A self-destroying coroutine started by resuming its handle on the loop:
 // child I/O asked for from a thread that is not the loop's.
 struct Detached {
@@ -201,7 +215,7 @@ MB_DRIVER_API void mbd_error_hint(const char *fmt, ...) {
 
 MB_DRIVER_API const char *mbd_opt_str(mbd_node *node, const char *name) {
     PluginOpenCtx *ctx = ctx_of(node);
-    if (auto v = ctx->opts->get_text(name)) return ctx->kept.emplace_back(std::move(*v)).c_str();
+    if (auto v = opt_text(ctx, name)) return ctx->kept.emplace_back(std::move(*v)).c_str();
     const mbd_option *o = declared(ctx->pd, name);
     return o ? o->default_value : nullptr;
 }
@@ -210,15 +224,18 @@ MB_DRIVER_API int64_t mbd_opt_int(mbd_node *node, const char *name, int64_t def)
     PluginOpenCtx *ctx = ctx_of(node);
     if (const mbd_option *o = declared(ctx->pd, name); o && o->type == MBD_OPT_ENUM) {
         // The index of the value in .values (validated: it is one of them).
-        auto v = ctx->opts->get_text(name);
+        auto v = opt_text(ctx, name);
         const char *want = v ? v->c_str() : o->default_value;
         if (!want) return def;
         for (int64_t i = 0; o->values[i]; i++)
             if (strcmp(o->values[i], want) == 0) return i;
         return def;
     }
-    if (auto v = ctx->opts->get_int(name)) return *v;
-    if (auto b = ctx->opts->get_bool(name)) return *b;
+    auto [dict, key] = opt_place(ctx, name);
+    if (dict) {
+        if (auto v = dict->get_int(key)) return *v;
+        if (auto b = dict->get_bool(key)) return *b;
+    }
     const mbd_option *o = declared(ctx->pd, name);
     if (!o || !o->default_value) return def;
     std::string_view d = o->default_value;
@@ -227,6 +244,18 @@ MB_DRIVER_API int64_t mbd_opt_int(mbd_node *node, const char *name, int64_t def)
     char *end;
     long long v = strtoll(o->default_value, &end, 0);
     return *end ? def : v;
+}
+
+MB_DRIVER_API const char *mbd_opt_key(mbd_node *node, const char *name) {
+    PluginOpenCtx *ctx = ctx_of(node);
+    return ctx->kept.emplace_back(bdrv_option_name(ctx->bs, name ? name : "")).c_str();
+}
+
+MB_DRIVER_API void mbd_node_set_filename(mbd_node *node, const char *name) {
+    PluginOpenCtx *ctx = ctx_of(node);
+    // The core named an unnamed protocol node "DRIVER://" before open.
+    if (name && *name && ctx->pd->c.kind == MBD_PROTOCOL && !ctx->opts->has("filename"))
+        ctx->bs->filename = name;
 }
 
 MB_DRIVER_API int mbd_node_read_only(mbd_node *node) { return ctx_of(node)->bs->read_only; }

@@ -39,6 +39,22 @@ bool valid_name(const char *s) {
     return true;
 }
 
+// An option name: NAME, or GROUP.KEY for nested options (driver.h).
+bool valid_option_name(const char *s) {
+    const char *dot = strchr(s ? s : "", '.');
+    if (!dot) return valid_name(s);
+    std::string group(s, dot);
+    return valid_name(group.c_str()) && valid_name(dot + 1);
+}
+
+// The condition .option_conditions gives option `name`, or "".
+std::string condition_of(const mbd_driver &c, const char *name) {
+    if (!c.option_conditions) return "";
+    for (const char *const *p = c.option_conditions; p[0] && p[1]; p += 2)
+        if (strcmp(p[0], name) == 0) return p[1];
+    return "";
+}
+
 const char *type_name(int t) {
     switch (t) {
     case MBD_OPT_STR: return "str";
@@ -160,7 +176,7 @@ Result<const BlockDriver *> plugin_register(const mbd_driver *d, const std::stri
             const mbd_option *o = &opt;
             if (!o->name) break;
             if (pd->options.size() >= 256) return bad(origin, "too many options");
-            if (!valid_name(o->name))
+            if (!valid_option_name(o->name))
                 return bad(origin, "driver '" + pd->name + "' declares an option with a bad name");
             const char *t = type_name(o->type);
             if (!t)
@@ -174,10 +190,20 @@ Result<const BlockDriver *> plugin_register(const mbd_driver *d, const std::stri
             }
             std::string doc = o->help ? o->help : "";
             if (o->default_value) doc += std::string(" (default ") + o->default_value + ")";
-            schema.options.push_back({o->name, t, bool(o->flags & MBD_OPT_REQUIRED), doc, values});
+            schema.options.push_back({o->name, t, bool(o->flags & MBD_OPT_REQUIRED), doc, values,
+                                      condition_of(c, o->name)});
             pd->options.push_back(*o);
             has_file |= strcmp(o->name, "file") == 0;
             has_filename |= strcmp(o->name, "filename") == 0;
+        }
+    }
+    if (c.option_conditions) {
+        for (const char *const *p = c.option_conditions; *p; p += 2) {
+            bool found = false;
+            for (const mbd_option &o : pd->options) found |= strcmp(o.name, p[0]) == 0;
+            if (!found || !p[1])
+                return bad(origin, "driver '" + pd->name + "' gives a condition to '" + p[0] +
+                                       "', which is not one of its options or has no condition");
         }
     }
     if (c.kind != MBD_PROTOCOL && !has_file)

@@ -223,6 +223,20 @@ struct mbd_driver {
      * child. */
     void (*debug_event)(void *handle, const char *event);
 
+    /* Protocols without lock hooks: why lock=shared and lock=exclusive
+     * cannot be honoured (one phrase, e.g. "the NBD protocol carries no
+     * locks"), and who must lock instead (a hint line, e.g. "The NBD
+     * server holding the image must lock it").  NULL: the core's generic
+     * "it implements no lock hooks" and "Nothing takes locks for it". */
+    const char *no_locks_reason;
+    const char *no_locks_hint;
+
+    /* Conditions of nested options (see NESTED OPTIONS below): pairs of an
+     * option name GROUP.KEY and "DISC=VALUE", then NULL.  Such an option
+     * exists only when the group's enum member DISC is VALUE (and
+     * MBD_OPT_REQUIRED means required then).  NULL: none. */
+    const char *const *option_conditions;
+
     /* New fields go here, at the end, and only here. */
 };
 
@@ -361,6 +375,27 @@ MB_DRIVER_API void mbd_warning(const char *fmt, ...)
     __attribute__((format(printf, 1, 2)))
 #endif
     ;
+
+/* --- appended: nested options ------------------------------------------------
+ *
+ * An option named GROUP.KEY (one dot) belongs to the nested options GROUP,
+ * written group.key=... in --image-opts and {"group": {"key": ...}} in
+ * json: (QEMU's server.type, server.path, ...).  The group itself is
+ * optional; MBD_OPT_REQUIRED on a member means required when the group is
+ * given.  When .option_conditions gives members a condition DISC=VALUE,
+ * GROUP.DISC must be an enum member of the group without one: the group is
+ * then a union, a member exists only for its value, and a key of another
+ * value is refused as unknown.  mbd_opt_str(node, "group.key") reads a
+ * member.
+ *
+ * mbd_opt_key() gives an option's full key as the user would write it on
+ * this node ("file.timeout" for a node opened as file of another), for
+ * error messages naming it; valid until open returns. */
+MB_DRIVER_API const char *mbd_opt_key(mbd_node *node, const char *name);
+/* Protocols opened by options rather than a filename: the name the node is
+ * shown by (`image:` in info, messages), e.g. the URI the options amount
+ * to.  During open only; ignored when the node has a filename. */
+MB_DRIVER_API void mbd_node_set_filename(mbd_node *node, const char *name);
 
 /* --- registration ------------------------------------------------------------ */
 

@@ -57,19 +57,19 @@ expect_fail "a read past the end fails" 'read failed: Input/output error' IO -f 
 
 # Locking: the protocol has none, the server must lock.
 expect_fail "lock=exclusive on nbd is refused" \
-    "^miniblock-io: can't open device .*: lock=exclusive cannot be honoured over NBD: the NBD protocol carries no locks$" \
+    "^miniblock-io: can't open device .*: lock=exclusive cannot be honoured by driver 'nbd': the NBD protocol carries no locks$" \
     IO -f raw -l exclusive -c 'read 0 512' "$U"
 out=$(IO -f raw -l exclusive -c 'read 0 512' "$U" 2>&1)
 expect_output "lock=exclusive from the format node: says it was inherited" \
-    '^The lock mode was given to a node above this NBD node and applies to it too$' echo "$out"
+    '^The lock mode was given to a node above this nbd node and applies to it too$' echo "$out"
 expect_output "lock=exclusive: the hint" \
     '^The NBD server holding the image must lock it; use lock=auto \(nothing to lock\) or lock=off$' echo "$out"
 expect_fail "lock=shared given on the nbd node itself is refused, no inheritance line" \
-    'lock=shared cannot be honoured over NBD' \
+    "lock=shared cannot be honoured by driver 'nbd': the NBD protocol carries no locks" \
     IO --image-opts -c 'read 0 512' "driver=raw,file.driver=nbd,file.filename=$U,file.lock=shared"
 out=$(IO --image-opts -c 'read 0 512' "driver=raw,file.driver=nbd,file.filename=$U,file.lock=shared" 2>&1)
 if grep -q 'node above' <<<"$out"; then not_ok "explicit lock: no inheritance line" "$out"; else ok "explicit lock: no inheritance line"; fi
-expect_fail "-U (lock=shared) on nbd is refused" 'lock=shared cannot be honoured over NBD' \
+expect_fail "-U (lock=shared) on nbd is refused" "lock=shared cannot be honoured by driver 'nbd': the NBD protocol carries no locks" \
     IO -f raw -r -U -c 'read 0 512' "$U"
 expect_ok "lock=auto on nbd: nothing to lock" IO -f raw -l auto -c 'write -P 1 0 512' "$U"
 expect_ok "lock=off on nbd" IO -f raw -l off -c 'read -P 1 0 512' "$U"
@@ -79,6 +79,8 @@ expect_ok "server.type=unix options" \
     IO --image-opts -c 'read -P 0xa1 4k 60k' "driver=raw,file.driver=nbd,file.server.type=unix,file.server.path=$T/a.sock"
 expect_ok "json: with a nested server" \
     IO -c 'read -P 0xa1 4k 60k' "json:{\"driver\":\"nbd\",\"server\":{\"type\":\"unix\",\"path\":\"$T/a.sock\"},\"export\":\"\"}"
+expect_output "info: a server given by options is shown by its URI" "^image: nbd\\+unix:///\\?socket=$T/a.sock\$" \
+    IMG info "json:{\"driver\":\"nbd\",\"server\":{\"type\":\"unix\",\"path\":\"$T/a.sock\"}}"
 expect_fail "filename and server together are refused" \
     "Parameters 'filename' and 'server' cannot be used together" \
     IO --image-opts -c 'read 0 1' "driver=nbd,filename=$U,server.type=unix,server.path=$T/a.sock"
@@ -86,6 +88,24 @@ expect_fail "neither filename nor server" "Parameter 'server' is missing" \
     IO --image-opts -c 'read 0 1' "driver=nbd,export=x"
 expect_fail "timeout out of range" "Invalid value '0' for parameter 'file.timeout'" \
     IO --image-opts -c 'read 0 1' "driver=raw,file.driver=nbd,file.filename=$U,file.timeout=0"
+# The server union (nested options of the plugin ABI, checked by the schema
+# engine before the driver runs): each bad key or value named.
+bad_opts() { expect_fail_text "server options: $1" "$2" IO --image-opts -c 'read 0 1' "$3"; }
+bad_opts "type missing" "Parameter 'server.type' is missing" "driver=nbd,server.path=$T/a.sock"
+bad_opts "bad type" "Invalid value 'vsock' for parameter 'server.type'" "driver=nbd,server.type=vsock"
+bad_opts "bad type: the choices" "Valid values: unix, inet" "driver=nbd,server.type=vsock"
+bad_opts "a key of the other branch" "Invalid parameter 'server.host'" \
+    "driver=nbd,server.type=unix,server.path=$T/a.sock,server.host=h"
+bad_opts "the keys of the branch" "Valid parameters for 'server' with type=unix: path, type" \
+    "driver=nbd,server.type=unix,server.path=$T/a.sock,server.host=h"
+bad_opts "unix needs path" "Parameter 'server.path' is missing" "driver=nbd,server.type=unix"
+bad_opts "inet needs host" "Parameter 'server.host' is missing" "driver=nbd,server.type=inet,server.port=1"
+bad_opts "server is nested options" "Invalid value '$T/a.sock' for parameter 'server'" "driver=nbd,server=$T/a.sock"
+bad_opts "nested, below a format" "Parameter 'file.server.path' is missing" \
+    "driver=raw,file.driver=nbd,file.server.type=unix"
+bad_opts "timeout is an integer" "Invalid value 'soon' for parameter 'timeout'" "driver=nbd,filename=$U,timeout=soon"
+expect_text "--help nbd: the union's members" "  server.path=<str> (required, when server.type=unix)" IMG --help nbd
+expect_text "--help nbd: the port's default" "      port number or service name (default 10809)" IMG --help nbd
 stop "$LAST_PID"
 
 # --- qemu-nbd without --persistent: it serves one client, then exits --------------

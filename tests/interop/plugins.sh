@@ -92,6 +92,9 @@ expect_fail_text "an enum option without values is refused" \
 expect_fail_text "an enum option listing a value twice is refused" \
     "Module '$P/block-enumdup.so' is not a usable driver: option 'mode' of driver 'enumdup' lists the value 'fast' twice" \
     "$IO" -c length --image-opts driver=raw,file.driver=enumdup
+expect_fail_text "a nested option's condition must name a value of its group's enum" \
+    "Module '$P/block-condbad.so': Option 'server.x' of driver 'condbad' has the condition 'kind=c', but 'c' is not a value of 'server.kind'" \
+    "$IO" -c length --image-opts driver=raw,file.driver=condbad
 expect_fail_text "an enum option whose default is not a value is refused" \
     "Module '$P/block-enumdefault.so' is not a usable driver: option 'mode' of driver 'enumdefault' has the default 'medium', which is not one of its values" \
     "$IO" -c length --image-opts driver=raw,file.driver=enumdefault
@@ -109,14 +112,17 @@ expect_fail_text "an older plugin's shorter struct loads; fields past its end ar
 
 # A build with -Dmodules=enabled has cloop as a module (tests/meson.build
 # points MINIBLOCK_MODULE_DIR at it).
+# ... and nbd (block-nbd.so).
 if [ -e "$MINIBLOCK_BUILD/block/plugin/block-cloop.so" ]; then
-    linked="blkdebug crash-sim file nbd null-co qcow2 raw" modules="abinew abiold cloop dup enumdefault enumdup enumempty"
+    linked="blkdebug crash-sim file null-co qcow2 raw" modules="abinew abiold cloop condbad dup enumdefault enumdup enumempty"
+    nbd_module="nbd "
 else
-    linked="blkdebug cloop crash-sim file nbd null-co qcow2 raw" modules="abinew abiold dup enumdefault enumdup enumempty"
+    linked="blkdebug cloop crash-sim file nbd null-co qcow2 raw" modules="abinew abiold condbad dup enumdefault enumdup enumempty"
+    nbd_module=""
 fi
 expect_text "--help ends with the linked-in formats" "Supported formats: $linked" "$IMG" --help
 expect_text "... and says which come from modules" \
-    "Supported formats from modules: $modules hostile lockfile misnamed nbdmini noentry optsize otherbuild passthru short" \
+    "Supported formats from modules: $modules hostile lockfile misnamed ${nbd_module}nbdmini noentry optsize otherbuild passthru short" \
     "$IMG" --help
 expect_text "... and where modules are looked for" "Module directories: $P, " "$IMG" --help
 expect_text "--help DRIVER shows a module driver's declared options" \

@@ -13,6 +13,8 @@
  *                 an enum option without values, with a value twice, with a
  *                 default that is not one of its values
  *   BAD_OPTION_SIZE  a struct mbd_option size smaller than the first layout
+ *   BAD_CONDITION a nested option whose condition names a value its
+ *                 group's enum does not have
  *   (none)        a good driver, built with another build's stamp
  */
 #include <errno.h>
@@ -87,7 +89,21 @@ static const struct mbd_option enum_options[] = {
 };
 #endif
 
+#ifdef BAD_CONDITION
+static const char *const kind_values[] = {"a", "b", NULL};
+static const struct mbd_option cond_options[] = {
+    {"server.kind", MBD_OPT_ENUM, MBD_OPT_REQUIRED, NULL, "which", kind_values},
+    {"server.x", MBD_OPT_STR, 0, NULL, "x", NULL},
+    {NULL, 0, 0, NULL, NULL, NULL},
+};
+static const char *const cond_conditions[] = {"server.x", "kind=c", NULL};
+#endif
+
 static struct mbd_driver bad_driver = {
+#ifdef BAD_CONDITION
+    .options = cond_options,
+    .option_conditions = cond_conditions,
+#endif
 #if defined(BAD_ENUM_EMPTY) || defined(BAD_ENUM_DUP) || defined(BAD_ENUM_DEFAULT)
     .options = enum_options,
 #endif

@@ -1,7 +1,9 @@
-// The NBD connection on the event loop, against a server played by the test
-// on the other end of a socketpair: several requests in flight, replies in
-// any order dispatched by cookie, a violation failing everything in flight
-// and everything after, a silent server timing out.
+// The NBD connection of the nbd plugin on the event loop (through the
+// driver ABI's fd watch and timers), against a server played by the test on
+// the other end of a socketpair: several requests in flight, replies in any
+// order dispatched by cookie, a violation failing everything in flight and
+// everything after, a silent server timing out, a write answered before
+// its payload was all sent.
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -44,7 +46,10 @@ struct Pair {
         info.structured = structured;
         // The client's end is non-blocking, as after a handshake.
         assert_int_equal(fcntl_nonblock(sv[0]), 0);
-        client = Client::create(UniqueFd(sv[0]), info, "test", timeout_s);
+        // The loop the plugin gets from mbd_node_loop(): the main AioContext.
+        client = Client::create(reinterpret_cast<mbd_loop *>(&AioContext::main()), UniqueFd(sv[0]), info,
+                                "test", timeout_s);
+        assert_non_null(client.get());
         server = sv[1];
     }
     ~Pair() {
@@ -98,11 +103,13 @@ struct Op {
     int ret = 1;  // 1: not finished
 };
 
-Task<void> run_read(Client *c, uint64_t off, uint32_t len, uint8_t *buf, Op *op) {
-    op->ret = co_await c->request(CMD_READ, 0, off, len, nullptr, buf);
+void run_read(Client *c, uint64_t off, uint32_t len, uint8_t *buf, Op *op) {
+    c->request(CMD_READ, 0, off, len, nullptr, buf, [op](int r) { op->ret = r; });
 }
 
-Task<void> run_flush(Client *c, Op *op) { op->ret = co_await c->request(CMD_FLUSH, 0, 0, 0, nullptr, nullptr); }
+void run_flush(Client *c, Op *op) {
+    c->request(CMD_FLUSH, 0, 0, 0, nullptr, nullptr, [op](int r) { op->ret = r; });
+}
 
 // Runs the loop until every op has finished (bounded: a hang fails).
 void run_until(std::initializer_list<Op *> ops) {
@@ -120,9 +127,9 @@ void test_out_of_order(void **) {
     Pair p(true);
     uint8_t a[4] = {}, b[4] = {};
     Op oa, ob, of;
-    spawn(run_read(p.client.get(), 0, 4, a, &oa));
-    spawn(run_read(p.client.get(), 100, 4, b, &ob));
-    spawn(run_flush(p.client.get(), &of));
+    run_read(p.client.get(), 0, 4, a, &oa);
+    run_read(p.client.get(), 100, 4, b, &ob);
+    run_flush(p.client.get(), &of);
     uint16_t t[3];
     uint64_t c[3], off[3];
     uint32_t len[3];
@@ -149,8 +156,8 @@ void test_violation_fails_all(void **) {
     Pair p(true);
     uint8_t a[4] = {}, b[4] = {};
     Op oa, ob;
-    spawn(run_read(p.client.get(), 0, 4, a, &oa));
-    spawn(run_read(p.client.get(), 8, 4, b, &ob));
+    run_read(p.client.get(), 0, 4, a, &oa);
+    run_read(p.client.get(), 8, 4, b, &ob);
     uint16_t t;
     uint64_t c0, c1, off;
     uint32_t len;
@@ -169,7 +176,7 @@ void test_violation_fails_all(void **) {
                         "outside the read at 8 (4 bytes); connection closed");
     // Later requests fail at once, without a second warning.
     Op oc;
-    spawn(run_flush(p.client.get(), &oc));
+    run_flush(p.client.get(), &oc);
     run_until({&oc});
     assert_int_equal(oc.ret, -EIO);
     assert_int_equal(warnings.size(), 1);
@@ -180,7 +187,7 @@ void test_dropped(void **) {
     Pair p(false);
     uint8_t a[8] = {};
     Op oa;
-    spawn(run_read(p.client.get(), 0, 8, a, &oa));
+    run_read(p.client.get(), 0, 8, a, &oa);
     uint16_t t;
     uint64_t c, off;
     uint32_t len;
@@ -201,7 +208,7 @@ void test_timeout(void **) {
     Pair p(true, 1);
     Op of;
     gint64 t0 = g_get_monotonic_time();
-    spawn(run_flush(p.client.get(), &of));
+    run_flush(p.client.get(), &of);
     run_until({&of});
     gint64 took = g_get_monotonic_time() - t0;
     assert_int_equal(of.ret, -EIO);
@@ -217,7 +224,7 @@ void test_many_in_flight(void **) {
     constexpr int N = 64;
     std::vector<std::array<uint8_t, 8>> bufs(N);
     std::vector<Op> ops(N);
-    for (int i = 0; i < N; i++) spawn(run_read(p.client.get(), i * 8, 8, bufs[i].data(), &ops[i]));
+    for (int i = 0; i < N; i++) run_read(p.client.get(), i * 8, 8, bufs[i].data(), &ops[i]);
     std::vector<uint64_t> cookies(N);
     for (int i = 0; i < N; i++) {
         uint16_t t;
@@ -248,6 +255,55 @@ void test_many_in_flight(void **) {
     }
 }
 
+// A server may answer a write before it has read the payload: the request
+// completes only once the payload is all sent (until then it is the
+// caller's buffer the client is sending from).
+void test_write_answered_early(void **) {
+    Pair p(false);
+    std::vector<uint8_t> payload(8 << 20, 0x5a);
+    Op ow;
+    p.client->request(CMD_WRITE, 0, 0, uint32_t(payload.size()), payload.data(), nullptr,
+                      [&ow](int r) { ow.ret = r; });
+    uint16_t t;
+    uint64_t c, off;
+    uint32_t len;
+    p.request(&t, &c, &off, &len);
+    assert_int_equal(t, CMD_WRITE);
+    assert_int_equal(len, payload.size());
+    p.send(simple(0, c));
+    // The socket buffer holds far less than 8 MiB: the rest waits.
+    for (int i = 0; i < 20; i++) AioContext::main().poll(false);
+    assert_int_equal(ow.ret, 1);
+    // Drain the payload while the loop sends the rest.
+    assert_int_equal(fcntl(p.server, F_SETFL, fcntl(p.server, F_GETFL) | O_NONBLOCK), 0);
+    size_t got = 0;
+    std::vector<uint8_t> sink(1 << 16);
+    gint64 deadline = g_get_monotonic_time() + 10 * G_USEC_PER_SEC;
+    while (got < payload.size() || ow.ret == 1) {
+        assert_true(g_get_monotonic_time() < deadline);
+        ssize_t n = read(p.server, sink.data(), sink.size());
+        if (n > 0) {
+            for (ssize_t k = 0; k < n; k++) assert_int_equal(sink[size_t(k)], 0x5a);
+            got += size_t(n);
+        }
+        AioContext::main().poll(false);
+    }
+    assert_int_equal(got, payload.size());
+    assert_int_equal(ow.ret, 0);
+}
+
+// A request on a dead connection fails later, from the loop, never inside
+// the call that made it.
+void test_dead_never_inline(void **) {
+    Pair p(true);
+    p.client->shutdown();
+    Op of;
+    run_flush(p.client.get(), &of);
+    assert_int_equal(of.ret, 1);
+    run_until({&of});
+    assert_int_equal(of.ret, -EIO);
+}
+
 }  // namespace
 
 int main() {
@@ -258,6 +314,8 @@ int main() {
         cmocka_unit_test(test_dropped),
         cmocka_unit_test(test_timeout),
         cmocka_unit_test(test_many_in_flight),
+        cmocka_unit_test(test_write_answered_early),
+        cmocka_unit_test(test_dead_never_inline),
     };
     return cmocka_run_group_tests(tests, nullptr, nullptr);
 }
