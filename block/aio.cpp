@@ -92,7 +92,9 @@ bool AioContext::run_scheduled(bool from_loop) {
         return_requested_ = false;
         for (size_t i = 0; i < batch.size(); i++) {
             batch[i].resume();
-            if (!return_requested_ || i + 1 == batch.size()) continue;
+            // Also after the batch's last one: looping on would run what
+            // was scheduled meanwhile, more than the caller waits for.
+            if (!return_requested_) continue;
             // The caller has what it waits for (a queue's completion): it
             // gets it now, and the request it sends next reaches the
             // workers before the rest of this batch has run, as QEMU's

@@ -256,7 +256,10 @@ int mbq_do_io(mb_queue *handle, struct mb_completion *out, int min, int max,
 
     AioContext &ctx = *q->ctx;
     AioContext::Scope scope(ctx);
-    q->want = min > 0 ? min : INT_MAX;
+    // How many completions the loop runs before handing over: what the
+    // caller waits for; one for a call that hands out nothing (it only
+    // submits, and the rest is run by the call that collects them).
+    q->want = min > 0 ? min : max == 0 ? 1 : INT_MAX;
     q->handed_out.clear();
     if (!q->enqueued.empty()) {
         // One batch: native AIO sends it to the kernel once all of it is set
@@ -269,7 +272,8 @@ int mbq_do_io(mb_queue *handle, struct mb_completion *out, int min, int max,
         ctx.io_unplug();
         q->submitting.clear();
     }
-    ctx.run_pending();
+    // A caller that already has its min gets it without running the loop.
+    if (min == 0 || int(q->completed.size()) < min) ctx.run_pending();
     if (int(q->completed.size()) < min) {
         bool expired = false;
         GSource *timer = nullptr;
