@@ -7,7 +7,9 @@
 //     pointing at it (s->l2_needs_rb: dirty L2 tables wait for the refcount
 //     blocks to be written and flushed);
 //   - a refcount decrement reaches the disk only after the L2 entry that
-//     dropped the reference (s->rb_needs_l2).
+//     dropped the reference (s->rb_needs_l2);
+//   - a new cluster's data reaches the disk before the L2 entry pointing
+//     at it (s->l2_needs_data).
 // At most one of the two is ever pending: before setting one, the other is
 // resolved with a write-back and a flush, so the dependencies never form a
 // cycle.  Otherwise nothing is flushed until the guest or the user flushes
@@ -98,6 +100,17 @@ Task<int> write_dirty(BlockDriverState *bs, TableCache &cache, MetaKind kind) {
     co_return 0;
 }
 
+// The dirty L2 tables, after the data of the new clusters they point at
+// (l2_needs_data) and without regard to l2_needs_rb (the callers' job).
+Task<int> write_l2_tables(BlockDriverState *bs) {
+    State *s = bs->state<State>();
+    if (s->l2_needs_data && s->l2_cache.has_dirty()) {
+        if (int r = co_await flush_file(bs); r < 0) co_return r;
+        s->l2_needs_data = false;
+    }
+    co_return co_await write_dirty(bs, s->l2_cache, MetaKind::L2);
+}
+
 }  // namespace
 
 Task<int> write_back_l2(BlockDriverState *bs) {
@@ -105,11 +118,13 @@ Task<int> write_back_l2(BlockDriverState *bs) {
     if (!s->l2_cache.has_dirty()) co_return 0;
     int r;
     if (s->l2_needs_rb) {
+        // This flush serves l2_needs_data too: the data writes completed before it.
         if ((r = co_await write_dirty(bs, s->rb_cache, MetaKind::Refblock)) < 0) co_return r;
         if ((r = co_await flush_file(bs)) < 0) co_return r;
         s->l2_needs_rb = false;
+        s->l2_needs_data = false;
     }
-    co_return co_await write_dirty(bs, s->l2_cache, MetaKind::L2);
+    co_return co_await write_l2_tables(bs);
 }
 
 Task<int> write_back_rb(BlockDriverState *bs) {
@@ -117,7 +132,7 @@ Task<int> write_back_rb(BlockDriverState *bs) {
     if (!s->rb_cache.has_dirty()) co_return 0;
     int r;
     if (s->rb_needs_l2) {
-        if ((r = co_await write_dirty(bs, s->l2_cache, MetaKind::L2)) < 0) co_return r;
+        if ((r = co_await write_l2_tables(bs)) < 0) co_return r;
         if ((r = co_await flush_file(bs)) < 0) co_return r;
         s->rb_needs_l2 = false;
     }
@@ -141,7 +156,7 @@ Task<int> refs_will_point_at_new(BlockDriverState *bs) {
     if (s->rb_needs_l2) {
         // Pending decrements wait for the L2 tables: write those now, so
         // that the new dependency (L2 on refcounts) does not close a cycle.
-        int r = co_await write_dirty(bs, s->l2_cache, MetaKind::L2);
+        int r = co_await write_l2_tables(bs);
         if (r == 0) r = co_await flush_file(bs);
         if (r < 0) co_return r;
         s->rb_needs_l2 = false;

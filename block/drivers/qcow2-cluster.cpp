@@ -247,6 +247,7 @@ Task<int64_t> allocating_write(BlockDriverState *bs, int64_t offset, int64_t byt
         co_return r;
     }
     for (int64_t i = 0; i < n; i++) put_be64(t->data() + (l2_idx + i) * 8, uint64_t(host + i * cs) | OFLAG_COPIED);
+    s->l2_needs_data = true;
     s->l2_cache.mark_dirty(l2_off, t);
     for (int64_t i = 0; i < n; i++)
         if ((r = co_await release_entry(bs, old[i])) < 0) co_return r;

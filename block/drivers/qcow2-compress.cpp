@@ -84,6 +84,7 @@ Task<int> write_one(BlockDriverState *bs, int64_t guest, const uint8_t *data) {
     if ((r = co_await bdrv_co_pwritev(bs->file(), coff, zlen, z.data())) < 0) co_return r;
     uint64_t nsec = ((coff & 511) + zlen + 511) / 512;
     put_be64(t->data() + l2_idx * 8, OFLAG_COMPRESSED | ((nsec - 1) << s->csize_shift) | coff);
+    s->l2_needs_data = true;
     s->l2_cache.mark_dirty(l2_off, t);
     s->comp_next = coff + zlen;
     co_return 0;

@@ -176,6 +176,11 @@ struct State : NodeState {
     // blocks hold decrements whose L2 entries are not on disk yet.
     bool l2_needs_rb = false;
     bool rb_needs_l2 = false;
+    // Dirty L2 tables point at new clusters whose data (the guest's write
+    // or a copy-on-write) may not be on disk yet: a flush goes first, or a
+    // power failure could leave an entry pointing past the end of the file
+    // or at a cluster without its backing data (QEMU's depends_on_flush).
+    bool l2_needs_data = false;
     int64_t free_index = -1;         // every cluster >= this has refcount 0 (-1: unknown)
     // The file is grown ahead of allocations, in chunks, with zero-range
     // fallocate (qcow2-refcount.cpp, preallocate): data writes into new
