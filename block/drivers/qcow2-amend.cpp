@@ -110,7 +110,7 @@ Task<int> amend_locked(BlockDriverState *bs, int version, int order, bool lazy, 
     }
     if (version < int(h.version) && (r = co_await expand_zero_clusters(bs)) < 0) co_return r;
     if ((r = co_await write_back_all(bs)) < 0) co_return r;
-    if ((r = co_await bdrv_co_flush(bs->file()->bs.get())) < 0) co_return r;
+    if ((r = co_await flush_file(bs)) < 0) co_return r;
 
     h.version = uint32_t(version);
     h.compatible = lazy ? h.compatible | COMPAT_LAZY_REFCOUNTS : h.compatible & ~COMPAT_LAZY_REFCOUNTS;
@@ -123,7 +123,7 @@ Task<int> amend_locked(BlockDriverState *bs, int version, int order, bool lazy, 
         co_return -EINVAL;
     }
     if ((r = co_await bdrv_co_pwritev(bs->file(), 0, buf.size(), buf.data())) < 0) co_return r;
-    if ((r = co_await bdrv_co_flush(bs->file()->bs.get())) < 0) co_return r;
+    if ((r = co_await flush_file(bs)) < 0) co_return r;
     // The old refcount structure is unreferenced now.
     if (old_rt_clusters) {
         if ((r = co_await free_range(bs, old_rt, old_rt_clusters * s->cluster_size)) < 0) co_return r;

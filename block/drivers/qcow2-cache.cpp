@@ -2,7 +2,7 @@
 // kept dirty in memory and written back in dependency order (QEMU's
 // Qcow2Cache with its flush dependencies; the format is docs/interop/qcow2.txt).
 //
-// Two orderings keep a crash from turning into corruption (leaks are fine):
+// Three orderings keep a crash from turning into corruption (leaks are fine):
 //   - a cluster's refcount increment reaches the disk before any L2 entry
 //     pointing at it (s->l2_needs_rb: dirty L2 tables wait for the refcount
 //     blocks to be written and flushed);
@@ -10,7 +10,7 @@
 //     dropped the reference (s->rb_needs_l2);
 //   - a new cluster's data reaches the disk before the L2 entry pointing
 //     at it (s->l2_needs_data).
-// At most one of the two is ever pending: before setting one, the other is
+// At most one of the first two is ever pending: before setting one, the other is
 // resolved with a write-back and a flush, so the dependencies never form a
 // cycle.  Otherwise nothing is flushed until the guest or the user flushes
 // (cache=writethrough: after every write, done by the generic layer), the
@@ -82,9 +82,14 @@ void TableCache::mark_clean(uint64_t offset, const Table &t) {
     dirty_--;
 }
 
-namespace {
-
 Task<int> flush_file(BlockDriverState *bs) { co_return co_await bdrv_co_flush(bs->file()->bs.get()); }
+
+void l2_points_at_new_data(State *s, uint64_t l2_off, const TableCache::Table &t) {
+    s->l2_needs_data = true;
+    s->l2_cache.mark_dirty(l2_off, t);
+}
+
+namespace {
 
 // Writes every dirty table of `cache` (of kind `kind`), in file order.
 Task<int> write_dirty(BlockDriverState *bs, TableCache &cache, MetaKind kind) {

@@ -45,7 +45,6 @@ Task<int> write_file(BlockDriverState *bs, uint64_t off, uint64_t len, const uin
     co_return co_await bdrv_co_pwritev(bs->file(), off, len, buf);
 }
 
-Task<int> flush_file(BlockDriverState *bs) { co_return co_await bdrv_co_flush(bs->file()->bs.get()); }
 
 // Writes the 512-byte sector of the L1 table holding entry l1_idx from the
 // in-memory copy (QEMU pads the table with zeroes to a sector, as we do),
@@ -247,8 +246,7 @@ Task<int64_t> allocating_write(BlockDriverState *bs, int64_t offset, int64_t byt
         co_return r;
     }
     for (int64_t i = 0; i < n; i++) put_be64(t->data() + (l2_idx + i) * 8, uint64_t(host + i * cs) | OFLAG_COPIED);
-    s->l2_needs_data = true;
-    s->l2_cache.mark_dirty(l2_off, t);
+    l2_points_at_new_data(s, l2_off, t);
     for (int64_t i = 0; i < n; i++)
         if ((r = co_await release_entry(bs, old[i])) < 0) co_return r;
     co_return len;

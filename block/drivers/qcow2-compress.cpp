@@ -71,7 +71,8 @@ Task<int> write_one(BlockDriverState *bs, int64_t guest, const uint8_t *data) {
         coff = 0;
         n_new = int64_t((zlen + ccs - 1) / ccs);
     }
-    if ((r = co_await refs_will_point_at_new(bs)) < 0) co_return r;
+    // alloc_clusters and update_refcount(+1) declare "refcounts before
+    // L2" themselves (update_range), right before the cache changes.
     if (n_new) {
         int64_t host = co_await alloc_clusters(bs, n_new);
         if (host < 0) co_return int(host);
@@ -84,8 +85,7 @@ Task<int> write_one(BlockDriverState *bs, int64_t guest, const uint8_t *data) {
     if ((r = co_await bdrv_co_pwritev(bs->file(), coff, zlen, z.data())) < 0) co_return r;
     uint64_t nsec = ((coff & 511) + zlen + 511) / 512;
     put_be64(t->data() + l2_idx * 8, OFLAG_COMPRESSED | ((nsec - 1) << s->csize_shift) | coff);
-    s->l2_needs_data = true;
-    s->l2_cache.mark_dirty(l2_off, t);
+    l2_points_at_new_data(s, l2_off, t);
     s->comp_next = coff + zlen;
     co_return 0;
 }

@@ -42,7 +42,7 @@ Task<int> signal_corruption(BlockDriverState *bs, const std::string &what) {
             uint8_t be[8];
             put_be64(be, s->h().incompatible);
             // Best effort: the request fails with EIO either way.
-            if (co_await bdrv_co_pwritev(bs->file(), 72, 8, be) == 0) (void)co_await bdrv_co_flush(bs->file()->bs.get());
+            if (co_await bdrv_co_pwritev(bs->file(), 72, 8, be) == 0) (void)co_await flush_file(bs);
         }
     }
     co_return -EIO;

@@ -94,7 +94,7 @@ Task<int> compute_free_index(BlockDriverState *bs) {
         int r = -EPERM;
         if (bs->file()->perm.perm & BLK_PERM_RESIZE) {
             r = co_await write_back_all(bs);
-            if (r == 0) r = co_await bdrv_co_flush(bs->file()->bs.get());
+            if (r == 0) r = co_await flush_file(bs);
             if (r == 0) r = co_await bdrv_co_truncate(bs->file(), idx * cs);
         }
         if (r < 0) idx = std::max(idx, file_end);
@@ -161,7 +161,7 @@ Task<int> grow_reftable(BlockDriverState *bs, uint64_t min_entries) {
     std::vector<uint8_t> tb(n * cs);
     for (size_t i = 0; i < table.size(); i++) put_be64(&tb[i * 8], table[i]);
     if ((r = co_await write_file(bs, T * cs, tb.size(), tb.data())) < 0) co_return r;
-    if ((r = co_await bdrv_co_flush(bs->file()->bs.get())) < 0) co_return r;
+    if ((r = co_await flush_file(bs)) < 0) co_return r;
     // Switch the header to the new table in one write.
     uint8_t hb[12];
     put_be64(hb, T * cs);
@@ -180,7 +180,7 @@ Task<int> grow_reftable(BlockDriverState *bs, uint64_t min_entries) {
     }
     // The old table is freed only once the switch is durable (else it is
     // leaked: the header may still name it).
-    if ((r = co_await bdrv_co_flush(bs->file()->bs.get())) < 0) co_return r;
+    if ((r = co_await flush_file(bs)) < 0) co_return r;
     co_return co_await update_range(bs, old_off / cs, old_clusters, -1);
 }
 
@@ -205,7 +205,7 @@ Task<int> ensure_block(BlockDriverState *bs, uint64_t j) {
     // A block described elsewhere gets its refcount before it is hooked in.
     if (!self && (r = co_await update_range(bs, p, 1, 1)) < 0) co_return r;
     if ((r = co_await write_back_rb(bs)) < 0) co_return r;
-    if ((r = co_await bdrv_co_flush(bs->file()->bs.get())) < 0) co_return r;
+    if ((r = co_await flush_file(bs)) < 0) co_return r;
     // The table's sector from the in-memory copy: no read-modify-write.
     s->reftable[j] = p * cs;
     uint64_t first = j & ~uint64_t(63);
@@ -685,7 +685,7 @@ Task<int> check_locked(BlockDriverState *bs, int fix, CheckResult *res) {
     res->image_end_offset = (highest + 1) * cs;
     if (fix) {
         int r = co_await write_back_all(bs);
-        if (r == 0) r = co_await bdrv_co_flush(bs->file()->bs.get());
+        if (r == 0) r = co_await flush_file(bs);
         if (r < 0) co_return r;
         // As QEMU (qcow2_mark_clean, qcow2_mark_consistent): a repaired image
         // with nothing left wrong is neither dirty nor corrupt any more.
@@ -693,7 +693,7 @@ Task<int> check_locked(BlockDriverState *bs, int fix, CheckResult *res) {
         if (!res->check_errors && !res->corruptions && (s->h().incompatible & bits)) {
             uint8_t b[8];
             put_be64(b, s->h().incompatible & ~bits);
-            if ((r = co_await write_file(bs, 72, 8, b)) == 0) r = co_await bdrv_co_flush(bs->file()->bs.get());
+            if ((r = co_await write_file(bs, 72, 8, b)) == 0) r = co_await flush_file(bs);
             if (r < 0) co_return r;
             s->h().incompatible &= ~bits;
             s->corrupt = false;

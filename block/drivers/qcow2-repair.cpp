@@ -91,13 +91,13 @@ Task<int> rebuild_refcounts(BlockDriverState *bs, std::vector<uint32_t> &refs, b
     std::vector<uint8_t> tb(rt.size() * 8);
     for (size_t i = 0; i < rt.size(); i++) put_be64(&tb[i * 8], rt[i]);
     if ((r = co_await bdrv_co_pwritev(bs->file(), table * cs, tb.size(), tb.data())) < 0) co_return r;
-    if ((r = co_await bdrv_co_flush(bs->file()->bs.get())) < 0) co_return r;
+    if ((r = co_await flush_file(bs)) < 0) co_return r;
     if (write_header) {
         uint8_t hb[12];
         put_be64(hb, table * cs);
         put_be32(hb + 8, uint32_t(table_clusters));
         if ((r = co_await bdrv_co_pwritev(bs->file(), 48, sizeof hb, hb)) < 0) co_return r;
-        if ((r = co_await bdrv_co_flush(bs->file()->bs.get())) < 0) co_return r;
+        if ((r = co_await flush_file(bs)) < 0) co_return r;
     }
 
     s->h().refcount_table_offset = table * cs;

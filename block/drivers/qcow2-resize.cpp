@@ -27,7 +27,6 @@ Task<int> write_file(BlockDriverState *bs, uint64_t off, uint64_t len, const uin
     co_return co_await bdrv_co_pwritev(bs->file(), off, len, buf);
 }
 
-Task<int> flush_file(BlockDriverState *bs) { co_return co_await bdrv_co_flush(bs->file()->bs.get()); }
 
 // A new L1 table of exactly `entries` entries.  Caller holds s->lock.
 Task<int> grow_l1(BlockDriverState *bs, uint64_t entries) {

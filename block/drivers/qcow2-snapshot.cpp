@@ -46,7 +46,6 @@ Task<int> write_file(BlockDriverState *bs, uint64_t off, uint64_t len, const uin
     co_return co_await bdrv_co_pwritev(bs->file(), off, len, buf);
 }
 
-Task<int> flush_file(BlockDriverState *bs) { co_return co_await bdrv_co_flush(bs->file()->bs.get()); }
 
 // Dirty tables to the file in dependency order, then a flush: a step of an
 // operation is on disk before the next one starts.

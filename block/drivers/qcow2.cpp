@@ -167,14 +167,24 @@ Status load_state(BlockDriverState *bs, const qapi::OptionDict &opts, int64_t fi
     }
 
     // Options.
-    int64_t cache_bytes = opts.get_int("l2-cache-size").value_or(1 << 20);
-    if (cache_bytes < 0 || cache_bytes > (int64_t(1) << 32)) {
-        return Status::Error(EINVAL, "Invalid value '" + std::to_string(cache_bytes) + "' for parameter '" +
-                                         bdrv_option_name(bs, "l2-cache-size") + "'",
-                             "Expected 0 to 4G bytes");
-    }
-    s->l2_cache = TableCache(std::max<int64_t>(1, cache_bytes / s->cluster_size));
-    s->rb_cache = TableCache(std::max<int64_t>(2, (256 << 10) / s->cluster_size));
+    // Cache sizes in bytes, rounded down to whole tables, never below a
+    // floor: a refcount update can touch two blocks at once (a range that
+    // crosses a block boundary), so the refcount cache holds at least two.
+    auto tables = [&](const char *name, int64_t dflt, int64_t floor) -> Result<size_t> {
+        int64_t v = opts.get_int(name).value_or(dflt);
+        if (v < 0 || v > (int64_t(1) << 32)) {
+            return Status::Error(EINVAL, "Invalid value '" + std::to_string(v) + "' for parameter '" +
+                                             bdrv_option_name(bs, name) + "'",
+                                 "Expected 0 to 4G bytes");
+        }
+        return size_t(std::max<int64_t>(floor, v / s->cluster_size));
+    };
+    auto l2_tables = tables("l2-cache-size", 1 << 20, 1);
+    if (!l2_tables.ok()) return l2_tables.take_status();
+    auto rb_tables = tables("refcount-cache-size", 256 << 10, 2);
+    if (!rb_tables.ok()) return rb_tables.take_status();
+    s->l2_cache = TableCache(*l2_tables);
+    s->rb_cache = TableCache(*rb_tables);
     s->strict_backing = opts.get_bool("strict-backing").value_or(false);
 
     // L1 and refcount tables (bounded and inside the file: parse_header).

@@ -215,6 +215,12 @@ Task<int> write_back_all(BlockDriverState *bs);
 // the dependency (resolving the opposite one first).
 Task<int> refs_will_point_at_new(BlockDriverState *bs);
 Task<int> refs_will_drop(BlockDriverState *bs);
+// An L2 table now points at new clusters just written (data, a copy-on-
+// write, compressed data): dirty, and not written back before a flush has
+// put that data on disk (l2_needs_data).  Caller holds s->lock.
+void l2_points_at_new_data(State *s, uint64_t l2_off, const TableCache::Table &t);
+// Flushes the file below (the orderings' barrier).
+Task<int> flush_file(BlockDriverState *bs);
 
 struct Mapping {
     ClusterType type = ClusterType::Unallocated;

@@ -148,7 +148,9 @@ MB_API int mbq_flush(mb_queue *q, void *user_data, uint32_t flags);
  * timeout expired before `min` completions (they stay queued for the next
  * call), -EINVAL when min > max or min exceeds the requests in flight.
  * Completions beyond `max` stay queued: call again until fewer than `max`
- * come back. */
+ * come back.  With min > 0 the call returns as soon as it has `min`: the
+ * rest of the same batch stays queued, so a caller keeping a fixed queue
+ * depth resubmits without waiting for the whole batch. */
 MB_API int mbq_do_io(mb_queue *q, struct mb_completion *out, int min, int max,
               const struct timespec *timeout);
 

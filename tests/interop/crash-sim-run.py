@@ -81,8 +81,12 @@ while crashes < want and runs < 3 * want:
     on_flush = r.random() < 0.25
     after = r.randint(0, 6) if on_flush else r.randint(0, 100)
     # Half the runs with a cache of two L2 tables (written back all the
-    # time), half with the default (written back at flushes).
+    # time), half with the default (written back at flushes); and a third
+    # with two refcount blocks, which are then written back all the time
+    # too, decrements included (after the L2 tables they wait for).
     cache = ",l2-cache-size=%d" % (2 * cs) if r.random() < 0.5 else ""
+    if r.random() < 0.33:
+        cache += ",refcount-cache-size=%d" % (2 * cs)
     opts = ("driver=qcow2%s,file.driver=crash-sim,file.seed=%d,file.crash-after=%d,"
             "file.crash-on=%s,file.file.driver=file,file.file.filename=%s"
             % (cache, r.randint(0, 1 << 30), after, "flush" if on_flush else "request", img))

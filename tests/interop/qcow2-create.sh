@@ -58,6 +58,8 @@ expect_fail "check of a raw image" "^miniblock-img: This image format does not s
 [ $? = 63 ] && ok "check of a raw image exits 63" || not_ok "check of a raw image exits 63"
 expect_fail "l2-cache-size too large" "Invalid value '8589934592' for parameter 'l2-cache-size'" \
     "$MINIBLOCK_IO" --image-opts -c 'read 0 4k' driver=qcow2,file.filename=g.qcow2,l2-cache-size=8G
+expect_fail "refcount-cache-size too large" "Invalid value '8589934592' for parameter 'refcount-cache-size'" \
+    "$MINIBLOCK_IO" --image-opts -c 'read 0 4k' driver=qcow2,file.filename=g.qcow2,refcount-cache-size=8G
 
 # Internal snapshots (tests/interop/qcow2-snapshot.sh has the rest):
 # writable, shared clusters copied, checked.
