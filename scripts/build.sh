@@ -2,6 +2,7 @@
 # Sets up (packages), configures and builds into ./build (or $BUILD).
 set -eu
 cd "$(dirname "$0")/.."
+. scripts/ccache-env.sh
 sh scripts/setup.sh
 BUILD=${BUILD:-build}
 if [ ! -f "$BUILD/build.ninja" ]; then

@@ -13,6 +13,7 @@ PACKAGES="
   ceph-mon ceph-osd ceph-common librbd-dev librados-dev qemu-block-extra
   g++-mingw-w64-x86-64-posix libz-mingw-w64-dev dpkg-dev patch cmake e2fsprogs
   qemu-system-x86
+  ccache
 "
 
 missing=""

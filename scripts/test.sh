@@ -4,6 +4,7 @@
 # then prints "N passed, N failed, N skipped".
 set -u
 cd "$(dirname "$0")/.."
+. scripts/ccache-env.sh
 sh scripts/build.sh || { echo "0 passed, 1 failed"; exit 1; }
 BUILD=${BUILD:-build}
 meson test -C "$BUILD" --print-errorlogs --num-processes 2 "$@"
