@@ -3,7 +3,8 @@
 # (and fio) on the same files, the same requests (count, size, offsets,
 # depth), interleaved for ROUNDS rounds (the order alternates each round),
 # reported as medians with min and max, with the CPU time (user + system,
-# from /usr/bin/time, whole process) per request beside each rate.
+# from /usr/bin/time, whole process) per request beside each rate, and the
+# ratio two ways: of the medians, and the median of the per-round ratios.
 #
 #   bench/qcow2-write-bench.sh [BUILD_DIR]
 #   env: ROUNDS (3), SIZE (1G), DIR (/var/tmp), CACHES ("none writeback"),
@@ -46,18 +47,22 @@ bytes=$(qemu-img create -q -f raw "$W/probe" "$SIZE" && stat -c %s "$W/probe")
 rm -f "$W/probe"
 nstride=$(((bytes - 4096) / 12288))
 
-# timed OUT CMD...: runs CMD; OUT.time gets "wall user sys" and OUT its stdout.
+# timed OUT CMD...: runs CMD; OUT.time gets "wall user sys", OUT.wall the
+# wall time in seconds to the microsecond (time(1) rounds to 10 ms: over 1%
+# of a convert run), and OUT its stdout.
 timed() {
     local out=$1; shift
+    local t0; t0=$(date +%s%N)
     "${RT_CMD[@]}" /usr/bin/time -f '%e %U %S' -o "$out.time" "$@" >"$out" 2>"$out.err" ||
         { echo "failed: $*" >&2; cat "$out.err" >&2; exit 1; }
+    echo "$(( $(date +%s%N) - t0 ))" | awk '{ printf "%.6f\n", $1 / 1e9 }' >"$out.wall"
 }
 
 # One result line per run: "RATE CPU_US_PER_REQUEST" appended to $W/res.KEY.
 record() {
     local key=$1 out=$2 n=$3 secs
     secs=$(awk '/Run completed in/ { for (i = 1; i <= NF; i++) if ($i == "in") print $(i + 1) }' "$out")
-    [ -n "$secs" ] || secs=$(awk '{print $1}' "$out.time")
+    [ -n "$secs" ] || secs=$(cat "$out.wall")
     awk -v n="$n" -v s="$secs" '{ printf "%.1f %.2f\n", n / s, ($2 + $3) * 1e6 / n }' "$out.time" >>"$W/res.$key"
 }
 
@@ -160,8 +165,8 @@ for ((r = 1; r <= ROUNDS; r++)); do
     done
 done
 
-printf '%-26s %-9s %28s %12s %28s %12s %6s\n' case cache "peer req/s med [min-max]" "peer us/req" \
-    "miniblock req/s med [min-max]" "mb us/req" ratio
+printf '%-26s %-9s %28s %12s %28s %12s %6s %20s\n' case cache "peer req/s med [min-max]" "peer us/req" \
+    "miniblock req/s med [min-max]" "mb us/req" ratio "per round [min-max]"
 for f in "$W"/res.*.mb; do
     key=${f#"$W/res."}; key=${key%.mb}
     c=${key%.*}; cache=${key##*.}
@@ -172,6 +177,11 @@ for f in "$W"/res.*.mb; do
     mc=$(stats "$f" 2 | cut -d' ' -f1)
     peer=qemu-img; [ "$c" = raw-random ] && peer=fio
     [ "$c" = convert ] && c="convert(MiB/s,us/MiB)"
-    printf '%-26s %-9s %28s %12s %28s %12s %6.2f\n' "$c vs $peer" "$cache" "$pm [$pl-$ph]" "$pc" \
-        "$mm [$ml-$mh]" "$mc" "$(awk -v a="$mm" -v b="$pm" 'BEGIN { print a / b }')"
+    # Line r of both files is round r: the paired ratios, two runs seconds
+    # apart, cancel most of what the machine's load does to the rates.
+    paste -d' ' "$f" "$p" | awk '{ printf "%.4f\n", $1 / $3 }' >"$W/ratios"
+    read -r rm rl rh <<<"$(stats "$W/ratios" 1)"
+    printf '%-26s %-9s %28s %12s %28s %12s %6.2f %20s\n' "$c vs $peer" "$cache" "$pm [$pl-$ph]" "$pc" \
+        "$mm [$ml-$mh]" "$mc" "$(awk -v a="$mm" -v b="$pm" 'BEGIN { print a / b }')" \
+        "$(printf '%.2f [%.2f-%.2f]' "$rm" "$rl" "$rh")"
 done
