@@ -43,11 +43,15 @@ struct RbdState : NodeState {
 
 using rbd::Aio;
 
-int submit_read(Aio *a, rbd_completion_t c) { return rbd::api().rbd_aio_read(a->image, a->off, a->len, a->buf, c); }
+int submit_read(Aio *a, rbd_completion_t c) {
+    return rbd::api().rbd_aio_read(a->image, a->off, a->len, a->buf, c);
+}
 int submit_write(Aio *a, rbd_completion_t c) {
     return rbd::api().rbd_aio_write(a->image, a->off, a->len, a->buf, c);
 }
-int submit_discard(Aio *a, rbd_completion_t c) { return rbd::api().rbd_aio_discard(a->image, a->off, a->len, c); }
+int submit_discard(Aio *a, rbd_completion_t c) {
+    return rbd::api().rbd_aio_discard(a->image, a->off, a->len, c);
+}
 int submit_zeroes(Aio *a, rbd_completion_t c) {
     return rbd::api().rbd_aio_write_zeroes(a->image, a->off, a->len, c, a->flags, 0);
 }
