@@ -17,10 +17,9 @@ namespace {
 constexpr const char *kRadosSoname = "librados.so.2";
 constexpr const char *kRbdSoname = "librbd.so.1";
 
-Status load_error(const char *soname, const char *what) {
+Status load_error(const char *soname, const std::string &what) {
     return Status::Error(ELIBACC,
-                         std::string("Could not load ") + soname +
-                             " (needed by the rbd driver): " + (what ? what : "unknown error"),
+                         std::string("Could not load ") + soname + " (needed by the rbd driver): " + what,
                          "Install Ceph's client libraries (Debian: librbd1 and librados2)");
 }
 
@@ -29,31 +28,45 @@ Status load_error(const char *soname, const char *what) {
 // broken installation here rather than at some later call.
 Status open_lib(const char *soname, void **handle) {
     *handle = dlopen(soname, RTLD_NOW | RTLD_LOCAL);
-    if (!*handle) return load_error(soname, dlerror());
+    if (!*handle) {
+        const char *e = dlerror();
+        return load_error(soname, e ? e : "dlopen failed without saying why");
+    }
     return Status::OK();
 }
 
 Status resolve(void *h, const char *soname, const char *name, void **out) {
-    dlerror();  // clear: a function's address is never NULL, but be sure
+    dlerror();  // clear an earlier error: the text below is this call's
     *out = dlsym(h, name);
-    if (!*out) return load_error(soname, dlerror());
+    if (!*out) {
+        // NULL without an error would be a symbol whose value is 0: no
+        // function to call either.
+        const char *e = dlerror();
+        return load_error(soname, e ? std::string(e) : std::string(name) + ": resolves to NULL");
+    }
     return Status::OK();
 }
 
+struct Handle {
+    const char *soname;
+    void *h = nullptr;
+};
+
 Status load_now(Lib *lib) {
-    void *rados = nullptr, *rbd = nullptr;
+    // Named as MB_RBD_FUNCTIONS names the library of each function.
+    Handle rados{kRadosSoname}, rbd{kRbdSoname};
     // librados first: librbd needs it (DT_NEEDED) and a broken librados
     // should be named as such, not as librbd's failure.
-    MB_TRY(open_lib(kRadosSoname, &rados));
-    MB_TRY(open_lib(kRbdSoname, &rbd));
+    MB_TRY(open_lib(rados.soname, &rados.h));
+    MB_TRY(open_lib(rbd.soname, &rbd.h));
     // The handles stay open for the life of the process, failure or not:
     // Ceph's libraries start threads and do not support being unloaded, as
     // QEMU never unloads a module.
-#define MB_RBD_RESOLVE(l, name)                                                         \
-    {                                                                                   \
-        void *p;                                                                        \
-        MB_TRY(resolve(l, l == rados ? kRadosSoname : kRbdSoname, #name, &p));          \
-        lib->name = reinterpret_cast<decltype(&::name)>(p);                             \
+#define MB_RBD_RESOLVE(l, name)                                 \
+    {                                                           \
+        void *p;                                                \
+        MB_TRY(resolve(l.h, l.soname, #name, &p));              \
+        lib->name = reinterpret_cast<decltype(&::name)>(p);     \
     }
     MB_RBD_FUNCTIONS(MB_RBD_RESOLVE)
 #undef MB_RBD_RESOLVE
