@@ -91,7 +91,7 @@ namespace {
 
 std::string conf_get(rados_t c, const char *key) {
     char buf[512] = {};
-    if (rados_conf_get(c, key, buf, sizeof(buf) - 1) < 0) return {};
+    if (api().rados_conf_get(c, key, buf, sizeof(buf) - 1) < 0) return {};
     return buf;
 }
 
@@ -102,35 +102,37 @@ Status rados_error(const std::string &what, int r) {
 }  // namespace
 
 Conn::~Conn() {
-    if (image_) rbd_close(image_);
-    if (ioctx_) rados_ioctx_destroy(ioctx_);
-    if (cluster_) rados_shutdown(cluster_);
+    if (image_) api().rbd_close(image_);
+    if (ioctx_) api().rados_ioctx_destroy(ioctx_);
+    if (cluster_) api().rados_shutdown(cluster_);
 }
 
 std::string Conn::client_name() const {
-    return cluster_ ? "client." + std::to_string(rados_get_instance_id(cluster_)) : "client.?";
+    return cluster_ ? "client." + std::to_string(api().rados_get_instance_id(cluster_)) : "client.?";
 }
 
 Status Conn::connect(const Spec &spec) {
+    // The first connection of the process loads librbd (rbd-lib.h).
+    MB_TRY(load());
     spec_ = spec;
     const std::string user = spec.user.empty() ? "admin" : spec.user;
     if (user.rfind("client.", 0) == 0) {
         return Status::Error(EINVAL, "Invalid RBD user '" + spec.user + "'",
                              "Give the name without 'client.': id=" + user.substr(7));
     }
-    int r = rados_create(&cluster_, user.c_str());
+    int r = api().rados_create(&cluster_, user.c_str());
     if (r < 0) return rados_error("Could not create a RADOS client for user '" + user + "'", r);
     // Our own errors say what went wrong; librados should not print its own.
-    rados_conf_set(cluster_, "log_to_stderr", "false");
-    rados_conf_set(cluster_, "err_to_stderr", "false");
+    api().rados_conf_set(cluster_, "log_to_stderr", "false");
+    api().rados_conf_set(cluster_, "err_to_stderr", "false");
     if (!spec.conf.empty()) {
         if (access(spec.conf.c_str(), R_OK) != 0)
             return PosixError("Could not read the Ceph configuration '" + spec.conf + "'", errno);
-        r = rados_conf_read_file(cluster_, spec.conf.c_str());
+        r = api().rados_conf_read_file(cluster_, spec.conf.c_str());
         if (r < 0) return rados_error("Could not read the Ceph configuration '" + spec.conf + "'", r);
     } else {
         // $CEPH_CONF, then /etc/ceph/ceph.conf, ~/.ceph/config, ./ceph.conf.
-        r = rados_conf_read_file(cluster_, nullptr);
+        r = api().rados_conf_read_file(cluster_, nullptr);
         if (r < 0) {
             return Status::Error(-r, "No Ceph configuration found for " + spec.describe(),
                                  "Give conf=PATH (or :conf=PATH in the filename), or set CEPH_CONF");
@@ -142,11 +144,11 @@ Status Conn::connect(const Spec &spec) {
                                          spec.describe());
     }
     // As QEMU does: the host-cache setting becomes librbd's cache.
-    rados_conf_set(cluster_, "rbd_cache", spec.cache ? "true" : "false");
+    api().rados_conf_set(cluster_, "rbd_cache", spec.cache ? "true" : "false");
     const std::string t = std::to_string(spec.timeout_s);
-    rados_conf_set(cluster_, "client_mount_timeout", t.c_str());
-    rados_conf_set(cluster_, "rados_mon_op_timeout", t.c_str());
-    r = rados_connect(cluster_);
+    api().rados_conf_set(cluster_, "client_mount_timeout", t.c_str());
+    api().rados_conf_set(cluster_, "rados_mon_op_timeout", t.c_str());
+    r = api().rados_connect(cluster_);
     if (r == -ETIMEDOUT) {
         return Status::Error(ETIMEDOUT, "No Ceph monitor answered within " + t + " s at " + mons,
                              "Check that the cluster is up and mon_host in the configuration");
@@ -164,7 +166,7 @@ Status Conn::connect(const Spec &spec) {
                              "Check id=USER and its keyring");
     }
     if (r < 0) return rados_error("Could not connect to the Ceph cluster at " + mons, r);
-    r = rados_ioctx_create(cluster_, spec.pool.c_str(), &ioctx_);
+    r = api().rados_ioctx_create(cluster_, spec.pool.c_str(), &ioctx_);
     if (r == -ENOENT) return Status::Error(ENOENT, "Pool '" + spec.pool + "' does not exist");
     if (r < 0) return rados_error("Could not open pool '" + spec.pool + "'", r);
     return Status::OK();
@@ -173,8 +175,8 @@ Status Conn::connect(const Spec &spec) {
 namespace {
 
 int submit_open(Aio *a, rbd_completion_t c) {
-    return a->flags ? rbd_aio_open_read_only(a->io, a->name, a->out, a->snap, c)
-                    : rbd_aio_open(a->io, a->name, a->out, a->snap, c);
+    return a->flags ? api().rbd_aio_open_read_only(a->io, a->name, a->out, a->snap, c)
+                    : api().rbd_aio_open(a->io, a->name, a->out, a->snap, c);
 }
 
 // Opening reads the image's header objects: asynchronously, so the loop
@@ -229,7 +231,7 @@ Result<std::unique_ptr<Conn>> Conn::open_pool(const Spec &spec) {
 }
 
 Status Conn::reopen_image() {
-    if (image_) rbd_close(image_);
+    if (image_) api().rbd_close(image_);
     image_ = nullptr;
     return open_image();
 }
@@ -262,27 +264,27 @@ Result<Holders> holders(rbd_image_t image) {
     rbd_lock_mode_t mode;
     char *owners[8];
     size_t n = 8;
-    int r = rbd_lock_get_owners(image, &mode, owners, &n);
+    int r = api().rbd_lock_get_owners(image, &mode, owners, &n);
     if (r == 0) {
         for (size_t i = 0; i < n; i++) h.owners.emplace_back(owners[i]);
-        rbd_lock_get_owners_cleanup(owners, n);
+        api().rbd_lock_get_owners_cleanup(owners, n);
     } else if (r != -ENOENT && r != -EOPNOTSUPP && r != -EINVAL && r != -EBUSY) {
         // (EBUSY: the lock is an advisory one, listed below.)
         return PosixError("Could not list the lock owners", -r);
     }
     rbd_image_watcher_t w[32];
     size_t nw = 32;
-    r = rbd_watchers_list(image, w, &nw);
+    r = api().rbd_watchers_list(image, w, &nw);
     if (r == 0) {
         for (size_t i = 0; i < nw; i++) h.watchers.push_back({w[i].id, w[i].addr});
-        rbd_watchers_list_cleanup(w, nw);
+        api().rbd_watchers_list_cleanup(w, nw);
     }
     // Advisory locks: NUL-separated lists in caller buffers (ERANGE: grow).
     size_t tag_len = 256, clients_len = 1024, cookies_len = 1024, addrs_len = 1024;
     for (int tries = 0; tries < 3; tries++) {
         std::vector<char> tag(tag_len), clients(clients_len), cookies(cookies_len), addrs(addrs_len);
         int exclusive = 0;
-        ssize_t nl = rbd_list_lockers(image, &exclusive, tag.data(), &tag_len, clients.data(),
+        ssize_t nl = api().rbd_list_lockers(image, &exclusive, tag.data(), &tag_len, clients.data(),
                                       &clients_len, cookies.data(), &cookies_len, addrs.data(),
                                       &addrs_len);
         if (nl == -ERANGE) continue;

@@ -8,8 +8,7 @@
 // two processes would be.
 #pragma once
 
-#include <rados/librados.h>
-#include <rbd/librbd.h>
+#include "block/drivers/rbd-lib.h"
 
 #include <cerrno>
 #include <coroutine>
@@ -45,22 +44,22 @@ struct Aio {
 
     static void done(rbd_completion_t c, void *arg) {
         auto *a = static_cast<Aio *>(arg);
-        a->ret = rbd_aio_get_return_value(c);
-        rbd_aio_release(c);
+        a->ret = api().rbd_aio_get_return_value(c);
+        api().rbd_aio_release(c);
         a->ctx.schedule(a->waiter);
     }
     bool await_ready() const noexcept { return false; }
     bool await_suspend(std::coroutine_handle<> h) {
         waiter = h;
         rbd_completion_t c;
-        int r = rbd_aio_create_completion(this, done, &c);
+        int r = api().rbd_aio_create_completion(this, done, &c);
         if (r < 0) {
             ret = r;
             return false;  // resume now with the error
         }
         r = submit(this, c);
         if (r < 0) {
-            rbd_aio_release(c);
+            api().rbd_aio_release(c);
             ret = r;
             return false;
         }

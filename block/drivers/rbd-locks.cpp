@@ -79,7 +79,7 @@ int report_locks(const std::string &filename, bool do_break, const char *prog) {
         printf("breaking the advisory lock of %s at %s (cookie '%s'): it no longer watches "
                "the image; %s will be blocklisted, so it cannot write if it wakes up\n",
                l.client.c_str(), l.addr.c_str(), l.cookie.c_str(), l.client.c_str());
-        int r = rbd_break_lock(img, l.client.c_str(), l.cookie.c_str());
+        int r = api().rbd_break_lock(img, l.client.c_str(), l.cookie.c_str());
         if (r < 0 && r != -ENOENT) {
             fprintf(stderr, "%s: Could not break the advisory lock of %s: %s\n", prog,
                     l.client.c_str(), strerror(-r));
@@ -100,7 +100,7 @@ int report_locks(const std::string &filename, bool do_break, const char *prog) {
         printf("breaking the exclusive lock of the client at %s: it no longer watches the "
                "image; it will be blocklisted, so it cannot write if it wakes up\n",
                o.c_str());
-        int r = rbd_lock_break(img, RBD_LOCK_MODE_EXCLUSIVE, o.c_str());
+        int r = api().rbd_lock_break(img, RBD_LOCK_MODE_EXCLUSIVE, o.c_str());
         if (r < 0 && r != -ENOENT) {
             fprintf(stderr, "%s: Could not break the exclusive lock of %s: %s\n", prog, o.c_str(),
                     strerror(-r));

@@ -43,15 +43,19 @@ struct RbdState : NodeState {
 
 using rbd::Aio;
 
-int submit_read(Aio *a, rbd_completion_t c) { return rbd_aio_read(a->image, a->off, a->len, a->buf, c); }
+int submit_read(Aio *a, rbd_completion_t c) {
+    return rbd::api().rbd_aio_read(a->image, a->off, a->len, a->buf, c);
+}
 int submit_write(Aio *a, rbd_completion_t c) {
-    return rbd_aio_write(a->image, a->off, a->len, a->buf, c);
+    return rbd::api().rbd_aio_write(a->image, a->off, a->len, a->buf, c);
 }
-int submit_discard(Aio *a, rbd_completion_t c) { return rbd_aio_discard(a->image, a->off, a->len, c); }
+int submit_discard(Aio *a, rbd_completion_t c) {
+    return rbd::api().rbd_aio_discard(a->image, a->off, a->len, c);
+}
 int submit_zeroes(Aio *a, rbd_completion_t c) {
-    return rbd_aio_write_zeroes(a->image, a->off, a->len, c, a->flags, 0);
+    return rbd::api().rbd_aio_write_zeroes(a->image, a->off, a->len, c, a->flags, 0);
 }
-int submit_flush(Aio *a, rbd_completion_t c) { return rbd_aio_flush(a->image, c); }
+int submit_flush(Aio *a, rbd_completion_t c) { return rbd::api().rbd_aio_flush(a->image, c); }
 
 Aio call(BlockDriverState *bs, int (*submit)(Aio *, rbd_completion_t), int64_t off, int64_t len,
          char *buf, int flags = 0) {
@@ -116,7 +120,7 @@ Status rbd_open_node(BlockDriverState *bs, qapi::OptionDict &opts) {
     if (!c.ok()) return c.take_status();
     s->conn = std::move(*c);
     uint64_t features = 0;
-    if (rbd_get_features(s->conn->image(), &features) == 0)
+    if (rbd::api().rbd_get_features(s->conn->image(), &features) == 0)
         s->has_lock_feature = features & RBD_FEATURE_EXCLUSIVE_LOCK;
     bs->opaque = std::move(s);
     return Status::OK();
@@ -125,7 +129,7 @@ Status rbd_open_node(BlockDriverState *bs, qapi::OptionDict &opts) {
 void rbd_close_node(BlockDriverState *bs) {
     auto *s = bs->state<RbdState>();
     if (!s) return;
-    if (s->lock_held) rbd_lock_release(s->conn->image());
+    if (s->lock_held) rbd::api().rbd_lock_release(s->conn->image());
     s->conn.reset();
 }
 
@@ -196,7 +200,7 @@ Status acquire(BlockDriverState *bs) {
     }
     // Blocks while a dead owner's watch has not yet timed out; a live owner
     // in manual mode answers at once: EROFS or EBUSY.
-    int r = rbd_lock_acquire(s->conn->image(), RBD_LOCK_MODE_EXCLUSIVE);
+    int r = rbd::api().rbd_lock_acquire(s->conn->image(), RBD_LOCK_MODE_EXCLUSIVE);
     if (r == 0) return Status::OK();
     Status st = refusal(bs, -r, {});
     // The failed handle stays in manual mode (EROFS on every write): a
@@ -227,7 +231,7 @@ Status rbd_check_perm(BlockDriverState *bs, PermPair cum) {
 void rbd_set_perm(BlockDriverState *bs, PermPair) {
     auto *s = bs->state<RbdState>();
     if (s->lock_held && !s->want_pending) {
-        rbd_lock_release(s->conn->image());
+        rbd::api().rbd_lock_release(s->conn->image());
         s->lock_held = false;
     }
     s->acquired_now = false;
@@ -236,7 +240,7 @@ void rbd_set_perm(BlockDriverState *bs, PermPair) {
 void rbd_abort_perm_update(BlockDriverState *bs) {
     auto *s = bs->state<RbdState>();
     if (s->acquired_now) {
-        rbd_lock_release(s->conn->image());
+        rbd::api().rbd_lock_release(s->conn->image());
         s->lock_held = false;
     }
     s->acquired_now = false;
@@ -246,7 +250,7 @@ void rbd_abort_perm_update(BlockDriverState *bs) {
 
 int64_t rbd_getlength(BlockDriverState *bs) {
     uint64_t size = 0;
-    int r = rbd_get_size(bs->state<RbdState>()->conn->image(), &size);
+    int r = rbd::api().rbd_get_size(bs->state<RbdState>()->conn->image(), &size);
     return r < 0 ? r : int64_t(size);
 }
 
@@ -300,7 +304,7 @@ Task<int> rbd_co_truncate(BlockDriverState *bs, int64_t size) {
     job.size = uint64_t(size);
     job.fn = [](ThreadPool::Job *j) {
         auto *rj = static_cast<ResizeJob *>(j);
-        return rbd_resize(rj->image, rj->size);
+        return rbd::api().rbd_resize(rj->image, rj->size);
     };
     co_return co_await AioContext::main().thread_pool().run(job);
 }
@@ -334,7 +338,7 @@ Status rbd_create_image(const std::string &filename, int64_t size, qapi::OptionD
     auto c = rbd::Conn::open_pool(spec);
     if (!c.ok()) return c.take_status();
     int order = 0;  // librbd's default object size
-    int r = rbd_create2((*c)->ioctx(), spec.image.c_str(), uint64_t(size),
+    int r = rbd::api().rbd_create2((*c)->ioctx(), spec.image.c_str(), uint64_t(size),
                         RBD_FEATURE_LAYERING | RBD_FEATURE_EXCLUSIVE_LOCK, &order);
     if (r == -EEXIST) return Status::Error(EEXIST, "Image " + spec.describe() + " exists already");
     if (r < 0) return PosixError("Could not create " + spec.describe(), -r);
