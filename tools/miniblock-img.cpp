@@ -294,18 +294,27 @@ int cmd_locks(int argc, char **argv) {
 #endif
 }
 
+// -h/--help, -V/--version, and unambiguous abbreviations of the long
+// forms (--he, --vers), as getopt_long gives qemu-img.
+bool is_opt(const char *arg, char short_name, const char *long_name) {
+    if (arg[0] == '-' && arg[1] == short_name && !arg[2]) return true;
+    size_t n = strlen(arg);
+    return n > 2 && !strncmp(arg, "--", 2) && !strncmp(arg, long_name, n);
+}
+
 }  // namespace
 
 int main(int argc, char **argv) {
     if (argc < 2) return img_bad_usage("a command is needed");
     std::string cmd = argv[1];
-    if (cmd == "-V" || cmd == "--version") {
+    if (is_opt(argv[1], 'h', "--help")) cmd = "--help";
+    if (is_opt(argv[1], 'V', "--version")) {
         print_version(img_prog);
         return 0;
     }
     bool wants_help = false;  // CMD ... --help anywhere before "--"
     for (int i = 2; i < argc && strcmp(argv[i], "--"); i++)
-        if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) wants_help = true;
+        if (is_opt(argv[i], 'h', "--help")) wants_help = true;
     if ((cmd == "help" && argc == 3) || wants_help) {
         // Each command's own help (tools/img-help.cpp).
         const char *name = cmd == "help" ? argv[2] : argv[1];

@@ -6,6 +6,9 @@ need qemu-img cc pkg-config
 IMG=$T/a.img
 
 expect_output "miniblock-img --help" '^Usage: miniblock-img COMMAND' "$MINIBLOCK_IMG" --help
+expect_output "miniblock-img --he (an abbreviation, as getopt_long's)" '^Usage: miniblock-img COMMAND' "$MINIBLOCK_IMG" --he
+expect_output "miniblock-img --vers" '^miniblock-img version ' "$MINIBLOCK_IMG" --vers
+expect_output "miniblock-img info --he" '^Usage: miniblock-img info ' "$MINIBLOCK_IMG" info --he
 expect_output "miniblock-io --help" '^Usage: miniblock-io \[OPTIONS\]' "$MINIBLOCK_IO" --help
 expect_output "create" "^Formatting '$IMG', fmt=raw size=1048576$" "$MINIBLOCK_IMG" create "$IMG" 1M
 expect_output "qemu-img sees the size" '"virtual-size": 1048576' qemu-img info --output=json -f raw "$IMG"
