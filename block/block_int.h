@@ -141,6 +141,11 @@ struct BlockDriver {
     // Filters: a driver event from a format above (bdrv_debug_event), for
     // blkdebug.  nullptr: the event passes on to the file child.
     void (*debug_event)(BlockDriverState *bs, const char *event);
+
+    // co_pwritev honours BDRV_REQ_WRITE_COMPRESSED; other drivers never see
+    // the flag: the write fails with ENOTSUP (as QEMU's) instead of landing
+    // uncompressed.
+    bool can_compress;
 };
 
 // Creates an image with `driver` ("raw", "qcow2", ...).

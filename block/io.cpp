@@ -48,6 +48,7 @@ Task<int> bdrv_co_pwritev(BdrvChild *c, int64_t offset, int64_t bytes, const uin
     if (bytes == 0) co_return 0;
     BlockDriverState *bs = c->bs.get();
     if (!bs->drv->co_pwritev) co_return -ENOTSUP;
+    if ((flags & BDRV_REQ_WRITE_COMPRESSED) && !bs->drv->can_compress) co_return -ENOTSUP;
     if (bs->open_flags & BDRV_O_WRITETHROUGH) flags |= BDRV_REQ_FUA;
     if ((bs->open_flags & BDRV_O_DETECT_ZEROES) && buf[0] == 0 && !memcmp(buf, buf + 1, bytes - 1)) {
         // QEMU's detect-zeroes: the zeroes become a zero write (unmapped

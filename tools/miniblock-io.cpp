@@ -83,7 +83,7 @@ std::vector<std::string> split_words(const std::string &line) {
 bool cmd_rw(Session &s, const Words &w, bool is_write) {
     CmdOpts o;
     std::string err;
-    if (!parse_cmd(w, is_write ? "P" : "Psl", is_write ? "zqfu" : "vq", &o, &err))
+    if (!parse_cmd(w, is_write ? "P" : "Psl", is_write ? "zqfuc" : "vq", &o, &err))
         return io_error("%s: %s\n", w[0].c_str(), err.c_str());
     // read -s OFF -l LEN: only that part of the buffer is checked (qemu-io's).
     std::optional<int64_t> pat_off, pat_len;
@@ -98,6 +98,7 @@ bool cmd_rw(Session &s, const Words &w, bool is_write) {
     for (auto &[c, v] : o.flags) {
         if (c == 'f') req_flags |= BDRV_REQ_FUA;         // qemu-io's -f: force unit access
         if (c == 'u') req_flags |= BDRV_REQ_MAY_UNMAP;   // qemu-io's -u (with -z): may unmap
+        if (c == 'c') req_flags |= BDRV_REQ_WRITE_COMPRESSED;  // qemu-io's -c: whole clusters, compressed
         if (c == 'P' && !parse_pattern(v, &pattern))
             return io_error("%s: invalid pattern '%s': expected a byte value from 0 to 255\n", w[0].c_str(), v.c_str());
         if (c == 'v') verbose = true;
@@ -111,6 +112,7 @@ bool cmd_rw(Session &s, const Words &w, bool is_write) {
     std::vector<uint8_t> buf(*len, is_write && pattern >= 0 ? pattern : 0);
     auto t0 = std::chrono::steady_clock::now();
     if ((req_flags & BDRV_REQ_MAY_UNMAP) && !zero) return io_error("-u requires -z to be specified\n");  // qemu-io's text
+    if ((req_flags & BDRV_REQ_WRITE_COMPRESSED) && zero) return io_error("write: -c and -z cannot be used together\n");
     int r = is_write ? (zero ? s.blk->pwrite_zeroes(*off, *len, req_flags)
                              : s.blk->pwrite(*off, *len, buf.data(), req_flags))
                      : s.blk->pread(*off, *len, buf.data());
@@ -344,9 +346,10 @@ const IoCmd io_commands[] = {
     {"readv", nullptr, cmd_readv, "[-vq] [-P PAT] OFF LEN [LEN...]",
      "reads a number of bytes at a specified offset into several buffers",
      " reads the ranges one after the other from OFF into one request (qemu-io's\n readv), the same flags as read"},
-    {"write", "w", cmd_write, "[-zufq] [-P PAT] OFF LEN", "writes a number of bytes at a specified offset",
+    {"write", "w", cmd_write, "[-zufcq] [-P PAT] OFF LEN", "writes a number of bytes at a specified offset",
      " -P, the byte to write (default 0xcd)\n -z, write zeroes (a zero write)\n -u, with -z: the range may\n"
-     " be unmapped\n -f, force unit access (written through to stable storage)\n -q, quiet"},
+     " be unmapped\n -f, force unit access (written through to stable storage)\n"
+     " -c, compressed (qcow2: whole clusters, or up to the end of the image)\n -q, quiet"},
     {"writev", nullptr, cmd_writev, "[-q] [-P PAT] OFF LEN [LEN...]",
      "writes a number of bytes at a specified offset from several buffers", nullptr},
     {"aio_read", nullptr, cmd_aio_read, "[-vq] [-P PAT] OFF LEN",

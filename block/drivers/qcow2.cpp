@@ -484,6 +484,7 @@ const BlockDriver bdrv_qcow2 = {
     .create = qcow2_create,
     .reopen_rw = nullptr,
     .invalidate_cache = qcow2_invalidate_cache,
+    .can_compress = true,
 };
 
 }  // namespace mb

@@ -5,7 +5,7 @@
 #
 # Each run is a miniblock-io writing at random offsets and sizes, several
 # requests in flight (aio_write, then aio_flush), sometimes a discard or a
-# zero write (references dropped), sometimes a guest flush,
+# zero write (references dropped), a compressed write, a guest flush,
 # through driver=crash-sim under qcow2; the power fails at a random request
 # (or flush) and a random subset of the unflushed writes reaches the file,
 # some torn.  qemu-img check then runs: leaks are allowed (exit 3),
@@ -35,6 +35,7 @@ first_bad = None
 cs = 0
 while crashes < want and runs < 3 * want:
     if runs % EPOCH == 0:
+        compressed_used = set()  # clusters a compressed write was given
         # Small clusters put several refcount blocks and many L2 tables in
         # reach; 64k is the default most images have.  One image in four
         # is "far": 512-byte clusters, 1 GiB spread over, and the file first
@@ -60,12 +61,14 @@ while crashes < want and runs < 3 * want:
         # Most runs start over from that file, so most of them cross the
         # refcount table's reach (a copy costs less than qemu-io).
         shutil.copyfile(img + ".far", img)
+        compressed_used = set()
     runs += 1
     cmds = []
+    data_end = size // 8 * 7  # data writes below, compressed ones above
     for _ in range(r.randint(4, 10)):
         for _ in range(r.randint(1, 8)):  # the queue depth of this batch
             ln = r.randint(1, 3 * cs) if r.random() < 0.7 else r.randint(1, 256 << 10)
-            off = r.randint(0, size - ln)
+            off = r.randint(0, data_end - ln)
             if r.random() < 0.5:
                 off &= ~511
             cmds.append("aio_write -q -P %d %d %d" % (r.randint(1, 255), off, ln))
@@ -78,6 +81,17 @@ while crashes < want and runs < 3 * want:
             cmds.append("%s %d %d" % (r.choice(["discard", "write -z"]), r.randint(0, (size - ln) // cs) * cs, ln))
         if r.random() < 0.3:
             cmds.append("flush")
+        # Compressed clusters (several share a host cluster), in the last
+        # eighth of the disk: a compressed write needs clusters never
+        # allocated (EIO otherwise, as QEMU's), so data writes stay out of
+        # it and no cluster is given twice; discards and zero writes free
+        # them.
+        if r.random() < 0.2:
+            n = r.randint(1, 4)
+            first = r.randint(data_end // cs, size // cs - n)
+            if not compressed_used & set(range(first, first + n)):
+                compressed_used |= set(range(first, first + n))
+                cmds.append("write -c -q -P %d %d %d" % (r.randint(1, 255), first * cs, n * cs))
     on_flush = r.random() < 0.25
     after = r.randint(0, 6) if on_flush else r.randint(0, 100)
     # Half the runs with a cache of two L2 tables (written back all the

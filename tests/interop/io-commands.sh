@@ -64,6 +64,18 @@ expect_fail "help of an unknown command" '^command frob not found$' "$IO" -c 'he
 expect_fail "reopen: a bad option" "^reopen: Cannot change option 'cache' on reopen$" "$IO" -f raw -c 'reopen -o cache=none' r.raw
 expect_fail "reopen: -r with -w" '^reopen: -r and -w are mutually exclusive$' "$IO" -f raw -c 'reopen -r -w' r.raw
 expect_fail "truncate on a read-only image" '^truncate: Operation not permitted: the image is read-only$' "$IO" -r -f raw -c 'truncate 2M' r.raw
+# write -c: compressed clusters in qcow2 (qemu-io's flag); refused where
+# nothing can compress, never written uncompressed.
+qemu-img create -q -f qcow2 wc.qcow2 1M
+expect_output "write -c: whole clusters, compressed" '^wrote 131072/131072 bytes at offset 65536$' \
+    "$IO" -c 'write -c -P 0x21 64k 128k' wc.qcow2
+expect_output "write -c: qemu-io reads them back" '^read 131072/131072 bytes at offset 65536$' \
+    qemu-io -c 'read -P 0x21 64k 128k' wc.qcow2
+expect_output "write -c: qemu-img sees compressed clusters" '100.00% compressed clusters' qemu-img check wc.qcow2
+expect_fail "write -c over an allocated cluster (EIO, as QEMU's)" '^write failed: Input/output error$' \
+    "$IO" -c 'write -c 64k 64k' wc.qcow2
+expect_fail "write -c on raw" '^write failed: Operation not supported$' "$IO" -f raw -c 'write -c 0 4k' r.raw
+expect_fail "write -c -z" '^write: -c and -z cannot be used together$' "$IO" -c 'write -c -z 0 64k' wc.qcow2
 
 # holders_of PID FILE: that process's lock bytes on FILE, as miniblock-img locks sees them.
 holders_of() {
