@@ -124,7 +124,6 @@ struct Table {
     std::vector<uint32_t> free;
     uint32_t used = 0;  // high-water mark
     std::atomic<int> waiting{0};
-    bool watchdog = false;
 };
 
 Table &table() {
@@ -247,7 +246,32 @@ void drop_unstarted(uint32_t i) {
 
 // --- the watchdog: times out requests a plugin never completes ---------------
 
-gboolean watchdog_cb(gpointer) {
+// One watchdog per loop that has requests waiting, attached to that loop's
+// context: each queue has a context of its own, and a watchdog on another
+// queue's context would run only when that queue runs (or never, once its
+// drive is closed and its context gone with the source).
+struct Watchdog {
+    AioContext *ctx;
+    GSource *src;
+};
+std::vector<Watchdog> &watchdogs() {  // under table().lock
+    static std::vector<Watchdog> w;
+    return w;
+}
+
+void watchdog_forget(GSource *src) {  // under table().lock
+    auto &v = watchdogs();
+    for (auto it = v.begin(); it != v.end(); ++it)
+        if (it->src == src) return void(v.erase(it));
+}
+
+struct WatchdogData {
+    AioContext *ctx;
+    GSource *src;
+};
+
+gboolean watchdog_cb(gpointer p) {
+    auto *d = static_cast<WatchdogData *>(p);
     Table &t = table();
     uint32_t used;
     {
@@ -258,7 +282,7 @@ gboolean watchdog_cb(gpointer) {
     for (uint32_t i = 0; i < used; i++) {
         Slot &s = slot_at(i);
         uint64_t w = s.word.load(std::memory_order_acquire);
-        if (state_of(w) != WAITING || s.deadline_ns > now) continue;
+        if (state_of(w) != WAITING || s.ctx != d->ctx || s.deadline_ns > now) continue;
         if (!s.word.compare_exchange_strong(w, pack(gen_of(w), TIMED_OUT), std::memory_order_acq_rel))
             continue;  // completed meanwhile
         t.waiting.fetch_sub(1, std::memory_order_relaxed);
@@ -268,20 +292,39 @@ gboolean watchdog_cb(gpointer) {
                     " s; the request fails with ETIMEDOUT and the node with EIO from now on");
         s.ctx->schedule(s.waiter);
     }
+    // Stop when nothing of this loop waits.  Decided under the lock that
+    // watchdog_arm takes after a request starts waiting: a request missed
+    // here arms a new watchdog.
     std::lock_guard<std::mutex> g(t.lock);
-    if (t.waiting.load() > 0) return G_SOURCE_CONTINUE;
-    t.watchdog = false;
+    for (uint32_t i = 0; i < t.used; i++) {
+        Slot &s = slot_at(i);
+        if (state_of(s.word.load(std::memory_order_acquire)) == WAITING && s.ctx == d->ctx)
+            return G_SOURCE_CONTINUE;
+    }
+    watchdog_forget(d->src);
     return G_SOURCE_REMOVE;
 }
 
 void watchdog_arm() {
+    AioContext *ctx = &AioContext::main();
     Table &t = table();
     std::lock_guard<std::mutex> g(t.lock);
-    if (t.watchdog) return;
-    t.watchdog = true;
+    for (const Watchdog &w : watchdogs())
+        if (w.ctx == ctx) return;
     GSource *src = g_timeout_source_new(250);
-    g_source_set_callback(src, watchdog_cb, nullptr, nullptr);
-    g_source_attach(src, AioContext::main().gcontext());
+    // Destroyed with its context too (a drive closed with a request still
+    // waiting): then it is forgotten, and a new context at the same
+    // address gets a watchdog of its own.
+    g_source_set_callback(src, watchdog_cb, new WatchdogData{ctx, src}, [](gpointer p) {
+        auto *d = static_cast<WatchdogData *>(p);
+        {
+            std::lock_guard<std::mutex> g(table().lock);
+            watchdog_forget(d->src);
+        }
+        delete d;
+    });
+    watchdogs().push_back({ctx, src});
+    g_source_attach(src, ctx->gcontext());
     g_source_unref(src);
 }
 
@@ -295,7 +338,10 @@ public:
     void submit(uint32_t i) {
         std::unique_lock<std::mutex> g(lock_);
         queue_.push_back(i);
-        if (idle_ == 0 && threads_ < kMaxThreads) {
+        // Idle workers woken for earlier requests may not have taken them
+        // yet: count those requests, or a burst would queue behind one
+        // slow request (a PARALLEL driver run serially).
+        if (size_t(idle_) < queue_.size() && threads_ < kMaxThreads) {
             threads_++;
             std::thread([this] { run(); }).detach();
         }

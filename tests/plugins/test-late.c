@@ -4,8 +4,8 @@
  * Built with the library under AddressSanitizer (tests/fuzz/meson.build,
  * test 'late-asan').  Each case opens a drive whose requests finish well
  * after request-timeout=1, submits through the queue API a read into a
- * heap buffer, a read into the middle of a larger canary buffer and (for
- * the test plugins) a write from a heap buffer, frees the heap buffers as
+ * heap buffer, a read into the middle of a larger canary buffer and a
+ * write from a heap buffer, frees the heap buffers as
  * soon as their requests fail with ETIMEDOUT, and waits until every
  * request has finished in the driver.  A late fill of a freed
  * buffer is a heap-use-after-free that ASan reports (the test dies); a late
@@ -149,7 +149,8 @@ static void test_serialize(void **st) {
 static void test_parallel(void **st) {
     (void)st;
     run_case("driver=late-parallel,delay-ms=2000,request-timeout=1", 1, 0);
-    assert_int_equal(logged("Driver 'late-parallel' completed a write at offset 131072 after it had timed out; ignored"), 1);
+    assert_int_equal(ended("late-parallel", "read at offset 0"), 1);
+    assert_int_equal(ended("late-parallel", "write at offset 131072"), 1);
 }
 
 static void test_async_bounced(void **st) {
@@ -199,7 +200,7 @@ static void test_live(void **st) {
     }
 }
 
-/* nbd against a real server that answers reads 2 s late. */
+/* nbd against a real server that answers reads and writes 2 s late. */
 static void test_nbd(void **st) {
     (void)st;
     char dir[] = "/tmp/mb-late-XXXXXX";
@@ -211,7 +212,7 @@ static void test_nbd(void **st) {
     if (pid == 0) {
         /* --exit-with-parent: gone even if this test dies in ASan. */
         execlp("nbdkit", "nbdkit", "-f", "--exit-with-parent", "-U", sock, "--filter=delay", "memory", "1M",
-               "rdelay=2", (char *)NULL);
+               "rdelay=2", "wdelay=2", (char *)NULL);
         _exit(127);
     }
     struct stat sb;
@@ -222,8 +223,9 @@ static void test_nbd(void **st) {
         fail_msg("nbdkit did not start (is nbdkit and its delay filter installed? scripts/setup.sh)");
     }
     snprintf(spec, sizeof(spec), "driver=nbd,server.type=unix,server.path=%s,request-timeout=1", sock);
-    run_case(spec, 0, 1);
+    run_case(spec, 1, 1);
     assert_int_equal(logged("Driver 'nbd' completed a read at offset 0 after it had timed out; ignored"), 1);
+    assert_int_equal(logged("Driver 'nbd' completed a write at offset 131072 after it had timed out; ignored"), 1);
     kill(pid, SIGTERM);
     waitpid(pid, NULL, 0);
     unlink(sock);
