@@ -123,7 +123,6 @@ struct Table {
     std::mutex lock;
     std::vector<uint32_t> free;
     uint32_t used = 0;  // high-water mark
-    std::atomic<int> waiting{0};
 };
 
 Table &table() {
@@ -218,10 +217,7 @@ void complete_slot(uint32_t i, uint64_t gen, int ret, const uint8_t *data) {
         std::coroutine_handle<> waiter = s.waiter;
         AioContext *ctx = s.ctx;
         s.word.store(pack(gen_of(w), DONE), std::memory_order_release);
-        if (st == WAITING) {
-            table().waiting.fetch_sub(1, std::memory_order_relaxed);
-            ctx->schedule(waiter);
-        }
+        if (st == WAITING) ctx->schedule(waiter);
         return;
     }
 }
@@ -285,7 +281,6 @@ gboolean watchdog_cb(gpointer p) {
         if (state_of(w) != WAITING || s.ctx != d->ctx || s.deadline_ns > now) continue;
         if (!s.word.compare_exchange_strong(w, pack(gen_of(w), TIMED_OUT), std::memory_order_acq_rel))
             continue;  // completed meanwhile
-        t.waiting.fetch_sub(1, std::memory_order_relaxed);
         s.node->broken.store(true);
         warn_report("Driver '" + s.pd->name + "' did not complete a " + describe(s) + " within " +
                     std::to_string(s.node->timeout_ns / 1'000'000'000) +
@@ -533,11 +528,8 @@ bool PluginRequest::await_suspend(std::coroutine_handle<> h) {
         w = s.word.load(std::memory_order_acquire);
     }
     if (state_of(w) != SUBMITTED) return false;
-    table().waiting.fetch_add(1, std::memory_order_relaxed);
-    if (!s.word.compare_exchange_strong(w, pack(gen_of(w), WAITING), std::memory_order_acq_rel)) {
-        table().waiting.fetch_sub(1, std::memory_order_relaxed);
+    if (!s.word.compare_exchange_strong(w, pack(gen_of(w), WAITING), std::memory_order_acq_rel))
         return false;  // completed meanwhile: go on without suspending
-    }
     watchdog_arm();
     return true;
 }
