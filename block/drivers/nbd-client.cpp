@@ -352,8 +352,21 @@ void Client::flush_output() {
     update_watch();
 }
 
+void Client::forget(const void *tag) {
+    for (auto &[cookie, r] : reqs_) {
+        if (r->tag != tag || !r->t.buf) continue;
+        r->scratch.reset(new uint8_t[r->t.length ? r->t.length : 1]);
+        parser_.rebase(&r->t, r->scratch.get());
+    }
+    for (Out &o : out_) {
+        if (o.tag != tag || !o.payload) continue;
+        o.owned.assign(o.payload, o.payload + o.payload_len);
+        o.payload = o.owned.data();
+    }
+}
+
 void Client::request(uint16_t cmd, uint16_t flags, uint64_t offset, uint32_t length, const uint8_t *wbuf,
-                     uint8_t *rbuf, Callback cb) {
+                     uint8_t *rbuf, Callback cb, const void *tag) {
     if (dead_) {
         if (std::exchange(untold_, false))
             mbd_warning("NBD server %s: %s; connection closed", server_.c_str(), error_.c_str());
@@ -372,12 +385,14 @@ void Client::request(uint16_t cmd, uint16_t flags, uint64_t offset, uint32_t len
     r->t.length = length;
     r->t.buf = rbuf;
     r->cb = std::move(cb);
+    r->tag = tag;
     reqs_.emplace(cookie, std::move(r));
     Out &o = out_.emplace_back();
     encode_request(o.hdr, flags, cmd, cookie, offset, length);
     o.payload = wbuf;
     o.payload_len = wbuf ? length : 0;
     o.cookie = cookie;
+    o.tag = tag;
     if (corked_) return;
     flush_output();
     // Sending may have finished an earlier request answered early.

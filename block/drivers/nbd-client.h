@@ -67,9 +67,16 @@ public:
 
     // One request of at most info().max_block bytes (writes and reads),
     // aligned as the caller made it; cb(0 or negative errno) later.  wbuf
-    // and rbuf stay the caller's until cb runs.
+    // and rbuf stay the caller's until cb runs, or until forget(tag) for
+    // the tag given here (any value; nullptr: none).
     void request(uint16_t cmd, uint16_t flags, uint64_t offset, uint32_t length, const uint8_t *wbuf,
-                 uint8_t *rbuf, Callback cb);
+                 uint8_t *rbuf, Callback cb, const void *tag = nullptr);
+    // The buffers of the requests tagged `tag` are no longer the caller's
+    // (the core timed the request out): a reply still to come is read into
+    // scratch memory of the request's and dropped, and a payload not yet
+    // all sent is copied first (the stream cannot skip it).  Their
+    // callbacks still run.
+    void forget(const void *tag);
 
     // Sends NBD_CMD_DISC if the socket is idle, then closes it; what is in
     // flight fails.
@@ -91,6 +98,8 @@ private:
         Callback cb;
         bool sent = false;
         bool replied = false;
+        const void *tag = nullptr;
+        std::unique_ptr<uint8_t[]> scratch;  // after forget(): where a reply goes
     };
     // Bytes to send: a header (owned), then maybe a payload (the caller's).
     struct Out {
@@ -99,6 +108,8 @@ private:
         uint32_t payload_len = 0;
         size_t done = 0;  // bytes of hdr + payload already sent
         uint64_t cookie = 0;
+        const void *tag = nullptr;
+        std::vector<uint8_t> owned;  // after forget(): the payload's copy
     };
 
     Client(mbd_loop *loop, UniqueFd fd, const ExportInfo &info, std::string server, int timeout_s);

@@ -190,6 +190,12 @@ public:
     bool idle() const { return state_ == State::Magic && have_ == 0; }
     // The request whose reply is being read, or nullptr.
     ReplyTarget *current() const { return target_; }
+    // t's read buffer moves to `to` (its caller gave up on it): the rest
+    // of a payload being read for t lands at the same place in `to`.
+    void rebase(ReplyTarget *t, uint8_t *to) {
+        if (target_ == t && data_dst_ && t->buf) data_dst_ = to + (data_dst_ - t->buf);
+        t->buf = to;
+    }
 
 private:
     enum class State { Magic, SimpleHeader, SimplePayload, ChunkHeader, ChunkSmall, ChunkOffset, ChunkData };

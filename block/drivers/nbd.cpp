@@ -31,6 +31,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <unordered_set>
 #include <vector>
 
 // Linked into the library unless built as a module (-Dmodules=enabled).
@@ -103,8 +104,19 @@ struct Nbd {
     mbd_loop *loop = nullptr;
     std::shared_ptr<Client> client;
     WriteGate gate;
+    // Requests the core timed out (abandon): their caller's buffer is gone.
+    // Until they complete, nothing more of theirs is sent, and nothing is
+    // copied to or from that buffer.
+    std::unordered_set<mbd_request *> abandoned;
     const nbd::ExportInfo &info() const { return client->info(); }
+    bool gone(mbd_request *req) const { return !abandoned.empty() && abandoned.count(req); }
 };
+
+// Every completion of a request goes through here.
+void complete(Nbd *s, mbd_request *req, int r) {
+    if (!s->abandoned.empty()) s->abandoned.erase(req);
+    mbd_request_complete(req, r);
+}
 
 // Opening without a format probes it through a first nbd node, closed just
 // before the real one opens; a qemu-nbd without --persistent exits when its
@@ -315,22 +327,26 @@ bool aligned(const nbd::ExportInfo &i, uint64_t offset, uint64_t bytes) {
 }
 
 // Cuts [offset, offset + bytes) into requests of at most `max` bytes, one
-// after the other (concurrency comes from the callers' requests).
-void split(std::shared_ptr<Client> c, uint16_t cmd, uint16_t flags, uint64_t offset, uint64_t bytes,
+// after the other (concurrency comes from the callers' requests), each
+// tagged with the core's request `req`.  Once req is abandoned the rest is
+// not sent: its buffer is gone.
+void split(Nbd *s, mbd_request *req, uint16_t cmd, uint16_t flags, uint64_t offset, uint64_t bytes,
            const uint8_t *wbuf, uint8_t *rbuf, uint64_t max, Done done) {
     if (bytes == 0) return done(0);
+    if (s->gone(req)) return done(-ETIMEDOUT);
     uint32_t n = uint32_t(std::min(bytes, max));
-    Client *cp = c.get();
-    cp->request(cmd, flags, offset, n, wbuf, rbuf,
-                [c = std::move(c), cmd, flags, offset, bytes, wbuf, rbuf, max, n, done = std::move(done)](int r) mutable {
-                    if (r < 0) return done(r);
-                    split(std::move(c), cmd, flags, offset + n, bytes - n, wbuf ? wbuf + n : nullptr,
-                          rbuf ? rbuf + n : nullptr, max, std::move(done));
-                });
+    std::shared_ptr<Client> c = s->client;
+    c->request(cmd, flags, offset, n, wbuf, rbuf,
+               [c, s, req, cmd, flags, offset, bytes, wbuf, rbuf, max, n, done = std::move(done)](int r) mutable {
+                   if (r < 0) return done(r);
+                   split(s, req, cmd, flags, offset + n, bytes - n, wbuf ? wbuf + n : nullptr,
+                         rbuf ? rbuf + n : nullptr, max, std::move(done));
+               },
+               req);
 }
 
-Done completer(mbd_request *req) {
-    return [req](int r) { mbd_request_complete(req, r); };
+Done completer(Nbd *s, mbd_request *req) {
+    return [s, req](int r) { complete(s, req, r); };
 }
 
 void nbd_aio_read(void *handle, mbd_request *req, void *buf, uint64_t count, uint64_t offset, uint32_t) {
@@ -338,17 +354,17 @@ void nbd_aio_read(void *handle, mbd_request *req, void *buf, uint64_t count, uin
     if (int r = check_range(s, offset, count)) return mbd_request_complete(req, r);
     const auto &i = s->info();
     if (aligned(i, offset, count))
-        return split(s->client, nbd::CMD_READ, 0, offset, count, nullptr, static_cast<uint8_t *>(buf),
-                     i.max_block, completer(req));
+        return split(s, req, nbd::CMD_READ, 0, offset, count, nullptr, static_cast<uint8_t *>(buf),
+                     i.max_block, completer(s, req));
     // Bounce through whole blocks; the export's size is a multiple of the
     // minimum block size, so the rounded range stays inside it.
     uint64_t start = offset - offset % i.min_block;
     uint64_t end = (offset + count + i.min_block - 1) / i.min_block * i.min_block;
     auto bounce = std::make_shared<std::vector<uint8_t>>(end - start);
-    split(s->client, nbd::CMD_READ, 0, start, end - start, nullptr, bounce->data(), i.max_block,
-          [req, bounce, skip = offset - start, buf, count](int r) {
-              if (r == 0) memcpy(buf, bounce->data() + skip, count);
-              mbd_request_complete(req, r);
+    split(s, req, nbd::CMD_READ, 0, start, end - start, nullptr, bounce->data(), i.max_block,
+          [s, req, bounce, skip = offset - start, buf, count](int r) {
+              if (r == 0 && !s->gone(req)) memcpy(buf, bounce->data() + skip, count);
+              complete(s, req, r);
           });
 }
 
@@ -357,14 +373,17 @@ void do_flush(Nbd *s, Done done) {
     s->client->request(nbd::CMD_FLUSH, 0, 0, 0, nullptr, nullptr, std::move(done));
 }
 
-void nbd_aio_flush(void *handle, mbd_request *req) { do_flush(static_cast<Nbd *>(handle), completer(req)); }
+void nbd_aio_flush(void *handle, mbd_request *req) {
+    auto *s = static_cast<Nbd *>(handle);
+    do_flush(s, completer(s, req));
+}
 
 // FUA natively when the server has it, else a flush after the write.
 Done fua_then(Nbd *s, uint32_t flags, mbd_request *req) {
     return [s, flags, req](int r) {
         if (r == 0 && (flags & MBD_REQ_FUA) && !(s->info().flags & nbd::TF_SEND_FUA))
-            return do_flush(s, completer(req));
-        mbd_request_complete(req, r);
+            return do_flush(s, completer(s, req));
+        complete(s, req, r);
     };
 }
 
@@ -377,6 +396,7 @@ uint16_t fua_flag(const nbd::ExportInfo &i, uint32_t flags) {
 // the export are the server's business, as with any overlap.
 struct Rmw {
     Nbd *s;
+    mbd_request *req;
     uint64_t offset, bytes, start, end;
     const uint8_t *buf;
     uint16_t fua;
@@ -385,9 +405,10 @@ struct Rmw {
 };
 
 void rmw_write(std::shared_ptr<Rmw> w) {
+    if (w->s->gone(w->req)) return w->done(-ETIMEDOUT);  // the caller's data is gone
     memcpy(w->bounce.data() + (w->offset - w->start), w->buf, w->bytes);
     uint8_t *data = w->bounce.data();
-    split(w->s->client, nbd::CMD_WRITE, w->fua, w->start, w->end - w->start, data, nullptr,
+    split(w->s, w->req, nbd::CMD_WRITE, w->fua, w->start, w->end - w->start, data, nullptr,
           w->s->info().max_block, [w](int r) { w->done(r); });
 }
 
@@ -395,16 +416,21 @@ void rmw_tail(std::shared_ptr<Rmw> w) {
     const uint64_t m = w->s->info().min_block;
     if (w->end == w->offset + w->bytes || (w->end - m <= w->start && w->start != w->offset)) return rmw_write(w);
     uint8_t *dst = w->bounce.data() + (w->end - m - w->start);
-    w->s->client->request(nbd::CMD_READ, 0, w->end - m, uint32_t(m), nullptr, dst, [w](int r) {
-        if (r < 0) return w->done(r);
-        rmw_write(w);
-    });
+    w->s->client->request(
+        nbd::CMD_READ, 0, w->end - m, uint32_t(m), nullptr, dst,
+        [w](int r) {
+            if (r < 0) return w->done(r);
+            rmw_write(w);
+        },
+        w->req);
 }
 
-void write_unaligned(Nbd *s, uint64_t offset, uint64_t bytes, const uint8_t *buf, uint16_t fua, Done done) {
+void write_unaligned(Nbd *s, mbd_request *req, uint64_t offset, uint64_t bytes, const uint8_t *buf, uint16_t fua,
+                     Done done) {
     const uint64_t m = s->info().min_block;
     auto w = std::make_shared<Rmw>();
     w->s = s;
+    w->req = req;
     w->offset = offset;
     w->bytes = bytes;
     w->start = offset - offset % m;
@@ -415,10 +441,13 @@ void write_unaligned(Nbd *s, uint64_t offset, uint64_t bytes, const uint8_t *buf
     if (w->end > s->info().size) return w->done(-EINVAL);  // a size that is not whole blocks
     w->bounce.resize(w->end - w->start);
     if (w->start == offset) return rmw_tail(w);
-    s->client->request(nbd::CMD_READ, 0, w->start, uint32_t(m), nullptr, w->bounce.data(), [w](int r) {
-        if (r < 0) return w->done(r);
-        rmw_tail(w);
-    });
+    s->client->request(
+        nbd::CMD_READ, 0, w->start, uint32_t(m), nullptr, w->bounce.data(),
+        [w](int r) {
+            if (r < 0) return w->done(r);
+            rmw_tail(w);
+        },
+        req);
 }
 
 void nbd_aio_write(void *handle, mbd_request *req, const void *buf, uint64_t count, uint64_t offset,
@@ -431,7 +460,7 @@ void nbd_aio_write(void *handle, mbd_request *req, const void *buf, uint64_t cou
     uint16_t fua = fua_flag(i, flags);
     if (aligned(i, offset, count)) {
         s->gate.acquire(false, [=] {
-            split(s->client, nbd::CMD_WRITE, fua, offset, count, p, nullptr, s->info().max_block,
+            split(s, req, nbd::CMD_WRITE, fua, offset, count, p, nullptr, s->info().max_block,
                   [s, finish](int r) {
                       s->gate.release(false);
                       finish(r);
@@ -439,7 +468,7 @@ void nbd_aio_write(void *handle, mbd_request *req, const void *buf, uint64_t cou
         });
     } else {
         s->gate.acquire(true, [=] {
-            write_unaligned(s, offset, count, p, fua, [s, finish](int r) {
+            write_unaligned(s, req, offset, count, p, fua, [s, finish](int r) {
                 s->gate.release(true);
                 finish(r);
             });
@@ -448,11 +477,12 @@ void nbd_aio_write(void *handle, mbd_request *req, const void *buf, uint64_t cou
 }
 
 // Whole blocks only; the pieces are payload-less requests, cut to 1 GiB.
-void no_payload(Nbd *s, uint16_t cmd, uint16_t flags, uint64_t start, uint64_t bytes, Done done) {
+void no_payload(Nbd *s, mbd_request *req, uint16_t cmd, uint16_t flags, uint64_t start, uint64_t bytes,
+                Done done) {
     const auto &i = s->info();
     uint64_t max = kNoPayloadMax - kNoPayloadMax % i.min_block;
     s->gate.acquire(false, [=] {
-        split(s->client, cmd, flags, start, bytes, nullptr, nullptr, max, [s, done](int r) {
+        split(s, req, cmd, flags, start, bytes, nullptr, nullptr, max, [s, done](int r) {
             s->gate.release(false);
             done(r);
         });
@@ -467,7 +497,7 @@ void nbd_aio_zero(void *handle, mbd_request *req, uint64_t count, uint64_t offse
     if (!(i.flags & nbd::TF_SEND_WRITE_ZEROES) || !aligned(i, offset, count))
         return mbd_request_complete(req, -ENOTSUP);
     uint16_t f = fua_flag(i, flags) | ((flags & MBD_REQ_MAY_UNMAP) ? 0 : nbd::CMD_FLAG_NO_HOLE);
-    no_payload(s, nbd::CMD_WRITE_ZEROES, f, offset, count, fua_then(s, flags, req));
+    no_payload(s, req, nbd::CMD_WRITE_ZEROES, f, offset, count, fua_then(s, flags, req));
 }
 
 void nbd_aio_discard(void *handle, mbd_request *req, uint64_t count, uint64_t offset) {
@@ -478,7 +508,18 @@ void nbd_aio_discard(void *handle, mbd_request *req, uint64_t count, uint64_t of
     uint64_t start = (offset + i.min_block - 1) / i.min_block * i.min_block;
     uint64_t end = (offset + count) / i.min_block * i.min_block;
     if (end <= start) return mbd_request_complete(req, 0);
-    no_payload(s, nbd::CMD_TRIM, 0, start, end - start, completer(req));
+    no_payload(s, req, nbd::CMD_TRIM, 0, start, end - start, completer(s, req));
+}
+
+// The core timed req out (request-timeout): from now on nothing reads or
+// writes the buffer it came with.  What is in flight of it keeps going, on
+// scratch memory and copies (the stream cannot skip a reply or half a
+// payload); its next pieces are not sent; it completes when the last reply
+// comes, which the core reports and ignores.
+void nbd_abandon(void *handle, mbd_request *req) {
+    auto *s = static_cast<Nbd *>(handle);
+    s->abandoned.insert(req);
+    s->client->forget(req);
 }
 
 void nbd_get_info(void *handle, mbd_info *out) {
@@ -552,6 +593,11 @@ mbd_driver nbd_driver = [] {
     d.aio_zero = nbd_aio_zero;
     d.aio_discard = nbd_aio_discard;
     d.get_info = nbd_get_info;
+    d.abandon = nbd_abandon;
+    // The core's request-timeout is a last resort behind this driver's own
+    // `timeout` (30 s of no progress): a slow server making progress is
+    // not cut off at 30 s.
+    d.default_request_timeout_s = 2 * kDefaultTimeout;
     // No lock hooks: the NBD protocol has none (DESIGN section 5).
     d.no_locks_reason = "the NBD protocol carries no locks";
     d.no_locks_hint = "The NBD server holding the image must lock it";

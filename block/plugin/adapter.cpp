@@ -39,6 +39,8 @@ Status plugin_open(BlockDriverState *bs, qapi::OptionDict &opts) {
     MB_TRY(check_lockless(bs, pd, opts));
     auto node = std::make_unique<PluginNode>();
     node->pd = pd;
+    // The driver's default, when it has a timeout of its own to come first.
+    if (pd->c.default_request_timeout_s) node->timeout_ns = int64_t(pd->c.default_request_timeout_s) * 1'000'000'000;
     if (auto t = opts.get_int("request-timeout")) {
         if (*t < 1 || *t > 3600) {
             return Status::Error(EINVAL, "Invalid value '" + std::to_string(*t) + "' for parameter '" +

@@ -113,6 +113,7 @@ struct PluginRequest {
     bool await_ready();
     bool await_suspend(std::coroutine_handle<> h);
     int await_resume();
+    int timed_out(uint64_t word);
 };
 
 // Thread-local error of the control callback running on this thread.

@@ -140,6 +140,9 @@ Result<const BlockDriver *> plugin_register(const mbd_driver *d, const std::stri
         return bad(origin, "driver '" + pd->name + "' has no " +
                                (async ? "aio_read callback (thread model async)"
                                       : "pread callback (a blocking thread model)"));
+    if (c.default_request_timeout_s > 3600)
+        return bad(origin, "driver '" + pd->name + "' has default_request_timeout_s " +
+                               std::to_string(c.default_request_timeout_s) + " (expected 0, or 1 to 3600)");
     int hooks = !!c.lock_prepare + !!c.lock_commit + !!c.lock_abort + !!c.lock_release;
     if (hooks != 0 && hooks != 4)
         return bad(origin, "driver '" + pd->name + "' implements some lock hooks but not all four");
@@ -212,7 +215,9 @@ Result<const BlockDriver *> plugin_register(const mbd_driver *d, const std::stri
         schema.options.push_back({"filename", "str", false, "the name of what to open"});
     schema.options.push_back({"request-timeout", "int", false,
                               "seconds a request may take before it fails with ETIMEDOUT, 1 to "
-                              "3600 (default 30)"});
+                              "3600 (default " +
+                                  std::to_string(c.default_request_timeout_s ? c.default_request_timeout_s : 30) +
+                                  ")"});
 
     Registry &r = registry();
     std::lock_guard<std::mutex> g(r.lock);

@@ -10,11 +10,25 @@
 //
 //   SUBMITTED --complete--> DONE                    (inline: no suspension)
 //   SUBMITTED --suspend--> WAITING --complete--> DONE --resume on the loop
-//   WAITING --watchdog--> TIMED_OUT --late completion--> free
+//   WAITING --watchdog--> TIMED_OUT --resume--> ABANDONED --late completion--> free
+//   TIMED_OUT --late completion--> LATE --resume--> free
 //
-// The blocking thread models run the plugin's callbacks on a small pool of
-// worker threads that complete the slot exactly like a plugin would.
+// The caller's buffer: once the caller has seen ETIMEDOUT it may free or
+// reuse it at once, while the driver may still be working on the request.
+// So the caller's buffer is touched only while the slot is SUBMITTED or
+// WAITING, and only by whoever holds it in COMPLETING:
+//   - the blocking thread models run the plugin's callbacks on a small pool
+//     of worker threads, on a buffer each worker owns; the worker copies a
+//     write's data in, and a read's data out on completion, holding the
+//     slot in COMPLETING (so the watchdog cannot time it out meanwhile);
+//   - an async driver with an abandon callback works on the caller's buffer
+//     (zero-copy) and is told, before the caller resumes, to let go of it;
+//   - an async driver without one gets a buffer of the slot's, copied like
+//     a worker's, and a late completion touches only that.
 #include <glib.h>
+#ifdef _WIN32
+#include <malloc.h>  // _aligned_malloc
+#endif
 
 #include <algorithm>
 #include <array>
@@ -22,6 +36,8 @@
 #include <cerrno>
 #include <chrono>
 #include <condition_variable>
+#include <cstdlib>
+#include <cstring>
 #include <deque>
 #include <thread>
 
@@ -36,7 +52,53 @@ namespace {
 // COMPLETING: a completion owns the slot while it stores the result; the
 // result is published by the store of DONE, never written before the
 // compare-exchange (a stale completion must not touch a reused slot).
-enum : uint32_t { FREE = 0, SUBMITTED = 1, WAITING = 2, DONE = 3, TIMED_OUT = 4, COMPLETING = 5 };
+// TIMED_OUT: the watchdog failed it, the waiter has not resumed yet;
+// ABANDONED: the waiter has seen ETIMEDOUT, the slot waits for the late
+// completion; LATE: completed after TIMED_OUT, the waiter frees the slot.
+enum : uint32_t {
+    FREE = 0,
+    SUBMITTED = 1,
+    WAITING = 2,
+    DONE = 3,
+    TIMED_OUT = 4,
+    COMPLETING = 5,
+    ABANDONED = 6,
+    LATE = 7
+};
+
+// A buffer of the core's: page-aligned (a plugin may do O_DIRECT I/O into
+// what it is given), grown on demand.
+struct Bounce {
+    uint8_t *p = nullptr;
+    size_t cap = 0;
+    // Kept for reuse up to this size; a larger one is freed after use.
+    static constexpr size_t kKeep = 4 << 20;
+
+    bool reserve(size_t n) {
+        if (n <= cap && p) return true;
+        release();
+        size_t sz = (std::max<size_t>(n, 4096) + 4095) & ~size_t(4095);
+#ifdef _WIN32
+        p = static_cast<uint8_t *>(_aligned_malloc(sz, 4096));
+#else
+        p = static_cast<uint8_t *>(std::aligned_alloc(4096, sz));
+#endif
+        cap = p ? sz : 0;
+        return p != nullptr;
+    }
+    void release() {
+#ifdef _WIN32
+        _aligned_free(p);
+#else
+        std::free(p);
+#endif
+        p = nullptr;
+        cap = 0;
+    }
+    void trim() {
+        if (cap > kKeep) release();
+    }
+};
 
 struct Slot {
     std::atomic<uint64_t> word{0};  // generation << 8 | state
@@ -45,10 +107,13 @@ struct Slot {
     int64_t deadline_ns = 0;
     const PluginDriver *pd = nullptr;  // kept after free, for messages
     PluginNode *node = nullptr;
+    AioContext *ctx = nullptr;  // the waiter's loop
     PluginOp op = PluginOp::Read;
-    void *buf = nullptr;
+    void *buf = nullptr;  // the caller's
     uint64_t count = 0, offset = 0;
     uint32_t flags = 0;
+    bool bounced = false;  // an async driver works on `bounce`, not `buf`
+    Bounce bounce;         // the slot's, reused by its next requests
 };
 
 constexpr uint32_t kChunk = 1024, kChunks = 256;  // 262144 requests in flight at most
@@ -58,8 +123,6 @@ struct Table {
     std::mutex lock;
     std::vector<uint32_t> free;
     uint32_t used = 0;  // high-water mark
-    std::atomic<int> waiting{0};
-    bool watchdog = false;
 };
 
 Table &table() {
@@ -102,6 +165,7 @@ int64_t slot_alloc() {
 
 void slot_free(uint32_t i) {
     Slot &s = slot_at(i);
+    s.bounce.trim();
     uint64_t w = s.word.load(std::memory_order_relaxed);
     s.word.store(pack(gen_of(w) + 1, FREE), std::memory_order_release);
     Table &t = table();
@@ -115,9 +179,95 @@ std::string describe(const Slot &s) {
     return d;
 }
 
+// Finishes slot i (of token generation `gen`) with ret, for a plugin's
+// completion or a worker's.  A live request's waiter gets ret, and a
+// successful read's data is copied to the caller's buffer from `data` (a
+// worker's buffer) or the slot's bounce buffer, holding the slot in
+// COMPLETING; a timed-out one is reported and only its slot is touched.
+void complete_slot(uint32_t i, uint64_t gen, int ret, const uint8_t *data) {
+    Slot &s = slot_at(i);
+    for (;;) {
+        uint64_t w = s.word.load(std::memory_order_acquire);
+        uint32_t st = state_of(w);
+        if ((gen_of(w) & 0x7fffffff) != gen || st == DONE || st == FREE || st == COMPLETING || st == LATE) {
+            warn_report("Driver '" + (s.pd ? s.pd->name : std::string("?")) +
+                        "' completed a request that was already completed; ignored");
+            return;
+        }
+        if (st == TIMED_OUT || st == ABANDONED) {
+            // The caller has gone, or is going, with ETIMEDOUT: nothing of
+            // its is touched.  Whoever comes second frees the slot.
+            std::string msg = "Driver '" + s.pd->name + "' completed a " + describe(s) +
+                              " after it had timed out; ignored";
+            // (Holding an ABANDONED slot in COMPLETING until it is freed:
+            // a second late completion finds it taken.)
+            if (!s.word.compare_exchange_weak(w, pack(gen_of(w), st == TIMED_OUT ? LATE : COMPLETING),
+                                              std::memory_order_acq_rel))
+                continue;
+            warn_report(msg);
+            if (st == ABANDONED) slot_free(i);
+            return;
+        }
+        if (!s.word.compare_exchange_weak(w, pack(gen_of(w), COMPLETING), std::memory_order_acq_rel))
+            continue;
+        // Live, and held: the caller's buffer is still the caller's.
+        if (!data && s.bounced) data = s.bounce.p;
+        if (data && s.op == PluginOp::Read && ret == 0 && s.count) std::memcpy(s.buf, data, s.count);
+        s.ret = ret;
+        std::coroutine_handle<> waiter = s.waiter;
+        AioContext *ctx = s.ctx;
+        s.word.store(pack(gen_of(w), DONE), std::memory_order_release);
+        if (st == WAITING) ctx->schedule(waiter);
+        return;
+    }
+}
+
+// A request that timed out before a worker started it is never started:
+// its slot is finished as a late completion would.
+void drop_unstarted(uint32_t i) {
+    Slot &s = slot_at(i);
+    for (;;) {
+        uint64_t w = s.word.load(std::memory_order_acquire);
+        uint32_t st = state_of(w);
+        std::string msg = "Driver '" + s.pd->name + "' had not started a " + describe(s) +
+                          " when it timed out; not started";
+        if (!s.word.compare_exchange_weak(w, pack(gen_of(w), st == TIMED_OUT ? LATE : COMPLETING),
+                                          std::memory_order_acq_rel))
+            continue;
+        warn_report(msg);
+        if (st == ABANDONED) slot_free(i);
+        return;
+    }
+}
+
 // --- the watchdog: times out requests a plugin never completes ---------------
 
-gboolean watchdog_cb(gpointer) {
+// One watchdog per loop that has requests waiting, attached to that loop's
+// context: each queue has a context of its own, and a watchdog on another
+// queue's context would run only when that queue runs (or never, once its
+// drive is closed and its context gone with the source).
+struct Watchdog {
+    AioContext *ctx;
+    GSource *src;
+};
+std::vector<Watchdog> &watchdogs() {  // under table().lock
+    static std::vector<Watchdog> w;
+    return w;
+}
+
+void watchdog_forget(GSource *src) {  // under table().lock
+    auto &v = watchdogs();
+    for (auto it = v.begin(); it != v.end(); ++it)
+        if (it->src == src) return void(v.erase(it));
+}
+
+struct WatchdogData {
+    AioContext *ctx;
+    GSource *src;
+};
+
+gboolean watchdog_cb(gpointer p) {
+    auto *d = static_cast<WatchdogData *>(p);
     Table &t = table();
     uint32_t used;
     {
@@ -128,30 +278,48 @@ gboolean watchdog_cb(gpointer) {
     for (uint32_t i = 0; i < used; i++) {
         Slot &s = slot_at(i);
         uint64_t w = s.word.load(std::memory_order_acquire);
-        if (state_of(w) != WAITING || s.deadline_ns > now) continue;
+        if (state_of(w) != WAITING || s.ctx != d->ctx || s.deadline_ns > now) continue;
         if (!s.word.compare_exchange_strong(w, pack(gen_of(w), TIMED_OUT), std::memory_order_acq_rel))
             continue;  // completed meanwhile
-        t.waiting.fetch_sub(1, std::memory_order_relaxed);
         s.node->broken.store(true);
         warn_report("Driver '" + s.pd->name + "' did not complete a " + describe(s) + " within " +
                     std::to_string(s.node->timeout_ns / 1'000'000'000) +
                     " s; the request fails with ETIMEDOUT and the node with EIO from now on");
-        AioContext::main().schedule(s.waiter);
+        s.ctx->schedule(s.waiter);
     }
+    // Stop when nothing of this loop waits.  Decided under the lock that
+    // watchdog_arm takes after a request starts waiting: a request missed
+    // here arms a new watchdog.
     std::lock_guard<std::mutex> g(t.lock);
-    if (t.waiting.load() > 0) return G_SOURCE_CONTINUE;
-    t.watchdog = false;
+    for (uint32_t i = 0; i < t.used; i++) {
+        Slot &s = slot_at(i);
+        if (state_of(s.word.load(std::memory_order_acquire)) == WAITING && s.ctx == d->ctx)
+            return G_SOURCE_CONTINUE;
+    }
+    watchdog_forget(d->src);
     return G_SOURCE_REMOVE;
 }
 
 void watchdog_arm() {
+    AioContext *ctx = &AioContext::main();
     Table &t = table();
     std::lock_guard<std::mutex> g(t.lock);
-    if (t.watchdog) return;
-    t.watchdog = true;
+    for (const Watchdog &w : watchdogs())
+        if (w.ctx == ctx) return;
     GSource *src = g_timeout_source_new(250);
-    g_source_set_callback(src, watchdog_cb, nullptr, nullptr);
-    g_source_attach(src, AioContext::main().gcontext());
+    // Destroyed with its context too (a drive closed with a request still
+    // waiting): then it is forgotten, and a new context at the same
+    // address gets a watchdog of its own.
+    g_source_set_callback(src, watchdog_cb, new WatchdogData{ctx, src}, [](gpointer p) {
+        auto *d = static_cast<WatchdogData *>(p);
+        {
+            std::lock_guard<std::mutex> g(table().lock);
+            watchdog_forget(d->src);
+        }
+        delete d;
+    });
+    watchdogs().push_back({ctx, src});
+    g_source_attach(src, ctx->gcontext());
     g_source_unref(src);
 }
 
@@ -165,7 +333,10 @@ public:
     void submit(uint32_t i) {
         std::unique_lock<std::mutex> g(lock_);
         queue_.push_back(i);
-        if (idle_ == 0 && threads_ < kMaxThreads) {
+        // Idle workers woken for earlier requests may not have taken them
+        // yet: count those requests, or a burst would queue behind one
+        // slow request (a PARALLEL driver run serially).
+        if (size_t(idle_) < queue_.size() && threads_ < kMaxThreads) {
             threads_++;
             std::thread([this] { run(); }).detach();
         }
@@ -203,12 +374,12 @@ Pool &pool() {
     return *p;
 }
 
-int call_blocking(const Slot &s) {
+int call_blocking(const Slot &s, uint8_t *buf) {
     const mbd_driver &c = s.node->pd->c;
     void *h = s.node->handle;
     switch (s.op) {
-    case PluginOp::Read: return c.pread(h, s.buf, s.count, s.offset, s.flags);
-    case PluginOp::Write: return c.pwrite ? c.pwrite(h, s.buf, s.count, s.offset, s.flags) : -ENOTSUP;
+    case PluginOp::Read: return c.pread(h, buf, s.count, s.offset, s.flags);
+    case PluginOp::Write: return c.pwrite ? c.pwrite(h, buf, s.count, s.offset, s.flags) : -ENOTSUP;
     case PluginOp::Flush: return c.flush ? c.flush(h) : 0;
     case PluginOp::Zero: return c.zero ? c.zero(h, s.count, s.offset, s.flags) : -ENOTSUP;
     case PluginOp::Discard: return c.discard ? c.discard(h, s.count, s.offset) : 0;
@@ -216,26 +387,57 @@ int call_blocking(const Slot &s) {
     return -EINVAL;
 }
 
-void Pool::execute(uint32_t i) {
-    Slot &s = slot_at(i);
-    uint64_t gen = gen_of(s.word.load(std::memory_order_acquire));
-    int r;
-    if (s.node->pd->c.thread_model == MBD_THREAD_SERIALIZE) {
-        std::lock_guard<std::mutex> g(s.node->serialize);
-        r = call_blocking(s);
-    } else {
-        r = call_blocking(s);
+// Runs `fn` (which may touch the caller's buffer) holding the slot in
+// COMPLETING, so that the watchdog cannot time it out meanwhile; false,
+// without running it, when the request has already timed out.
+template <class F>
+bool while_live(Slot &s, F fn) {
+    for (;;) {
+        uint64_t w = s.word.load(std::memory_order_acquire);
+        if (state_of(w) != SUBMITTED && state_of(w) != WAITING) return false;
+        if (!s.word.compare_exchange_weak(w, pack(gen_of(w), COMPLETING), std::memory_order_acq_rel))
+            continue;
+        fn();
+        s.word.store(w, std::memory_order_release);  // back to SUBMITTED or WAITING
+        return true;
     }
-    mbd_request_complete(token(i, gen), r);
 }
 
-void call_async(Slot &s, mbd_request *req) {
+void Pool::execute(uint32_t i) {
+    // The plugin reads and writes this worker's buffer, never the caller's:
+    // a pread that returns after the timeout fills memory of ours.  Grown
+    // to the request size; one above Bounce::kKeep is freed after use.
+    thread_local Bounce mine;
+    Slot &s = slot_at(i);
+    uint64_t gen = gen_of(s.word.load(std::memory_order_acquire));
+    std::unique_lock<std::mutex> serial;
+    if (s.pd->c.thread_model == MBD_THREAD_SERIALIZE) serial = std::unique_lock<std::mutex>(s.node->serialize);
+    const bool data = s.op == PluginOp::Read || s.op == PluginOp::Write;
+    if (data && !mine.reserve(s.count)) {
+        serial = {};
+        return complete_slot(i, gen & 0x7fffffff, -ENOMEM, nullptr);
+    }
+    // Waiting behind a serialized request may have taken it past its
+    // timeout: then it is not started at all.
+    bool live = s.op == PluginOp::Write ? while_live(s, [&] { std::memcpy(mine.p, s.buf, s.count); })
+                                        : while_live(s, [] {});
+    if (!live) {
+        serial = {};
+        return drop_unstarted(i);
+    }
+    int r = call_blocking(s, mine.p);
+    serial = {};
+    complete_slot(i, gen & 0x7fffffff, r, s.op == PluginOp::Read ? mine.p : nullptr);
+    mine.trim();
+}
+
+void call_async(Slot &s, mbd_request *req, void *buf) {
     const mbd_driver &c = s.node->pd->c;
     void *h = s.node->handle;
     switch (s.op) {
-    case PluginOp::Read: c.aio_read(h, req, s.buf, s.count, s.offset, s.flags); return;
+    case PluginOp::Read: c.aio_read(h, req, buf, s.count, s.offset, s.flags); return;
     case PluginOp::Write:
-        if (c.aio_write) return c.aio_write(h, req, s.buf, s.count, s.offset, s.flags);
+        if (c.aio_write) return c.aio_write(h, req, buf, s.count, s.offset, s.flags);
         break;
     case PluginOp::Flush:
         if (c.aio_flush) return c.aio_flush(h, req);
@@ -283,16 +485,30 @@ bool PluginRequest::await_ready() {
     Slot &s = slot_at(slot);
     s.pd = node->pd;
     s.node = node;
+    s.ctx = &AioContext::main();
     s.op = op;
     s.buf = buf;
     s.count = count;
     s.offset = offset;
     s.flags = flags;
     s.ret = 0;
+    s.bounced = false;
+    const bool async = node->pd->c.thread_model == MBD_THREAD_ASYNC;
+    if (async && (op == PluginOp::Read || op == PluginOp::Write) && !node->pd->c.abandon) {
+        // A driver that cannot be told to let go of the caller's buffer
+        // works on the slot's.
+        if (!s.bounce.reserve(count)) {
+            slot_free(slot);
+            immediate = -ENOMEM;
+            return true;
+        }
+        if (op == PluginOp::Write && count) std::memcpy(s.bounce.p, buf, count);
+        s.bounced = true;
+    }
     uint64_t gen = gen_of(s.word.load(std::memory_order_relaxed));
     s.word.store(pack(gen, SUBMITTED), std::memory_order_release);
-    if (node->pd->c.thread_model == MBD_THREAD_ASYNC) {
-        call_async(s, token(slot, gen));
+    if (async) {
+        call_async(s, token(slot, gen), s.bounced ? s.bounce.p : buf);
         // Completed inline (null-co, a cache hit): no suspension at all.
         return state_of(s.word.load(std::memory_order_acquire)) == DONE;
     }
@@ -312,13 +528,30 @@ bool PluginRequest::await_suspend(std::coroutine_handle<> h) {
         w = s.word.load(std::memory_order_acquire);
     }
     if (state_of(w) != SUBMITTED) return false;
-    table().waiting.fetch_add(1, std::memory_order_relaxed);
-    if (!s.word.compare_exchange_strong(w, pack(gen_of(w), WAITING), std::memory_order_acq_rel)) {
-        table().waiting.fetch_sub(1, std::memory_order_relaxed);
+    if (!s.word.compare_exchange_strong(w, pack(gen_of(w), WAITING), std::memory_order_acq_rel))
         return false;  // completed meanwhile: go on without suspending
-    }
     watchdog_arm();
     return true;
+}
+
+// The waiter of a timed-out request, on its loop thread: an async driver
+// that can be told lets go of the caller's buffer before the caller sees
+// ETIMEDOUT; then the slot waits for the late completion (or is freed now,
+// if it came already).
+int PluginRequest::timed_out(uint64_t w) {
+    Slot &s = slot_at(slot);
+    const mbd_driver &c = node->pd->c;
+    if (state_of(w) == TIMED_OUT && c.thread_model == MBD_THREAD_ASYNC && c.abandon)
+        c.abandon(node->handle, token(slot, gen_of(w)));
+    for (;;) {
+        w = s.word.load(std::memory_order_acquire);
+        if (state_of(w) == LATE) {
+            slot_free(slot);
+            return -ETIMEDOUT;
+        }
+        if (s.word.compare_exchange_weak(w, pack(gen_of(w), ABANDONED), std::memory_order_acq_rel))
+            return -ETIMEDOUT;
+    }
 }
 
 int PluginRequest::await_resume() {
@@ -329,7 +562,7 @@ int PluginRequest::await_resume() {
         std::this_thread::yield();
         w = s.word.load(std::memory_order_acquire);
     }
-    if (state_of(w) == TIMED_OUT) return -ETIMEDOUT;  // freed by a late completion, if any
+    if (state_of(w) == TIMED_OUT || state_of(w) == LATE) return timed_out(w);
     int r = s.ret;
     slot_free(slot);
     // Data completions are 0 or a negative errno; anything else is the
@@ -362,36 +595,7 @@ MB_DRIVER_API void mbd_request_complete(mbd_request *req, int ret) {
         warn_report("mbd_request_complete() called with an invalid request; ignored");
         return;
     }
-    Slot &s = slot_at(idx - 1);
-    for (;;) {
-        uint64_t w = s.word.load(std::memory_order_acquire);
-        uint32_t st = state_of(w);
-        if ((gen_of(w) & 0x7fffffff) != gen || st == DONE || st == FREE) {
-            warn_report("Driver '" + (s.pd ? s.pd->name : std::string("?")) +
-                        "' completed a request that was already completed; ignored");
-            return;
-        }
-        if (st == TIMED_OUT) {
-            warn_report("Driver '" + s.pd->name + "' completed a " + describe(s) +
-                        " after it had timed out; ignored");
-            slot_free(idx - 1);
-            return;
-        }
-        if (st == COMPLETING) {
-            warn_report("Driver '" + s.pd->name +
-                        "' completed a request that was already completed; ignored");
-            return;
-        }
-        if (!s.word.compare_exchange_weak(w, pack(gen_of(w), COMPLETING), std::memory_order_acq_rel))
-            continue;
-        s.ret = ret;
-        s.word.store(pack(gen_of(w), DONE), std::memory_order_release);
-        if (st == WAITING) {
-            t.waiting.fetch_sub(1, std::memory_order_relaxed);
-            AioContext::main().schedule(s.waiter);
-        }
-        return;
-    }
+    complete_slot(idx - 1, gen, ret, nullptr);
 }
 
 namespace {

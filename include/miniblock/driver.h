@@ -47,7 +47,11 @@
  *                           worker thread, one request of a node at a time.
  *     MBD_THREAD_PARALLEL   the same, several requests at once.
  *   A request not completed within the node's request-timeout (seconds,
- *   default 30; an option every plugin node accepts) fails with ETIMEDOUT.
+ *   default 30 or the driver's default_request_timeout_s; an option every
+ *   plugin node accepts) fails with ETIMEDOUT.  From then on the caller's
+ *   buffer is never touched for it: the blocking models always work on a
+ *   buffer of the core's, and an async driver is told (abandon) or given a
+ *   buffer of the core's too.
  *
  * ERRORS
  *   Control callbacks return 0 (or a handle) on success and -1 (or NULL) on
@@ -236,6 +240,26 @@ struct mbd_driver {
      * exists only when the group's enum member DISC is VALUE (and
      * MBD_OPT_REQUIRED means required then).  NULL: none. */
     const char *const *option_conditions;
+
+    /* MBD_THREAD_ASYNC: the core gave up on req (it did not complete
+     * within request-timeout).  Called on the loop thread, once, before
+     * the caller sees ETIMEDOUT.  When it returns, the driver must never
+     * touch the buffer it was given for req again (the caller may free or
+     * reuse it at once): a late read reply goes to scratch memory, a write
+     * not yet sent is dropped or sent from a copy.  req itself stays the
+     * driver's: complete it later (reported and ignored) or never; do not
+     * complete it from inside abandon.
+     * NULL: the core gives this driver's aio_read/aio_write a buffer of its
+     * own instead of the caller's (one copy per request) and copies between
+     * the two only while the request is live, so a late completion can
+     * touch nothing of the caller's.  Not called for the blocking models:
+     * their pread/pwrite always work on a buffer of the core's. */
+    void (*abandon)(void *handle, mbd_request *req);
+
+    /* The node's request-timeout in seconds when the user gives none (1 to
+     * 3600); 0: the core's default, 30.  A driver with a timeout of its
+     * own (nbd's `timeout`) puts the core's behind it, as a last resort. */
+    uint32_t default_request_timeout_s;
 
     /* New fields go here, at the end, and only here. */
 };

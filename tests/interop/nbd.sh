@@ -106,6 +106,8 @@ bad_opts "nested, below a format" "Parameter 'file.server.path' is missing" \
 bad_opts "timeout is an integer" "Invalid value 'soon' for parameter 'timeout'" "driver=nbd,filename=$U,timeout=soon"
 expect_text "--help nbd: the union's members" "  server.path=<str> (required, when server.type=unix)" IMG --help nbd
 expect_text "--help nbd: the port's default" "      port number or service name (default 10809)" IMG --help nbd
+expect_text "--help nbd: the core's request-timeout stays behind nbd's own timeout" \
+    "      seconds a request may take before it fails with ETIMEDOUT, 1 to 3600 (default 60)" IMG --help nbd
 stop "$LAST_PID"
 
 # --- qemu-nbd without --persistent: it serves one client, then exits --------------

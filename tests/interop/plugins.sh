@@ -101,6 +101,9 @@ expect_fail_text "an enum option whose default is not a value is refused" \
 expect_fail_text "an impossible struct mbd_option size is refused" \
     "Module '$P/block-optsize.so' is not a usable driver: driver 'optsize' says its struct mbd_option is 12 bytes" \
     "$IO" -c length --image-opts driver=raw,file.driver=optsize
+expect_fail_text "a default request-timeout out of range is refused" \
+    "Module '$P/block-reqtimeout.so' is not a usable driver: driver 'reqtimeout' has default_request_timeout_s 7200 (expected 0, or 1 to 3600)" \
+    "$IO" -c length --image-opts driver=raw,file.driver=reqtimeout
 mkdir "$T/mods" && head -c 4096 /dev/zero | tr "\\0" x >"$T/mods/block-garbage.so"
 expect_fail_text "a file dlopen refuses gives dlopen's reason" \
     "Could not load module '$T/mods/block-garbage.so': $T/mods/block-garbage.so: invalid ELF header" \
@@ -122,12 +125,14 @@ else
 fi
 expect_text "--help ends with the linked-in formats" "Supported formats: $linked" "$IMG" --help
 expect_text "... and says which come from modules" \
-    "Supported formats from modules: $modules hostile lockfile misnamed ${nbd_module}nbdmini noentry optsize otherbuild passthru short" \
+    "Supported formats from modules: $modules hostile late-abandon late-async late-parallel late-serialize lockfile misnamed ${nbd_module}nbdmini noentry optsize otherbuild passthru reqtimeout short" \
     "$IMG" --help
 expect_text "... and where modules are looked for" "Module directories: $P, " "$IMG" --help
 expect_text "--help DRIVER shows a module driver's declared options" \
     "      how to misbehave (default none)" "$IMG" --help hostile
 expect_text "--help null-co shows QEMU's option names" "read-zeroes=<bool>" "$IMG" --help null-co
+expect_text "--help DRIVER shows the core's default request-timeout" \
+    "      seconds a request may take before it fails with ETIMEDOUT, 1 to 3600 (default 30)" "$IMG" --help hostile
 
 # --- hostile plugins ---------------------------------------------------------------
 H=driver=raw,file.driver=hostile

@@ -15,6 +15,7 @@
  *   BAD_OPTION_SIZE  a struct mbd_option size smaller than the first layout
  *   BAD_CONDITION a nested option whose condition names a value its
  *                 group's enum does not have
+ *   BAD_REQUEST_TIMEOUT  a default_request_timeout_s past 3600
  *   (none)        a good driver, built with another build's stamp
  */
 #include <errno.h>
@@ -122,6 +123,9 @@ static struct mbd_driver bad_driver = {
     .aio_read = bad_aio_read,
     .get_length = short_length,
     .aio_write = trap_aio_write,
+#ifdef BAD_REQUEST_TIMEOUT
+    .default_request_timeout_s = 7200,
+#endif
 };
 
 #if defined(SHORT_STRUCT)

@@ -1,0 +1,217 @@
+/*
+ * A protocol plugin whose requests finish late, to prove that a request the
+ * core timed out never touches the caller's buffer again: each read sleeps
+ * `delay-ms` and then fills the buffer with `fill`; each write sleeps and
+ * then reads the whole buffer.  1 MiB, built four times (meson.build):
+ *   late-serialize  MBD_THREAD_SERIALIZE: pread/pwrite on the core's workers
+ *   late-parallel   MBD_THREAD_PARALLEL: the same, several at once
+ *   late-async      MBD_THREAD_ASYNC, a thread per request that finishes
+ *                   late; no abandon callback (the core must bounce)
+ *   late-abandon    the same with an abandon callback: an abandoned request
+ *                   is completed late without touching its buffer
+ * With delay-ms=0 a request finishes at once (inline for the async ones): a
+ * blocking-model null device for bench/plugin-bounce-bench.sh.
+ */
+#include <errno.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <miniblock/driver.h>
+
+#define LATE_SIZE (1 << 20)
+
+struct late {
+    int64_t delay_ms;
+    int fill;
+    /* Async: the requests whose thread has not finished (late-abandon). */
+    pthread_mutex_t lock;
+    struct pending *pending;
+};
+
+static void sleep_ms(int64_t ms) {
+    struct timespec ts = {(time_t)(ms / 1000), (long)(ms % 1000) * 1000000L};
+    while (nanosleep(&ts, &ts) < 0 && errno == EINTR) {
+    }
+}
+
+static void *late_open(mbd_node *node) {
+    struct late *h = calloc(1, sizeof(*h));
+    if (!h) {
+        mbd_error(ENOMEM, "Could not allocate the late state");
+        return NULL;
+    }
+    h->delay_ms = mbd_opt_int(node, "delay-ms", 3000);
+    h->fill = (int)mbd_opt_int(node, "fill", 0xee);
+    pthread_mutex_init(&h->lock, NULL);
+    return h;
+}
+
+/* The core closes a node only when none of its requests is in flight, or
+ * after it timed some out: a thread still sleeping keeps the state, so it
+ * is leaked then (a test plugin; the process is about to end). */
+static void late_close(void *handle) {
+    struct late *h = handle;
+    if (h->pending) return;
+    pthread_mutex_destroy(&h->lock);
+    free(h);
+}
+
+static int64_t late_get_length(void *handle) {
+    (void)handle;
+    return LATE_SIZE;
+}
+
+/* A scratch copy of a written buffer: reading all of it is the point. */
+static void consume(const void *buf, uint64_t count) {
+    void *copy = malloc(count);
+    if (copy) memcpy(copy, buf, count);
+    free(copy);
+}
+
+#ifndef LATE_ASYNC
+static int late_pread(void *handle, void *buf, uint64_t count, uint64_t offset, uint32_t flags) {
+    struct late *h = handle;
+    (void)offset;
+    (void)flags;
+    sleep_ms(h->delay_ms);
+    memset(buf, h->fill, count);
+    return 0;
+}
+
+static int late_pwrite(void *handle, const void *buf, uint64_t count, uint64_t offset, uint32_t flags) {
+    struct late *h = handle;
+    (void)offset;
+    (void)flags;
+    sleep_ms(h->delay_ms);
+    consume(buf, count);
+    return 0;
+}
+
+#else
+/* --- the async model ------------------------------------------------------ */
+
+struct pending {
+    struct late *h;
+    mbd_request *req;
+    void *rbuf;       /* a read's buffer, or NULL */
+    const void *wbuf; /* a write's buffer, or NULL */
+    uint64_t count;
+    int abandoned;
+    struct pending *next;
+};
+
+static void unlink_pending(struct late *h, struct pending *p) {
+    struct pending **pp = &h->pending;
+    while (*pp && *pp != p) pp = &(*pp)->next;
+    if (*pp) *pp = p->next;
+}
+
+static void *finish_late(void *arg) {
+    struct pending *p = arg;
+    struct late *h = p->h;
+    sleep_ms(h->delay_ms);
+    /* Under the lock: abandon (on the loop thread) either ran before, and
+     * the buffer is no longer ours, or waits until we are done with it. */
+    pthread_mutex_lock(&h->lock);
+    if (!p->abandoned) {
+        if (p->rbuf) memset(p->rbuf, h->fill, p->count);
+        if (p->wbuf) consume(p->wbuf, p->count);
+    }
+    unlink_pending(h, p);
+    pthread_mutex_unlock(&h->lock);
+    mbd_request_complete(p->req, 0);
+    free(p);
+    return NULL;
+}
+
+static void start(struct late *h, mbd_request *req, void *rbuf, const void *wbuf, uint64_t count) {
+    struct pending *p;
+    pthread_t t;
+    if (h->delay_ms == 0) {
+        if (rbuf) memset(rbuf, h->fill, count);
+        if (wbuf) consume(wbuf, count);
+        mbd_request_complete(req, 0);
+        return;
+    }
+    p = calloc(1, sizeof(*p));
+    if (!p) {
+        mbd_request_complete(req, -ENOMEM);
+        return;
+    }
+    p->h = h;
+    p->req = req;
+    p->rbuf = rbuf;
+    p->wbuf = wbuf;
+    p->count = count;
+    pthread_mutex_lock(&h->lock);
+    p->next = h->pending;
+    h->pending = p;
+    pthread_mutex_unlock(&h->lock);
+    if (pthread_create(&t, NULL, finish_late, p) != 0) {
+        pthread_mutex_lock(&h->lock);
+        unlink_pending(h, p);
+        pthread_mutex_unlock(&h->lock);
+        free(p);
+        mbd_request_complete(req, -EAGAIN);
+        return;
+    }
+    pthread_detach(t);
+}
+
+static void late_aio_read(void *handle, mbd_request *req, void *buf, uint64_t count, uint64_t offset,
+                          uint32_t flags) {
+    (void)offset;
+    (void)flags;
+    start(handle, req, buf, NULL, count);
+}
+
+static void late_aio_write(void *handle, mbd_request *req, const void *buf, uint64_t count,
+                           uint64_t offset, uint32_t flags) {
+    (void)offset;
+    (void)flags;
+    start(handle, req, NULL, buf, count);
+}
+
+#ifdef LATE_ABANDON
+/* The core gave up on req: after this returns its buffer is not ours. */
+static void late_abandon(void *handle, mbd_request *req) {
+    struct late *h = handle;
+    pthread_mutex_lock(&h->lock);
+    for (struct pending *p = h->pending; p; p = p->next)
+        if (p->req == req) p->abandoned = 1;
+    pthread_mutex_unlock(&h->lock);
+}
+#endif
+#endif /* LATE_ASYNC */
+
+static const struct mbd_option late_options[] = {
+    {"delay-ms", MBD_OPT_INT, 0, "3000", "milliseconds each request takes", NULL},
+    {"fill", MBD_OPT_INT, 0, "238", "the byte a read fills its buffer with", NULL},
+    {NULL, 0, 0, NULL, NULL, NULL},
+};
+
+static struct mbd_driver late_driver = {
+    .name = LATE_NAME,
+    .description = "a test protocol whose requests finish late",
+    .kind = MBD_PROTOCOL,
+    .thread_model = LATE_MODEL,
+    .options = late_options,
+    .sharable_writes = 1,
+    .open = late_open,
+    .close = late_close,
+    .get_length = late_get_length,
+#ifdef LATE_ASYNC
+    .aio_read = late_aio_read,
+    .aio_write = late_aio_write,
+#else
+    .pread = late_pread,
+    .pwrite = late_pwrite,
+#endif
+#ifdef LATE_ABANDON
+    .abandon = late_abandon,
+#endif
+};
+
+MBD_REGISTER(late_driver)
