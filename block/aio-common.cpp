@@ -38,7 +38,7 @@ void CoMutex::unlock() {
     // the stack flat.
     auto h = waiters_.front();
     waiters_.pop_front();
-    AioContext::main().schedule(h);
+    AioContext::main().wake(h);
 }
 
 void CoRwLock::unlock() {
@@ -49,7 +49,7 @@ void CoRwLock::unlock() {
         if (w.exclusive ? (writer_ || readers_ > 0) : writer_) break;
         waiters_.pop_front();
         if (w.exclusive) writer_ = true; else readers_++;
-        AioContext::main().schedule(w.h);
+        AioContext::main().wake(w.h);
         if (w.exclusive) break;
     }
 }
@@ -80,9 +80,40 @@ AioContext &AioContext::main() {
 AioContext::Scope::Scope(AioContext &ctx) : prev_(current_ctx) { current_ctx = &ctx; }
 AioContext::Scope::~Scope() { current_ctx = prev_; }
 
+// --- wake-ups ------------------------------------------------------------------
+
+namespace {
+// The context whose run_scheduled is resuming a coroutine on this thread.
+thread_local AioContext *resuming = nullptr;
+}  // namespace
+
+AioContext::Resuming::Resuming(AioContext *ctx) : prev_(resuming) { resuming = ctx; }
+AioContext::Resuming::~Resuming() { resuming = prev_; }
+
+void AioContext::wake(std::coroutine_handle<> h) {
+    if (resuming == this) woken_.push_back(h);
+    else schedule(h);
+}
+
+void AioContext::run_woken() {
+    // A woken coroutine may wake others: they run in the same pass.  Taken
+    // whole, so that a nested loop (sync_wait) runs only what comes later.
+    while (!woken_.empty()) {
+        std::vector<std::coroutine_handle<>> batch;
+        batch.swap(woken_);
+        for (auto h : batch) h.resume();
+    }
+}
+
 // --- the loop ---------------------------------------------------------------
 
 void AioContext::poll(bool may_block) {
+    // A coroutine that woke a waiter and then waits in a nested loop: the
+    // waiter first (nothing would signal the loop for it).
+    if (!woken_.empty()) {
+        run_woken();
+        return;
+    }
     if (!may_block || !worth_polling()) {
         polled_in_a_row_ = 0;
         g_main_context_iteration(ctx_, may_block);

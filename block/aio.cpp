@@ -90,8 +90,10 @@ bool AioContext::run_scheduled(bool from_loop) {
         }
         ran = true;
         return_requested_ = false;
+        Resuming resuming(this);
         for (size_t i = 0; i < batch.size(); i++) {
             batch[i].resume();
+            run_woken();
             // Also after the batch's last one: looping on would run what
             // was scheduled meanwhile, more than the caller waits for.
             if (!return_requested_) continue;
