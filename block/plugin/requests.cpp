@@ -179,6 +179,22 @@ std::string describe(const Slot &s) {
     return d;
 }
 
+// Slot i, seen as `w` in TIMED_OUT or ABANDONED: the caller has gone, or
+// is going, with ETIMEDOUT, so nothing of its is touched; msg is reported
+// and whoever comes second frees the slot (an ABANDONED slot is held in
+// COMPLETING until it is freed: a second late completion finds it taken).
+// False if the slot changed meanwhile: look again.
+bool finish_timed_out(uint32_t i, uint64_t w, const std::string &msg) {
+    Slot &s = slot_at(i);
+    uint32_t st = state_of(w);
+    if (!s.word.compare_exchange_weak(w, pack(gen_of(w), st == TIMED_OUT ? LATE : COMPLETING),
+                                      std::memory_order_acq_rel))
+        return false;
+    warn_report(msg);
+    if (st == ABANDONED) slot_free(i);
+    return true;
+}
+
 // Finishes slot i (of token generation `gen`) with ret, for a plugin's
 // completion or a worker's.  A live request's waiter gets ret, and a
 // successful read's data is copied to the caller's buffer from `data` (a
@@ -195,18 +211,10 @@ void complete_slot(uint32_t i, uint64_t gen, int ret, const uint8_t *data) {
             return;
         }
         if (st == TIMED_OUT || st == ABANDONED) {
-            // The caller has gone, or is going, with ETIMEDOUT: nothing of
-            // its is touched.  Whoever comes second frees the slot.
-            std::string msg = "Driver '" + s.pd->name + "' completed a " + describe(s) +
-                              " after it had timed out; ignored";
-            // (Holding an ABANDONED slot in COMPLETING until it is freed:
-            // a second late completion finds it taken.)
-            if (!s.word.compare_exchange_weak(w, pack(gen_of(w), st == TIMED_OUT ? LATE : COMPLETING),
-                                              std::memory_order_acq_rel))
-                continue;
-            warn_report(msg);
-            if (st == ABANDONED) slot_free(i);
-            return;
+            if (finish_timed_out(i, w, "Driver '" + s.pd->name + "' completed a " + describe(s) +
+                                           " after it had timed out; ignored"))
+                return;
+            continue;
         }
         if (!s.word.compare_exchange_weak(w, pack(gen_of(w), COMPLETING), std::memory_order_acq_rel))
             continue;
@@ -226,18 +234,9 @@ void complete_slot(uint32_t i, uint64_t gen, int ret, const uint8_t *data) {
 // its slot is finished as a late completion would.
 void drop_unstarted(uint32_t i) {
     Slot &s = slot_at(i);
-    for (;;) {
-        uint64_t w = s.word.load(std::memory_order_acquire);
-        uint32_t st = state_of(w);
-        std::string msg = "Driver '" + s.pd->name + "' had not started a " + describe(s) +
-                          " when it timed out; not started";
-        if (!s.word.compare_exchange_weak(w, pack(gen_of(w), st == TIMED_OUT ? LATE : COMPLETING),
-                                          std::memory_order_acq_rel))
-            continue;
-        warn_report(msg);
-        if (st == ABANDONED) slot_free(i);
-        return;
-    }
+    const std::string msg = "Driver '" + s.pd->name + "' had not started a " + describe(s) +
+                            " when it timed out; not started";
+    while (!finish_timed_out(i, s.word.load(std::memory_order_acquire), msg)) {}
 }
 
 // --- the watchdog: times out requests a plugin never completes ---------------
