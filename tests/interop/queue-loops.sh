@@ -1,0 +1,40 @@
+#!/bin/bash
+# A queue driven only by the embedder's own loop (queue-loops.c): attached
+# to the embedder's GMainContext, or through the completion fd in poll().
+# Real nbdkit servers: a plain one (data must flow both ways) and one whose
+# reads answer after 3 s under request-timeout=1 (each read must fail with
+# ETIMEDOUT within a few seconds: the core's watchdog is a timer on the
+# queue's own loop context, which only the embedder's loop runs).  Every
+# run is under `timeout`: a hang is a failure.
+. "$(dirname "$0")/lib.sh"
+need nbdkit timeout
+QL() { timeout 40 "$QUEUE_LOOPS" "$@"; }
+
+start_nbdkit() {
+    local pidf="$T/nbdkit.$RANDOM.pid"
+    nbdkit -P "$pidf" "$@" || { echo "FATAL: nbdkit $*"; exit 1; }
+    for _ in $(seq 100); do [ -s "$pidf" ] && break; sleep 0.05; done
+    BG_PIDS+=("$(cat "$pidf")")
+}
+
+start_nbdkit -U "$T/plain.sock" memory 1M
+start_nbdkit -U "$T/slow.sock" --filter=delay memory 1M rdelay=3
+PLAIN="driver=nbd,server.type=unix,server.path=$T/plain.sock"
+SLOW="driver=nbd,server.type=unix,server.path=$T/slow.sock"
+TIMED="$SLOW,request-timeout=1"
+
+for mode in glib fd; do
+    expect_text "$mode: nbd writes and reads complete from the embedder's loop alone" \
+        "$mode: 8 of 8 writes and 8 of 8 reads completed, 8 blocks read back intact" QL $mode "$PLAIN" data
+    expect_text "$mode: a read the server answers too late fails with ETIMEDOUT (request-timeout=1)" \
+        "$mode: 4 of 4 reads completed, after less than 5 s" QL $mode "$TIMED" timeout
+    expect_text "$mode: ... with the request's own message" \
+        'request 0: Connection timed out (Read of 4096 bytes at offset 0 failed: Connection timed out)' \
+        QL $mode "$TIMED" timeout
+done
+expect_text "glib: detach with reads in flight: no callback afterwards, mbq_do_io completes them" \
+    'glib: 0 callbacks before detach, 0 after it; 4 of 4 reads completed by mbq_do_io' QL glib "$SLOW" detach
+expect_text "glib: mb_close with reads in flight and the source attached" \
+    'glib: 0 callbacks before close, 0 after it; then mbq_detach_glib: -9 (mbq_detach_glib: queue 0 belongs to a closed drive)' \
+    QL glib "$SLOW" close
+finish
