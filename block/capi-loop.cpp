@@ -141,17 +141,19 @@ gboolean forward_dispatch(GSource *src, GSourceFunc, gpointer) {
         q->ctx->run_pending();
         q->ctx->poll(false);
     }
-    struct mb_completion c[32];
-    while (!q->completed.empty()) {
-        int n = mbq_do_io(h, c, 0, 32, nullptr);
-        for (int i = 0; i < n; i++) {
-            // The callback may detach the queue or close its drive: then
-            // nothing more of this dispatch runs (q may be freed).
-            if (h->impl != q || q->glib_source != src) return G_SOURCE_REMOVE;
-            q->glib_cb(&c[i], q->glib_opaque);
-        }
+    // Taken one by one off the queue's list, so that the ones after a
+    // callback that detaches the queue stay there for mbq_do_io.  At most
+    // those there now: completions of requests the callbacks submit wait
+    // for the next dispatch, so that a busy queue does not starve the
+    // embedder's other sources.
+    for (size_t left = q->completed.size(); left > 0 && !q->completed.empty(); left--) {
+        Completion done = std::move(q->completed.front());
+        q->completed.pop_front();
+        struct mb_completion c = {done.user_data, done.ret, done.ret < 0 ? done.msg.c_str() : nullptr};
+        q->glib_cb(&c, q->glib_opaque);
+        // The callback may detach the queue or close its drive: then
+        // nothing more of this dispatch runs (q may be freed).
         if (h->impl != q || q->glib_source != src) return G_SOURCE_REMOVE;
-        if (n <= 0) break;
     }
     return G_SOURCE_CONTINUE;
 }

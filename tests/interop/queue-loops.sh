@@ -27,14 +27,20 @@ for mode in glib fd; do
     expect_text "$mode: nbd writes and reads complete from the embedder's loop alone" \
         "$mode: 8 of 8 writes and 8 of 8 reads completed, 8 blocks read back intact" QL $mode "$PLAIN" data
     expect_text "$mode: a read the server answers too late fails with ETIMEDOUT (request-timeout=1)" \
-        "$mode: 4 of 4 reads completed, after less than 5 s" QL $mode "$TIMED" timeout
+        "$mode: 4 of 4 reads completed, after less than 5 s, with less than 0.5 s of CPU" QL $mode "$TIMED" timeout
     expect_text "$mode: ... with the request's own message" \
         'request 0: Connection timed out (Read of 4096 bytes at offset 0 failed: Connection timed out)' \
         QL $mode "$TIMED" timeout
 done
 expect_text "glib: detach with reads in flight: no callback afterwards, mbq_do_io completes them" \
-    'glib: 0 callbacks before detach, 0 after it; 4 of 4 reads completed by mbq_do_io' QL glib "$SLOW" detach
+    'glib: 0 callbacks before detach, 0 after it; 4 of 4 reads completed by mbq_do_io, with less than 0.5 s of CPU' QL glib "$SLOW" detach
 expect_text "glib: mb_close with reads in flight and the source attached" \
     'glib: 0 callbacks before close, 0 after it; then mbq_detach_glib: -9 (mbq_detach_glib: queue 0 belongs to a closed drive)' \
     QL glib "$SLOW" close
+expect_text "glib: mb_close from inside the callback: the other completions never come" \
+    'glib: 1 callback, then mb_close in it; 0 callbacks after it, 0 completions left for mbq_do_io' \
+    QL glib "$PLAIN" close-in-callback
+expect_text "glib: mbq_detach_glib from inside the callback: the others are left for mbq_do_io" \
+    'glib: 1 callback, then mbq_detach_glib in it; 0 callbacks after it, 7 completions left for mbq_do_io' \
+    QL glib "$PLAIN" detach-in-callback
 finish
