@@ -4,7 +4,8 @@
 # Real nbdkit servers: a plain one (data must flow both ways) and one whose
 # reads answer after 3 s under request-timeout=1 (each read must fail with
 # ETIMEDOUT within a few seconds: the core's watchdog is a timer on the
-# queue's own loop context, which only the embedder's loop runs).  Every
+# queue's own loop context, which only the embedder's loop runs), or under
+# nbd's own timeout=1 (a timer of the driver, on the same context).  Every
 # run is under `timeout`: a hang is a failure.
 . "$(dirname "$0")/lib.sh"
 need nbdkit timeout
@@ -31,6 +32,12 @@ for mode in glib fd; do
     expect_text "$mode: ... with the request's own message" \
         'request 0: Connection timed out (Read of 4096 bytes at offset 0 failed: Connection timed out)' \
         QL $mode "$TIMED" timeout
+    # nbd's own `timeout` is a timer of the nbd driver on the same context.
+    expect_text "$mode: nbd's own timeout=1 fails the reads from the embedder's loop alone" \
+        "$mode: 4 of 4 reads completed, after less than 5 s, with less than 0.5 s of CPU" QL $mode "$SLOW,timeout=1" timeout
+    expect_text "$mode: ... with nbd's warning" \
+        "WARNING: NBD server unix:$T/slow.sock: no reply within 1 seconds (option 'timeout'); connection closed" \
+        QL $mode "$SLOW,timeout=1" timeout
 done
 expect_text "glib: detach with reads in flight: no callback afterwards, mbq_do_io completes them" \
     'glib: 0 callbacks before detach, 0 after it; 4 of 4 reads completed by mbq_do_io, with less than 0.5 s of CPU' QL glib "$SLOW" detach
