@@ -20,6 +20,11 @@ namespace mb::capi {
 enum class ReqOp { Read, Write, WriteZeroes, Discard, Flush };
 
 struct QueueImpl;
+// The completion fd of a queue (block/capi-loop.cpp), made on first use.
+struct FdWatch;
+struct FdWatchDeleter {
+    void operator()(FdWatch *w) const;
+};
 
 // One request, from enqueue to completion.
 struct Req {
@@ -59,6 +64,7 @@ struct QueueImpl {
     GSource *glib_source = nullptr;  // mbq_attach_glib
     mb_completion_cb *glib_cb = nullptr;
     void *glib_opaque = nullptr;
+    std::unique_ptr<FdWatch, FdWatchDeleter> fdw;  // mbq_get_completion_fd (Linux)
 };
 
 // Sets the calling thread's error (mb_get_error, mb_last_error) and returns
@@ -85,6 +91,19 @@ void submit(QueueImpl *q, Req r);
 int run_sync(mb_drive *d, Req r);
 // Runs a queue's loop until nothing is in flight; drops its completions.
 void drain(QueueImpl *q);
+
+// block/capi-loop.cpp: the queue's private loop context in the embedder's
+// loop.  A GSource (not attached) that runs the whole private context from
+// the context it is attached to and hands completions to q->glib_cb.
+GSource *new_forward_source(mb_queue *handle);
+#ifndef _WIN32
+// The completion fd (an epoll fd: the private context's fds and a timerfd
+// for its earliest timer), made on first use; or -errno.
+int completion_fd(QueueImpl *q);
+// Brings it up to date with the private context: called after anything
+// that ran the context (mbq_do_io, the synchronous calls) once it exists.
+void rearm_completion_fd(QueueImpl *q);
+#endif
 
 }  // namespace mb::capi
 

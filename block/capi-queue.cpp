@@ -171,6 +171,9 @@ int run_sync(mb_drive *d, Req r) {
     AioContext::Scope scope(*q->ctx);
     submit(q, r);
     while (!done) q->ctx->poll(true);
+#ifndef _WIN32
+    if (q->fdw) rearm_completion_fd(q);
+#endif
     return ret;
 }
 
@@ -239,8 +242,11 @@ int mbq_flush(mb_queue *q, void *user_data, uint32_t flags) {
     return enqueue(q, {ReqOp::Flush, 0, nullptr, 0, user_data, flags}, false);
 }
 
-int mbq_do_io(mb_queue *handle, struct mb_completion *out, int min, int max,
-              const struct timespec *timeout) {
+}  // extern "C"
+
+namespace {
+
+int do_io(mb_queue *handle, struct mb_completion *out, int min, int max, const struct timespec *timeout) {
     QueueImpl *q = live(handle, "mbq_do_io");
     if (!q) return -(handle ? EBADF : EINVAL);
     if (min < 0 || max < min)
@@ -313,13 +319,28 @@ int mbq_do_io(mb_queue *handle, struct mb_completion *out, int min, int max,
     return n;
 }
 
+}  // namespace
+
+extern "C" {
+
+int mbq_do_io(mb_queue *handle, struct mb_completion *out, int min, int max,
+              const struct timespec *timeout) {
+    int n = do_io(handle, out, min, max, timeout);
+#ifndef _WIN32
+    // The private context ran: the completion fd follows its fds and its
+    // earliest timer (block/capi-loop.cpp).
+    if (handle && handle->impl && handle->impl->fdw) rearm_completion_fd(handle->impl);
+#endif
+    return n;
+}
+
 int mbq_get_completion_fd(mb_queue *handle) {
     QueueImpl *q = live(handle, "mbq_get_completion_fd");
     if (!q) return -(handle ? EBADF : EINVAL);
 #ifdef _WIN32
     return fail(ENOTSUP, "mbq_get_completion_fd: Windows has no completion fd; use mbq_get_completion_handle");
 #else
-    return q->ctx->notify_fd();
+    return completion_fd(q);
 #endif
 }
 
@@ -332,22 +353,6 @@ void *mbq_get_completion_handle(mb_queue *handle) {
 
 }  // extern "C"
 
-namespace {
-
-gboolean glib_dispatch(gint, GIOCondition, gpointer opaque) {
-    auto *handle = static_cast<mb_queue *>(opaque);
-    QueueImpl *q = handle->impl;
-    if (!q) return G_SOURCE_REMOVE;
-    struct mb_completion c[32];
-    int n;
-    do {
-        n = mbq_do_io(handle, c, 0, 32, nullptr);
-        for (int i = 0; i < n; i++) q->glib_cb(&c[i], q->glib_opaque);
-    } while (n == 32);
-    return G_SOURCE_CONTINUE;
-}
-
-}  // namespace
 
 extern "C" {
 
@@ -359,7 +364,9 @@ int mbq_attach_glib(mb_queue *handle, void *gmain_context, mb_completion_cb *cb,
                                                " is already attached to a GMainContext");
     q->glib_cb = cb;
     q->glib_opaque = opaque;
-    q->glib_source = q->ctx->new_notify_source(glib_dispatch, handle);
+    // The whole private context, not only its notify fd: an nbd socket and
+    // the timers on it run from ctx too (block/capi-loop.cpp).
+    q->glib_source = new_forward_source(handle);
     g_source_attach(q->glib_source, static_cast<GMainContext *>(gmain_context));
     return 0;
 }

@@ -154,24 +154,38 @@ MB_API int mbq_flush(mb_queue *q, void *user_data, uint32_t flags);
 MB_API int mbq_do_io(mb_queue *q, struct mb_completion *out, int min, int max,
               const struct timespec *timeout);
 
-/* An eventfd that is readable when the queue has work to finish: call
- * mbq_do_io(q, out, 0, max, NULL) then (it resets the fd; spurious wake-ups
- * happen and return 0 completions).  Covers file-backed graphs; an nbd
- * drive's socket is not behind it, so drive nbd queues with mbq_do_io(min
- * >= 1) or mbq_attach_glib.  -EBADF on a closed drive. */
+/* A file descriptor that is readable whenever the queue has work to do:
+ * wait for it to be readable (poll, epoll, select; level-triggered), then
+ * call mbq_do_io(q, out, 0, max, NULL), which does that work and brings
+ * the fd up to date (spurious wake-ups happen and return 0 completions).
+ * It covers everything the queue's own loop context runs: completions, a
+ * protocol's socket (nbd), and its timers (the request-timeout watchdog,
+ * nbd's timeout): a timer that falls due makes it readable, so a loop that
+ * only waits on this fd and calls mbq_do_io(min = 0) never needs a timeout
+ * of its own.  It is an epoll fd (Linux); do not read it or add fds to it.
+ * The same fd on every call; closed by mb_close.  -EBADF on a closed drive. */
 MB_API int mbq_get_completion_fd(mb_queue *q);
 #ifdef _WIN32
 /* Windows has no eventfd: the same notification is an event HANDLE (to wait
  * on with WaitForMultipleObjects, or to put in the embedder's loop);
- * mbq_get_completion_fd fails there with -ENOTSUP.  NULL on a closed drive. */
+ * mbq_get_completion_fd fails there with -ENOTSUP.  Unlike the Linux fd it
+ * covers completions only, not a protocol's sockets or timers: a Windows
+ * embedder waits on it with a timeout or uses mbq_attach_glib (which covers
+ * everything).  NULL on a closed drive. */
 MB_API void *mbq_get_completion_handle(mb_queue *q);
 #endif
 
 /* For GLib embedders: completions of `q` are delivered by calling `cb` from
  * a source attached to `ctx` (a GMainContext *), which must be iterated by
- * the thread that uses the queue.  Requests are still submitted with
- * mbq_do_io(q, NULL, 0, 0, NULL).  One context per queue; detach with
- * mbq_detach_glib (also done by mb_close).  0 or a negative errno. */
+ * the thread that uses the queue.  The source runs the queue's whole loop
+ * context (its fds and its timers, as the completion fd covers them), so
+ * iterating `ctx` is all an nbd drive needs too.  Requests are still
+ * submitted with mbq_do_io(q, NULL, 0, 0, NULL).  A completion's error_msg
+ * lives until `cb` returns.  `cb` may submit, detach the queue or close the
+ * drive: no further callback comes from that dispatch, and after a detach
+ * the completions not yet delivered wait for mbq_do_io.  One context per
+ * queue; detach with mbq_detach_glib (also done by mb_close: completions
+ * that arrive during the close are dropped).  0 or a negative errno. */
 typedef void mb_completion_cb(const struct mb_completion *c, void *opaque);
 MB_API int mbq_attach_glib(mb_queue *q, void *gmain_context, mb_completion_cb *cb, void *opaque);
 MB_API int mbq_detach_glib(mb_queue *q);
