@@ -75,7 +75,11 @@ hold() {
     local name=$1; shift
     local fifo="$T/hold-$name"
     mkfifo "$fifo.in"
-    "$@" <"$fifo.in" >"$fifo.out" 2>&1 &
+    # Appending: a test may empty the file (: >FILE) to wait for new output
+    # only, and the next reply must then start at its beginning, not at the
+    # old offset behind a run of zero bytes.
+    : >"$fifo.out"
+    "$@" <"$fifo.in" >>"$fifo.out" 2>&1 &
     HOLD_PID=$!
     BG_PIDS+=("$HOLD_PID")
     exec {HOLD_FD}>"$fifo.in"
