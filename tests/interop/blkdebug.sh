@@ -85,10 +85,10 @@ qemu-img create -q -f qcow2 "$T/l.qcow2" 4M
 hold l "$IO" --image-opts "driver=qcow2,file.driver=blkdebug,file.rules=write:once:after=1,file.file.driver=file,file.file.filename=$T/l.qcow2"
 echo "read 0 512" >&"$HOLD_FD_l"
 wait_for "$T/hold-l.out" '\[ok\]' || true
-before=$(grep -E "^[0-9]+: OFDLCK" /proc/locks | grep ":$(stat -c %i "$T/l.qcow2") " | awk '{print $4, $5, $6, $7, $8}' | sort)
+before=$(held_locks "$HOLD_PID_l" "$T/l.qcow2")
 echo "write -P 0x11 0 64k" >&"$HOLD_FD_l"
 wait_for "$T/hold-l.out" 'write failed' || true
-after=$(grep -E "^[0-9]+: OFDLCK" /proc/locks | grep ":$(stat -c %i "$T/l.qcow2") " | awk '{print $4, $5, $6, $7, $8}' | sort)
+after=$(held_locks "$HOLD_PID_l" "$T/l.qcow2")
 if [ -n "$before" ] && [ "$before" = "$after" ]; then
     ok "a failed allocating write leaves the lock bytes exactly as before"
 else
@@ -118,8 +118,7 @@ C="driver=qcow2,file.driver=file,file.filename=$T/top.qcow2,backing.driver=raw,b
 hold c "$IO" --image-opts "$C"
 echo "read 0 512" >&"$HOLD_FD_c"
 wait_for "$T/hold-c.out" '\[ok\]' || true
-lk() { grep -E "^[0-9]+: OFDLCK" /proc/locks | grep ":$(stat -c %i "$1") " | awk '{print $4, $5, $6, $7, $8}' | sort; }
-before_top=$(lk "$T/top.qcow2") before_base=$(lk "$T/base.raw")
+before_top=$(held_locks "$HOLD_PID_c" "$T/top.qcow2") before_base=$(held_locks "$HOLD_PID_c" "$T/base.raw")
 echo "commit" >&"$HOLD_FD_c"
 wait_for "$T/hold-c.out" 'failed; the overlay is unchanged' || true
 if grep -qF "Commit of '$T/top.qcow2' into '$T/base.raw' failed; the overlay is unchanged: Input/output error" "$T/hold-c.out"; then
@@ -127,11 +126,14 @@ if grep -qF "Commit of '$T/top.qcow2' into '$T/base.raw' failed; the overlay is 
 else
     not_ok "a failed flush fails the commit, saying the overlay is unchanged" "$(cat "$T/hold-c.out")"
 fi
-if [ -n "$before_base" ] && [ "$before_top" = "$(lk "$T/top.qcow2")" ] && [ "$before_base" = "$(lk "$T/base.raw")" ]; then
+if [ -n "$before_top" ] && [ -n "$before_base" ] &&
+    [ "$before_top" = "$(held_locks "$HOLD_PID_c" "$T/top.qcow2")" ] &&
+    [ "$before_base" = "$(held_locks "$HOLD_PID_c" "$T/base.raw")" ]; then
     ok "... the lock bytes of overlay and base are exactly as before"
 else
     not_ok "... the lock bytes of overlay and base are exactly as before" \
-        "base before: $before_base" "base after: $(lk "$T/base.raw")"
+        "top before: $before_top" "top after: $(held_locks "$HOLD_PID_c" "$T/top.qcow2")" \
+        "base before: $before_base" "base after: $(held_locks "$HOLD_PID_c" "$T/base.raw")"
 fi
 expect_fail "... the base still keeps writers out" 'Failed to get "write" lock' \
     qemu-io -f raw -c 'write 0 512' "$T/base.raw"
@@ -198,10 +200,10 @@ for ev in l2_update refblock_update cluster_alloc; do
         "driver=qcow2,file.driver=blkdebug,file.rules=event=$ev:EIO:once,file.file.driver=file,file.file.filename=$T/l.qcow2"
     echo "read 0 512" >&"$HOLD_FD_e"
     wait_for "$T/hold-e.out" '\[ok\]' || true
-    before=$(lk "$T/l.qcow2")
+    before=$(held_locks "$HOLD_PID_e" "$T/l.qcow2")
     echo "write -P 0x11 0 64k" >&"$HOLD_FD_e"
     wait_for "$T/hold-e.out" 'write failed' || true
-    after=$(lk "$T/l.qcow2")
+    after=$(held_locks "$HOLD_PID_e" "$T/l.qcow2")
     if [ -n "$before" ] && [ "$before" = "$after" ] && grep -q 'write failed: Input/output error' "$T/hold-e.out"; then
         ok "EIO at $ev: the write fails and the lock bytes are exactly as before"
     else

@@ -101,9 +101,9 @@ echo 'reopen -w' >&"$A_FD"; wait_for "$T/hold-a.out" '\[error\]'
 if grep -q '^reopen: Failed to get "write" lock$' "$T/hold-a.out"; then ok "reopen -w next to a reader: refused"; else not_ok "reopen -w next to a reader: refused" "$(cat "$T/hold-a.out")"; fi
 after=$(holders_of "$A_PID" t.raw)
 if [ -n "$before" ] && [ "$before" = "$after" ]; then ok "refused reopen: the lock bytes as before ($after)"; else not_ok "refused reopen: the lock bytes as before" "before: $before" "after: $after"; fi
-echo 'write 0 512' >&"$A_FD"; sleep 0.3
+echo 'write 0 512' >&"$A_FD"; wait_for "$T/hold-a.out" '^write failed'
 if grep -q '^write failed: Operation not permitted$' "$T/hold-a.out"; then ok "refused reopen: still read-only"; else not_ok "refused reopen: still read-only" "$(cat "$T/hold-a.out")"; fi
-echo 'reopen -o lock=exclusive' >&"$A_FD"; sleep 0.3
+echo 'reopen -o lock=exclusive' >&"$A_FD"; wait_for "$T/hold-a.out" '^reopen: .*consistent read'
 if grep -q '^reopen: Failed to get shared "consistent read" lock$' "$T/hold-a.out"; then ok "reopen -o lock=exclusive next to a reader: refused"; else not_ok "reopen -o lock=exclusive: refused" "$(cat "$T/hold-a.out")"; fi
 after=$(holders_of "$A_PID" t.raw)
 if [ "$before" = "$after" ]; then ok "and the lock bytes as before"; else not_ok "and the lock bytes as before" "before: $before" "after: $after"; fi
@@ -114,14 +114,16 @@ ok "reopen -w alone: writes"
 rw=$(holders_of "$A_PID" t.raw)
 if [ "$rw" = "uses consistent read,write forbids write,write unchanged,resize" ]; then ok "reopen -w: the read-write bytes ($rw)"; else not_ok "reopen -w: the read-write bytes" "$rw"; fi
 expect_fail "a reader is now refused" 'Failed to get shared "write" lock' "$IO" -r -f raw -c 'read 0 512' t.raw
-echo 'reopen -r' >&"$A_FD"; echo 'length' >&"$A_FD"; sleep 0.5
+# Commands run in order: the length's reply comes after the reopen's.
+: >"$T/hold-a.out"
+echo 'reopen -r' >&"$A_FD"; echo 'length' >&"$A_FD"; wait_for "$T/hold-a.out" '^[0-9]+ MiB$'
 ro=$(holders_of "$A_PID" t.raw)
 if [ "$ro" = "$before" ]; then ok "reopen -r: back to the read-only bytes"; else not_ok "reopen -r: back to the read-only bytes" "$ro" "$before"; fi
 expect_output "a reader opens again" '^read 512/512 bytes' "$IO" -r -f raw -c 'read -P 0x77 0 512' t.raw
 # truncate takes the resize permission for its duration.
-echo 'reopen -w' >&"$A_FD"; sleep 0.3
 : >"$T/hold-a.out"
-echo 'truncate 2M' >&"$A_FD"; echo length >&"$A_FD"; wait_for "$T/hold-a.out" 'MiB'
+echo 'reopen -w' >&"$A_FD"
+echo 'truncate 2M' >&"$A_FD"; echo length >&"$A_FD"; wait_for "$T/hold-a.out" '^[0-9]+ MiB$'
 if grep -q '^2 MiB$' "$T/hold-a.out"; then ok "truncate: grows with the resize permission"; else not_ok "truncate: grows" "$(cat "$T/hold-a.out")"; fi
 tr_after=$(holders_of "$A_PID" t.raw)
 if [ "$tr_after" = "$rw" ]; then ok "truncate: the resize permission is given back"; else not_ok "truncate: the resize permission is given back" "$tr_after"; fi

@@ -75,7 +75,11 @@ hold() {
     local name=$1; shift
     local fifo="$T/hold-$name"
     mkfifo "$fifo.in"
-    "$@" <"$fifo.in" >"$fifo.out" 2>&1 &
+    # Appending: a test may empty the file (: >FILE) to wait for new output
+    # only, and the next reply must then start at its beginning, not at the
+    # old offset behind a run of zero bytes.
+    : >"$fifo.out"
+    "$@" <"$fifo.in" >>"$fifo.out" 2>&1 &
     HOLD_PID=$!
     BG_PIDS+=("$HOLD_PID")
     exec {HOLD_FD}>"$fifo.in"
@@ -92,6 +96,43 @@ wait_for() {
     done
     echo "# timed out waiting for '$pattern' in $file:"; sed 's/^/#   /' "$file"
     return 1
+}
+
+# Lock snapshots never read /proc/locks: it lists every lock of the machine
+# and comes in page-sized reads, each resuming by position in a list that
+# other processes' lock calls shift meanwhile, so while anything else on the
+# machine takes and drops locks, lines repeat or go missing (blkdebug once
+# saw every byte twice).  Pinned next to a process churning locks, blkdebug
+# failed 18 of 20 runs so.  The two helpers below ask the kernel per file.
+
+# held_locks PID FILE: the locks process PID holds on FILE, one
+# "KIND TYPE START END" line each (KIND OFDLCK or POSIX), sorted, from the
+# fdinfo of each of PID's fds open on FILE (one fd's fdinfo is made in one go
+# under the inode's lock).  A byte held through two fds shows twice.
+held_locks() {
+    local pid=$1 want fd
+    want=$(stat -L -c '%d:%i' "$2") || return 1
+    for fd in /proc/"$pid"/fd/*; do
+        [ "$(stat -L -c '%d:%i' "$fd" 2>/dev/null)" = "$want" ] || continue
+        sed -n 's/^lock:[[:space:]]*[0-9]*:[[:space:]]*//p' /proc/"$pid"/fdinfo/"${fd##*/}"
+    done | awk '{print $1, $3, $6, $7}' | sort
+}
+
+# locked_bytes FILE: the bytes 0-511 of FILE that anyone holds a lock on, as
+# "100 101 201 ...": a write-lock probe per byte (F_OFD_GETLK, as QEMU tests
+# bytes) from a description of our own, which every other lock conflicts with.
+locked_bytes() {
+    /usr/bin/python3 - "$1" <<'PY'
+import fcntl, os, struct, sys
+fd = os.open(sys.argv[1], os.O_RDONLY)
+held = []
+for b in range(512):
+    # struct flock: l_type, l_whence, l_start, l_len, l_pid
+    fl = struct.pack("hhqqi", fcntl.F_WRLCK, os.SEEK_SET, b, 1, 0)
+    if struct.unpack("hhqqi", fcntl.fcntl(fd, fcntl.F_OFD_GETLK, fl))[0] != fcntl.F_UNLCK:
+        held.append(str(b))
+print(" ".join(held))
+PY
 }
 
 # patch_image SRC DST [OFFSET FORMAT VALUE]...: DST is a copy of SRC with

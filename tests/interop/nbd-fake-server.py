@@ -161,9 +161,18 @@ def main():
         os.unlink(path)
     except FileNotFoundError:
         pass
+    # The socket appears under its name only once it listens: the tests
+    # wait for the name, and a client that connected between bind() and
+    # listen() would be refused.
+    tmp = path + '.tmp'
+    try:
+        os.unlink(tmp)
+    except FileNotFoundError:
+        pass
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    s.bind(path)
+    s.bind(tmp)
     s.listen(4)
+    os.rename(tmp, path)
     while True:
         c, _ = s.accept()
         try:

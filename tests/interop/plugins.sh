@@ -167,18 +167,17 @@ expect_fail_text "request-timeout is bounded" \
     "$IO" -c length --image-opts "$H,file.request-timeout=0"
 
 # --- a protocol plugin with lock hooks takes part in the transaction -----------------
-lk() { grep -E "^[0-9]+: OFDLCK" /proc/locks | grep ":$(stat -c %i "$1") " | awk '{print $4, $5, $6, $7, $8}' | sort; }
 qemu-img create -q -f raw "$T/lf.raw" 4M
 L="driver=raw,file.driver=lockfile,file.filename=$T/lf.raw"
 hold lf "$IO" --image-opts "$L"
 echo "write -P 0x21 0 4096" >&"$HOLD_FD_lf"
 if wait_for "$T/hold-lf.out" '\[ok\]'; then ok "miniblock-io holds an image through the lockfile plugin"; else not_ok "miniblock-io holds an image through the lockfile plugin"; fi
-# /proc/locks merges adjacent bytes: 100-101 and 201-203.
-bytes=$(lk "$T/lf.raw" | awk '{print $4 "-" $5}' | tr '\n' ' ')
+# The kernel merges adjacent bytes: 100-101 and 201-203.
+bytes=$(held_locks "$HOLD_PID_lf" "$T/lf.raw" | awk '{print $3 "-" $4}' | tr '\n' ' ')
 if [ "$bytes" = "100-101 201-203 " ]; then
     ok "its lock hooks hold QEMU's bytes for read-write auto: use 100 101, forbid 201 202 203"
 else
-    not_ok "its lock hooks hold QEMU's bytes for read-write auto: use 100 101, forbid 201 202 203" "bytes: $bytes" "$(lk "$T/lf.raw")"
+    not_ok "its lock hooks hold QEMU's bytes for read-write auto: use 100 101, forbid 201 202 203" "bytes: $bytes" "$(held_locks "$HOLD_PID_lf" "$T/lf.raw")"
 fi
 expect_fail "qemu-io's writer is kept out by the plugin's bytes" 'Failed to get "write" lock' \
     qemu-io -f raw -c 'write 0 512' "$T/lf.raw"
@@ -188,7 +187,8 @@ expect_fail_text "a second writer through the plugin gets the plugin's message" 
 expect_ok "lock=off through the plugin takes no bytes" "$IO" -r -c 'read 0 512' --image-opts "$L,lock=off"
 eval "exec $HOLD_FD_lf>&-"
 wait "$HOLD_PID_lf"
-if [ -z "$(lk "$T/lf.raw")" ]; then ok "lock_release on close drops every byte"; else not_ok "lock_release on close drops every byte" "$(lk "$T/lf.raw")"; fi
+left=$(locked_bytes "$T/lf.raw")
+if [ -z "$left" ]; then ok "lock_release on close drops every byte"; else not_ok "lock_release on close drops every byte" "$left"; fi
 
 expect_ok "a plugin's create callback makes the image" "$IMG" create -f lockfile "$T/created.raw" 3M
 if [ "$(stat -c %s "$T/created.raw" 2>/dev/null)" = 3145728 ]; then ok "... of the size asked for"; else not_ok "... of the size asked for"; fi
@@ -210,18 +210,18 @@ wait_for "$T/hold-lt.out" '\[ok\]' || true
 HOLD_READY=x hold qr qemu-io -r -f raw "$T/lb.raw"
 echo "read 0 512" >&"$HOLD_FD_qr"
 wait_for "$T/hold-qr.out" 'read 512/512' || true
-before=$(lk "$T/lt.qcow2")
+before=$(held_locks "$HOLD_PID_lt" "$T/lt.qcow2")
 echo "commit" >&"$HOLD_FD_lt"
 if wait_for "$T/hold-lt.out" 'the base cannot be locked for writing'; then
     ok "commit is refused while qemu-io reads the base"
 else
     not_ok "commit is refused while qemu-io reads the base"
 fi
-if [ -n "$before" ] && [ "$before" = "$(lk "$T/lt.qcow2")" ]; then
+if [ -n "$before" ] && [ "$before" = "$(held_locks "$HOLD_PID_lt" "$T/lt.qcow2")" ]; then
     ok "the plugin's bytes on the overlay are exactly as before the aborted transaction"
 else
     not_ok "the plugin's bytes on the overlay are exactly as before the aborted transaction" \
-        "before: $before" "after: $(lk "$T/lt.qcow2")"
+        "before: $before" "after: $(held_locks "$HOLD_PID_lt" "$T/lt.qcow2")"
 fi
 eval "exec $HOLD_FD_qr>&-"
 wait "$HOLD_PID_qr"

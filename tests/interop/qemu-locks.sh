@@ -1,6 +1,6 @@
 #!/bin/bash
 # miniblock and real QEMU 7.2 tools on one raw image, both directions: our
-# locks stop them, theirs stop us (naming the QEMU process), and /proc/locks
+# locks stop them, theirs stop us (naming the QEMU process), and the kernel
 # shows the documented byte map for every lock mode.
 . "$(dirname "$0")/lib.sh"
 need qemu-img qemu-io qemu-nbd
@@ -8,13 +8,8 @@ IMG=$T/a.img
 "$MINIBLOCK_IMG" create "$IMG" 4M >/dev/null
 qemu-io -f raw -c "write -P 0x42 0 64k" "$IMG" >/dev/null
 
-# The bytes this image's inode holds in /proc/locks, as "100 101 201 ...".
-held_bytes() {
-    local ino
-    ino=$(stat -c %i "$IMG")
-    awk -v ino="$ino" '{ split($6, f, ":"); if (f[3] == ino) for (b = $7; b <= $8; b++) print b }' /proc/locks |
-        sort -n | uniq | tr '\n' ' ' | sed 's/ $//'
-}
+# The bytes of the image anyone holds a lock on, as "100 101 201 ..." (lib.sh).
+held_bytes() { locked_bytes "$IMG"; }
 
 # hold_mb ARGS...: a miniblock-io holding the image open (stdin mode).
 hold_mb() {
