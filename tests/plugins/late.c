@@ -11,6 +11,11 @@
  *                   is completed late without touching its buffer
  * With delay-ms=0 a request finishes at once (inline for the async ones): a
  * blocking-model null device for bench/plugin-bounce-bench.sh.
+ *
+ * report=1 logs (mbd_warning) when each blocking call starts and returns and
+ * when close runs, with how many calls were inside the driver then: a
+ * close with a call inside would free what that call still uses (the test
+ * plugins are also built under ASan, where that is a use-after-free).
  */
 #include <errno.h>
 #include <pthread.h>
@@ -22,12 +27,25 @@
 
 #define LATE_SIZE (1 << 20)
 
+struct pending {
+    struct late *h;
+    mbd_request *req;
+    void *rbuf;       /* a read's buffer, or NULL */
+    const void *wbuf; /* a write's buffer, or NULL */
+    uint64_t count;
+    int abandoned;
+    struct pending *next;
+};
+
 struct late {
     int64_t delay_ms;
     int fill;
+    int report;
+    int inside; /* blocking calls in progress (atomic) */
     /* Async: the requests whose thread has not finished (late-abandon). */
     pthread_mutex_t lock;
     struct pending *pending;
+    int closed; /* async: close ran; the last pending request frees h */
 };
 
 static void sleep_ms(int64_t ms) {
@@ -44,16 +62,27 @@ static void *late_open(mbd_node *node) {
     }
     h->delay_ms = mbd_opt_int(node, "delay-ms", 3000);
     h->fill = (int)mbd_opt_int(node, "fill", 0xee);
+    h->report = (int)mbd_opt_int(node, "report", 0);
     pthread_mutex_init(&h->lock, NULL);
     return h;
 }
 
-/* The core closes a node only when none of its requests is in flight, or
- * after it timed some out: a thread still sleeping keeps the state, so it
- * is leaked then (a test plugin; the process is about to end). */
+/* The core calls close once no call is inside the driver (docs/plugins.md,
+ * "Close"): a blocking call still running after its request timed out
+ * delays close until it returns.  An async driver's timed-out requests may
+ * still be pending here: their threads keep the state, and the last one
+ * frees it. */
 static void late_close(void *handle) {
     struct late *h = handle;
-    if (h->pending) return;
+    int inside = __atomic_load_n(&h->inside, __ATOMIC_SEQ_CST);
+    pthread_mutex_lock(&h->lock);
+    int pending = 0;
+    for (struct pending *p = h->pending; p; p = p->next) pending++;
+    h->closed = 1;
+    pthread_mutex_unlock(&h->lock);
+    if (h->report)
+        mbd_warning("%s: closed with %d calls inside and %d requests pending", LATE_NAME, inside, pending);
+    if (pending) return;
     pthread_mutex_destroy(&h->lock);
     free(h);
 }
@@ -71,36 +100,40 @@ static void consume(const void *buf, uint64_t count) {
 }
 
 #ifndef LATE_ASYNC
+static void enter(struct late *h, const char *what, uint64_t offset) {
+    __atomic_add_fetch(&h->inside, 1, __ATOMIC_SEQ_CST);
+    if (h->report) mbd_warning("%s: %s at offset %llu starts", LATE_NAME, what, (unsigned long long)offset);
+}
+
+/* Reads h after the sleep: after a close that did not wait for us, that
+ * is the use-after-free. */
+static void leave(struct late *h, const char *what, uint64_t offset) {
+    if (h->report) mbd_warning("%s: %s at offset %llu returns", LATE_NAME, what, (unsigned long long)offset);
+    __atomic_sub_fetch(&h->inside, 1, __ATOMIC_SEQ_CST);
+}
+
 static int late_pread(void *handle, void *buf, uint64_t count, uint64_t offset, uint32_t flags) {
     struct late *h = handle;
-    (void)offset;
     (void)flags;
+    enter(h, "read", offset);
     sleep_ms(h->delay_ms);
     memset(buf, h->fill, count);
+    leave(h, "read", offset);
     return 0;
 }
 
 static int late_pwrite(void *handle, const void *buf, uint64_t count, uint64_t offset, uint32_t flags) {
     struct late *h = handle;
-    (void)offset;
     (void)flags;
+    enter(h, "write", offset);
     sleep_ms(h->delay_ms);
     consume(buf, count);
+    leave(h, "write", offset);
     return 0;
 }
 
 #else
 /* --- the async model ------------------------------------------------------ */
-
-struct pending {
-    struct late *h;
-    mbd_request *req;
-    void *rbuf;       /* a read's buffer, or NULL */
-    const void *wbuf; /* a write's buffer, or NULL */
-    uint64_t count;
-    int abandoned;
-    struct pending *next;
-};
 
 static void unlink_pending(struct late *h, struct pending *p) {
     struct pending **pp = &h->pending;
@@ -120,9 +153,18 @@ static void *finish_late(void *arg) {
         if (p->wbuf) consume(p->wbuf, p->count);
     }
     unlink_pending(h, p);
+    int last = h->closed && !h->pending;
+    int report = h->report;
     pthread_mutex_unlock(&h->lock);
+    /* After close too: the core ignores a late completion (and reports
+     * it), whether or not the node is still open. */
     mbd_request_complete(p->req, 0);
     free(p);
+    if (last) {
+        if (report) mbd_warning("%s: the last pending request finished after close", LATE_NAME);
+        pthread_mutex_destroy(&h->lock);
+        free(h);
+    }
     return NULL;
 }
 
@@ -189,6 +231,7 @@ static void late_abandon(void *handle, mbd_request *req) {
 static const struct mbd_option late_options[] = {
     {"delay-ms", MBD_OPT_INT, 0, "3000", "milliseconds each request takes", NULL},
     {"fill", MBD_OPT_INT, 0, "238", "the byte a read fills its buffer with", NULL},
+    {"report", MBD_OPT_INT, 0, "0", "1: log each blocking call and close", NULL},
     {NULL, 0, 0, NULL, NULL, NULL},
 };
 
