@@ -61,21 +61,29 @@ Status plugin_open(BlockDriverState *bs, qapi::OptionDict &opts) {
         return plugin_error_status(pd, "Driver '" + pd->name + "' could not open " + bdrv_describe(bs), EIO);
     }
     n->handle = h;
+    n->core = std::make_shared<PluginHandle>();
+    n->core->pd = pd;
+    n->core->handle = h;
+    n->core->locks = n->locks;
     if (pd->c.kind != MBD_PROTOCOL && !bs->file()) {
-        pd->c.close(h);
-        bs->opaque.reset();
+        bs->opaque.reset();  // closes h
         return Status::Error(EINVAL, "Driver '" + pd->name + "' opened no file child",
                              "A format or filter opens its child with mbd_open_child(node, \"file\", MBD_CHILD_FILE)");
     }
     return Status::OK();
 }
 
+// Every request the caller may still wait for has finished (the drive was
+// drained); what is left are requests that timed out.  Those of the
+// blocking models own the plugin's handle until a worker has dropped them
+// unstarted or their call has returned, so the plugin is closed now, or by
+// that worker afterwards (PluginHandle).  An async driver has no call
+// inside it: it is closed now, its timed-out requests still its own.
 void plugin_close(BlockDriverState *bs) {
     auto *n = bs->state<PluginNode>();
     if (!n || !n->handle) return;
-    if (n->locks) n->pd->c.lock_release(n->handle);
-    if (n->pd->c.close) n->pd->c.close(n->handle);
     n->handle = nullptr;
+    n->core.reset();
 }
 
 int64_t plugin_getlength(BlockDriverState *bs) {

@@ -115,6 +115,7 @@ Detached child_io_cb(BdrvChild *c, ChildOp op, void *buf, uint64_t count, uint64
 }
 
 int child_blocking(mbd_child *mc, ChildOp op, void *buf, uint64_t count, uint64_t offset, uint32_t flags) {
+    if (plugin_children_gone()) return -EIO;
     BdrvChild *c = child_of(mc);
     if (!c) return -EINVAL;
     if (plugin_on_loop_thread()) return sync_wait(child_io(c, op, buf, count, offset, flags));
@@ -283,11 +284,12 @@ MB_DRIVER_API mbd_child *mbd_open_child(mbd_node *node, const char *name, int ro
 }
 
 MB_DRIVER_API int64_t mbd_child_length(mbd_child *c) {
+    if (plugin_children_gone()) return -EIO;
     return c ? bdrv_getlength(child_of(c)->bs.get()) : -EINVAL;
 }
 
 MB_DRIVER_API const char *mbd_child_filename(mbd_child *c) {
-    return c ? child_of(c)->bs->filename.c_str() : "";
+    return c && !plugin_children_gone() ? child_of(c)->bs->filename.c_str() : "";
 }
 
 MB_DRIVER_API int mbd_child_pread(mbd_child *c, void *buf, uint64_t count, uint64_t offset, uint32_t flags) {

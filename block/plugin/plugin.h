@@ -35,14 +35,30 @@ struct PluginDriver {
     std::vector<mbd_option> options;    // as declared (names point into the plugin)
 };
 
+// The plugin's handle, and what a worker needs to call into it.  Owned
+// by the node and by every request of a blocking thread model while a
+// worker may still call the plugin for it (queued or running): a drive
+// closed after a request timed out goes at once, while a worker is still
+// inside the plugin or has not yet dropped the request.  The last owner to
+// let go runs lock_release and close: on the loop thread in mb_close when
+// no call is inside the plugin, else on the worker whose call returned
+// last, after it returned.  Never while another call is inside the plugin.
+struct PluginHandle {
+    const PluginDriver *pd = nullptr;
+    void *handle = nullptr;
+    bool locks = false;    // lock hooks in use (not lock=off, hooks present)
+    std::mutex serialize;  // MBD_THREAD_SERIALIZE: one request at a time
+    ~PluginHandle();
+};
+
 // The state of one node opened by a plugin.
 struct PluginNode : NodeState {
     const PluginDriver *pd = nullptr;
-    void *handle = nullptr;
+    void *handle = nullptr;  // core->handle, for the loop thread's callbacks
+    std::shared_ptr<PluginHandle> core;
     int64_t timeout_ns = 30'000'000'000;
     bool locks = false;           // lock hooks in use (not lock=off, hooks present)
     bool lock_prepared = false;
-    std::mutex serialize;         // MBD_THREAD_SERIALIZE: one request at a time
     std::atomic<bool> broken{false};  // a request timed out: fail the rest
 };
 
@@ -126,6 +142,10 @@ PluginError &plugin_error();
 void plugin_error_clear();
 // The thread-local error as a Status, or `fallback` when the plugin set none.
 Status plugin_error_status(const PluginDriver *pd, const std::string &fallback, int def_err);
+
+// True while a plugin's close runs after its node has gone (on the worker
+// whose call returned last): its children are gone too.
+bool plugin_children_gone();
 
 // True on the thread that runs the block layer's loop.
 bool plugin_on_loop_thread();
