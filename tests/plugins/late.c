@@ -2,13 +2,17 @@
  * A protocol plugin whose requests finish late, to prove that a request the
  * core timed out never touches the caller's buffer again: each read sleeps
  * `delay-ms` and then fills the buffer with `fill`; each write sleeps and
- * then reads the whole buffer.  1 MiB, built four times (meson.build):
+ * then reads the whole buffer.  1 MiB, built once per driver below:
  *   late-serialize  MBD_THREAD_SERIALIZE: pread/pwrite on the core's workers
  *   late-parallel   MBD_THREAD_PARALLEL: the same, several at once
  *   late-async      MBD_THREAD_ASYNC, a thread per request that finishes
  *                   late; no abandon callback (the core must bounce)
  *   late-abandon    the same with an abandon callback: an abandoned request
  *                   is completed late without touching its buffer
+ *   late-filter     MBD_THREAD_PARALLEL, a filter over a file child whose
+ *                   close flushes the child (and reports the result: EIO
+ *                   when close comes after the node, and its child, went);
+ *                   built only for late-close-asan (tests/fuzz/meson.build)
  * With delay-ms=0 a request finishes at once (inline for the async ones): a
  * blocking-model null device for bench/plugin-bounce-bench.sh.
  *
@@ -46,6 +50,7 @@ struct late {
     pthread_mutex_t lock;
     struct pending *pending;
     int closed; /* async: close ran; the last pending request frees h */
+    mbd_child *file; /* late-filter */
 };
 
 static void sleep_ms(int64_t ms) {
@@ -64,6 +69,14 @@ static void *late_open(mbd_node *node) {
     h->fill = (int)mbd_opt_int(node, "fill", 0xee);
     h->report = (int)mbd_opt_int(node, "report", 0);
     pthread_mutex_init(&h->lock, NULL);
+#ifdef LATE_FILTER
+    h->file = mbd_open_child(node, "file", MBD_CHILD_FILE);
+    if (!h->file) {
+        pthread_mutex_destroy(&h->lock);
+        free(h);
+        return NULL;
+    }
+#endif
     return h;
 }
 
@@ -82,14 +95,22 @@ static void late_close(void *handle) {
     pthread_mutex_unlock(&h->lock);
     if (h->report)
         mbd_warning("%s: closed with %d calls inside and %d requests pending", LATE_NAME, inside, pending);
+#ifdef LATE_FILTER
+    int r = mbd_child_flush(h->file);
+    if (h->report) mbd_warning("%s: the child's flush in close returned %d", LATE_NAME, r);
+#endif
     if (pending) return;
     pthread_mutex_destroy(&h->lock);
     free(h);
 }
 
 static int64_t late_get_length(void *handle) {
+#ifdef LATE_FILTER
+    return mbd_child_length(((struct late *)handle)->file);
+#else
     (void)handle;
     return LATE_SIZE;
+#endif
 }
 
 /* A scratch copy of a written buffer: reading all of it is the point. */
@@ -238,7 +259,11 @@ static const struct mbd_option late_options[] = {
 static struct mbd_driver late_driver = {
     .name = LATE_NAME,
     .description = "a test protocol whose requests finish late",
+#ifdef LATE_FILTER
+    .kind = MBD_FILTER,
+#else
     .kind = MBD_PROTOCOL,
+#endif
     .thread_model = LATE_MODEL,
     .options = late_options,
     .sharable_writes = 1,

@@ -158,6 +158,30 @@ static void test_parallel_running(void **st) {
     assert_int_equal(logged("late-parallel: closed"), 1);
 }
 
+/* A filter's close flushes its child.  Within mb_close (nothing inside
+ * the plugin) the flush reaches the child; after a timed-out read returns
+ * on its worker, the node and its child are gone and the flush fails with
+ * EIO (before, the worker would wait forever for a loop that no longer
+ * runs the child). */
+static void test_filter_children(void **st) {
+    (void)st;
+    log_reset();
+    mb_drive *d = open_drive("driver=late-filter,delay-ms=0,report=1,file.driver=null-co,file.size=1M");
+    uint8_t buf[512];
+    assert_int_equal(mb_pread(d, buf, sizeof(buf), 0), 0);
+    mb_close(d);
+    assert_int_equal(logged("late-filter: closed with 0 calls inside and 0 requests pending"), 1);
+    assert_int_equal(logged("late-filter: the child's flush in close returned 0"), 1);
+
+    log_reset();
+    time_out_and_close("driver=late-filter,delay-ms=4000,request-timeout=1,report=1,file.driver=null-co,file.size=1M",
+                       1, 0);
+    int closed_at_close = logged("late-filter: closed");
+    wait_logged("late-filter: the child's flush in close returned -5");
+    assert_int_equal(closed_at_close, 0);
+    assert_true(logged_at("late-filter: read at offset 0 returns") < logged_at("late-filter: closed with 0 calls inside"));
+}
+
 /* ASYNC: no call is inside the plugin (aio_* return at once), so close
  * runs within mb_close, with the timed-out requests still pending in the
  * driver; their late completions come after close and are ignored. */
@@ -210,6 +234,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_serialize_queued),
         cmocka_unit_test(test_parallel_running),
+        cmocka_unit_test(test_filter_children),
         cmocka_unit_test(test_async),
         cmocka_unit_test(test_never_returns),
     };
