@@ -79,9 +79,26 @@ Status plugin_open(BlockDriverState *bs, qapi::OptionDict &opts) {
 // unstarted or their call has returned, so the plugin is closed now, or by
 // that worker afterwards (PluginHandle).  An async driver has no call
 // inside it: it is closed now, its timed-out requests still its own.
+//
+// A worker still inside the plugin may be waiting for child I/O it
+// started on the loop: that I/O uses the children, which go right after
+// this, so it is finished first (bounded: the children's own requests
+// complete or time out), and any later child I/O of a worker fails.
 void plugin_close(BlockDriverState *bs) {
     auto *n = bs->state<PluginNode>();
     if (!n || !n->handle) return;
+    PluginHandle &core = *n->core;
+    for (;;) {
+        {
+            std::lock_guard<std::mutex> g(core.child_lock);
+            core.node_gone = true;
+            if (core.child_inflight == 0) break;
+        }
+        // On this node's loop (a plugin node has one queue), which the
+        // caller no longer runs for them: mb_close drained the requests
+        // it waits for, not these.
+        AioContext::main().poll(true);
+    }
     n->handle = nullptr;
     n->core.reset();
 }

@@ -23,6 +23,8 @@
 
 namespace mb {
 
+class AioContext;
+
 struct PluginDriver {
     BlockDriver bd{};  // what the core sees; bd.format_name is name.c_str()
     mbd_driver c{};    // the plugin's struct, zero past what it declared
@@ -48,6 +50,12 @@ struct PluginHandle {
     void *handle = nullptr;
     bool locks = false;    // lock hooks in use (not lock=off, hooks present)
     std::mutex serialize;  // MBD_THREAD_SERIALIZE: one request at a time
+    // Blocking child I/O of the workers (mbd_child_pread...): it runs on
+    // the request's loop, and plugin_close waits for what is in flight
+    // there; once the node is closing, a worker's child I/O fails with EIO.
+    std::mutex child_lock;
+    int child_inflight = 0;  // under child_lock
+    bool node_gone = false;  // under child_lock
     ~PluginHandle();
 };
 
@@ -142,6 +150,11 @@ PluginError &plugin_error();
 void plugin_error_clear();
 // The thread-local error as a Status, or `fallback` when the plugin set none.
 Status plugin_error_status(const PluginDriver *pd, const std::string &fallback, int def_err);
+
+// On a worker, inside a call of the blocking models: the plugin's handle
+// and the loop of the request it runs for; nullptr elsewhere.
+PluginHandle *plugin_worker_core();
+AioContext *plugin_worker_loop();
 
 // True while a plugin's close runs after its node has gone (on the worker
 // whose call returned last): its children are gone too.

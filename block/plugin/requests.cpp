@@ -331,6 +331,8 @@ void watchdog_arm() {
 
 thread_local bool tls_worker = false;
 thread_local bool tls_children_gone = false;
+thread_local PluginHandle *tls_core = nullptr;  // inside call_blocking
+thread_local AioContext *tls_loop = nullptr;
 std::atomic<std::thread::id> loop_thread{};
 
 class Pool {
@@ -441,7 +443,13 @@ void Pool::execute(uint32_t i) {
         core.reset();
         return drop_unstarted(i);
     }
+    // The plugin's child I/O runs on the request's loop (the queue's),
+    // not on this thread's default one, which no one may be running.
+    tls_core = core.get();
+    tls_loop = s.ctx;
     int r = call_blocking(s, *core, mine.p);
+    tls_core = nullptr;
+    tls_loop = nullptr;
     serial = {};
     core.reset();
     complete_slot(i, gen & 0x7fffffff, r, s.op == PluginOp::Read ? mine.p : nullptr);
@@ -483,6 +491,8 @@ PluginHandle::~PluginHandle() {
 }
 
 bool plugin_children_gone() { return tls_children_gone; }
+PluginHandle *plugin_worker_core() { return tls_core; }
+AioContext *plugin_worker_loop() { return tls_loop; }
 
 const char *plugin_op_name(PluginOp op) {
     switch (op) {

@@ -9,10 +9,11 @@
  *                   late; no abandon callback (the core must bounce)
  *   late-abandon    the same with an abandon callback: an abandoned request
  *                   is completed late without touching its buffer
- *   late-filter     MBD_THREAD_PARALLEL, a filter over a file child whose
- *                   close flushes the child (and reports the result: EIO
- *                   when close comes after the node, and its child, went);
- *                   built only for late-close-asan (tests/fuzz/meson.build)
+ *   late-filter     MBD_THREAD_PARALLEL, a filter over a file child: a
+ *                   read sleeps, then reads the child (mbd_child_pread, on a
+ *                   worker); close flushes the child.  Both report their
+ *                   result (EIO once the node, and its child, went); built
+ *                   only for late-close-asan (tests/fuzz/meson.build)
  * With delay-ms=0 a request finishes at once (inline for the async ones): a
  * blocking-model null device for bench/plugin-bounce-bench.sh.
  *
@@ -135,12 +136,19 @@ static void leave(struct late *h, const char *what, uint64_t offset) {
 
 static int late_pread(void *handle, void *buf, uint64_t count, uint64_t offset, uint32_t flags) {
     struct late *h = handle;
+    int r = 0;
     (void)flags;
     enter(h, "read", offset);
     sleep_ms(h->delay_ms);
+#ifdef LATE_FILTER
+    r = mbd_child_pread(h->file, buf, count, offset, flags);
+    if (h->report) mbd_warning("%s: the child's read at offset %llu returned %d", LATE_NAME,
+                               (unsigned long long)offset, r);
+#else
     memset(buf, h->fill, count);
+#endif
     leave(h, "read", offset);
-    return 0;
+    return r;
 }
 
 static int late_pwrite(void *handle, const void *buf, uint64_t count, uint64_t offset, uint32_t flags) {

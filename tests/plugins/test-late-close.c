@@ -158,28 +158,61 @@ static void test_parallel_running(void **st) {
     assert_int_equal(logged("late-parallel: closed"), 1);
 }
 
-/* A filter's close flushes its child.  Within mb_close (nothing inside
- * the plugin) the flush reaches the child; after a timed-out read returns
- * on its worker, the node and its child are gone and the flush fails with
- * EIO (before, the worker would wait forever for a loop that no longer
- * runs the child). */
+/* A blocking filter reads its child from a worker (mbd_child_pread) and
+ * flushes it in close.  Through the C API the child read runs on the
+ * queue's loop (it once went to the worker thread's default loop, which no
+ * one runs, and every read timed out); within mb_close (nothing inside the
+ * plugin) the flush reaches the child. */
 static void test_filter_children(void **st) {
     (void)st;
     log_reset();
-    mb_drive *d = open_drive("driver=late-filter,delay-ms=0,report=1,file.driver=null-co,file.size=1M");
+    mb_drive *d = open_drive("driver=late-filter,delay-ms=0,report=1,request-timeout=5,"
+                             "file.driver=late-parallel,file.delay-ms=0,file.fill=90");
     uint8_t buf[512];
     assert_int_equal(mb_pread(d, buf, sizeof(buf), 0), 0);
+    assert_int_equal(buf[0], 90);
+    assert_int_equal(buf[511], 90);
     mb_close(d);
+    assert_int_equal(logged("late-filter: the child's read at offset 0 returned 0"), 1);
     assert_int_equal(logged("late-filter: closed with 0 calls inside and 0 requests pending"), 1);
     assert_int_equal(logged("late-filter: the child's flush in close returned 0"), 1);
+}
 
+/* The read times out while the filter sleeps; the drive is closed; then
+ * the filter reads its child, which has gone: EIO, at once (no loop runs
+ * it any more); and close, after the read returned, flushes it: EIO. */
+static void test_filter_child_after_close(void **st) {
+    (void)st;
     log_reset();
     time_out_and_close("driver=late-filter,delay-ms=4000,request-timeout=1,report=1,file.driver=null-co,file.size=1M",
                        1, 0);
     int closed_at_close = logged("late-filter: closed");
     wait_logged("late-filter: the child's flush in close returned -5");
     assert_int_equal(closed_at_close, 0);
+    assert_int_equal(logged("late-filter: the child's read at offset 0 returned -5"), 1);
     assert_true(logged_at("late-filter: read at offset 0 returns") < logged_at("late-filter: closed with 0 calls inside"));
+}
+
+/* The read times out while the filter waits for its child's read (3 s, in
+ * the child's worker): mb_close finishes that child read before the child
+ * goes (it is the core's own request on the child, bounded by the child's
+ * request-timeout); the filter's call then returns with the data, and
+ * close follows it (on the loop or on its worker, whichever lets go
+ * last). */
+static void test_filter_child_inflight(void **st) {
+    (void)st;
+    log_reset();
+    time_out_and_close("driver=late-filter,delay-ms=0,request-timeout=1,report=1,"
+                       "file.driver=late-parallel,file.delay-ms=3000,file.report=1",
+                       1, 0);
+    assert_int_equal(logged("late-parallel: read at offset 0 returns"), 1);
+    wait_logged("late-filter: closed with 0 calls inside and 0 requests pending");
+    assert_int_equal(logged("late-filter: the child's read at offset 0 returned 0"), 1);
+    assert_true(logged_at("late-filter: read at offset 0 returns") < logged_at("late-filter: closed"));
+    assert_int_equal(logged("late-filter: the child's flush in close returned 0") +
+                         logged("late-filter: the child's flush in close returned -5"),
+                     1);
+    wait_logged("late-parallel: closed with 0 calls inside and 0 requests pending");
 }
 
 /* ASYNC: no call is inside the plugin (aio_* return at once), so close
@@ -235,6 +268,8 @@ int main(void) {
         cmocka_unit_test(test_serialize_queued),
         cmocka_unit_test(test_parallel_running),
         cmocka_unit_test(test_filter_children),
+        cmocka_unit_test(test_filter_child_after_close),
+        cmocka_unit_test(test_filter_child_inflight),
         cmocka_unit_test(test_async),
         cmocka_unit_test(test_never_returns),
     };
