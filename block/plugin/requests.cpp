@@ -227,8 +227,14 @@ void complete_slot(uint32_t i, uint64_t gen, int ret, const uint8_t *data) {
         if (!data && s.bounced) data = s.bounce.p;
         if (data && s.op == PluginOp::Read && ret == 0 && s.count) std::memcpy(s.buf, data, s.count);
         s.ret = ret;
-        std::coroutine_handle<> waiter = s.waiter;
-        AioContext *ctx = s.ctx;
+        // The waiter only once it waits: while SUBMITTED, await_suspend
+        // may be storing it right now (a data race TSan reports).
+        std::coroutine_handle<> waiter;
+        AioContext *ctx = nullptr;
+        if (st == WAITING) {
+            waiter = s.waiter;
+            ctx = s.ctx;
+        }
         s.word.store(pack(gen_of(w), DONE), std::memory_order_release);
         if (st == WAITING) ctx->schedule(waiter);
         return;

@@ -18,6 +18,7 @@
  */
 #include <errno.h>
 #include <glib.h>
+#include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -32,38 +33,40 @@
 
 #define LEN 65536
 
-static GMutex log_lock;
+/* A pthread mutex, not a GMutex: GLib's futex-based one is invisible to
+ * ThreadSanitizer (late-close-tsan). */
+static pthread_mutex_t log_lock = PTHREAD_MUTEX_INITIALIZER;
 static GString *log_text;
 
 static void on_log(const char *message, void *opaque) {
     (void)opaque;
-    g_mutex_lock(&log_lock);
+    pthread_mutex_lock(&log_lock);
     g_string_append(log_text, message);
     g_string_append_c(log_text, '\n');
-    g_mutex_unlock(&log_lock);
+    pthread_mutex_unlock(&log_lock);
 }
 
 static void log_reset(void) {
-    g_mutex_lock(&log_lock);
+    pthread_mutex_lock(&log_lock);
     g_string_truncate(log_text, 0);
-    g_mutex_unlock(&log_lock);
+    pthread_mutex_unlock(&log_lock);
 }
 
 /* Occurrences of `needle` in what the library and the plugin logged. */
 static int logged(const char *needle) {
     int n = 0;
-    g_mutex_lock(&log_lock);
+    pthread_mutex_lock(&log_lock);
     for (const char *p = log_text->str; (p = strstr(p, needle)); p++) n++;
-    g_mutex_unlock(&log_lock);
+    pthread_mutex_unlock(&log_lock);
     return n;
 }
 
 /* Where `needle` first appears in the log, or -1. */
 static long logged_at(const char *needle) {
-    g_mutex_lock(&log_lock);
+    pthread_mutex_lock(&log_lock);
     const char *p = strstr(log_text->str, needle);
     long at = p ? (long)(p - log_text->str) : -1;
-    g_mutex_unlock(&log_lock);
+    pthread_mutex_unlock(&log_lock);
     return at;
 }
 
