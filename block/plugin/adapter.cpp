@@ -89,15 +89,17 @@ void plugin_close(BlockDriverState *bs) {
     if (!n || !n->handle) return;
     PluginHandle &core = *n->core;
     for (;;) {
+        AioContext *loop;
         {
             std::lock_guard<std::mutex> g(core.child_lock);
             core.node_gone = true;
             if (core.child_inflight == 0) break;
+            loop = core.child_loop;
         }
         // On this node's loop (a plugin node has one queue), which the
         // caller no longer runs for them: mb_close drained the requests
         // it waits for, not these.
-        AioContext::main().poll(true);
+        (loop ? *loop : AioContext::main()).poll(true);
     }
     n->handle = nullptr;
     n->core.reset();

@@ -133,6 +133,7 @@ int child_blocking(mbd_child *mc, ChildOp op, void *buf, uint64_t count, uint64_
         std::lock_guard<std::mutex> g(core->child_lock);
         if (core->node_gone) return -EIO;
         core->child_inflight++;
+        core->child_loop = loop;
     }
     Waiter w;
     Detached d = child_io_signal(c, op, buf, count, offset, flags, &w, core);

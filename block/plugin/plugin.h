@@ -56,6 +56,7 @@ struct PluginHandle {
     std::mutex child_lock;
     int child_inflight = 0;  // under child_lock
     bool node_gone = false;  // under child_lock
+    AioContext *child_loop = nullptr;  // where that I/O runs (under child_lock)
     ~PluginHandle();
 };
 
