@@ -61,21 +61,48 @@ Status plugin_open(BlockDriverState *bs, qapi::OptionDict &opts) {
         return plugin_error_status(pd, "Driver '" + pd->name + "' could not open " + bdrv_describe(bs), EIO);
     }
     n->handle = h;
+    n->core = std::make_shared<PluginHandle>();
+    n->core->pd = pd;
+    n->core->handle = h;
+    n->core->locks = n->locks;
     if (pd->c.kind != MBD_PROTOCOL && !bs->file()) {
-        pd->c.close(h);
-        bs->opaque.reset();
+        bs->opaque.reset();  // closes h
         return Status::Error(EINVAL, "Driver '" + pd->name + "' opened no file child",
                              "A format or filter opens its child with mbd_open_child(node, \"file\", MBD_CHILD_FILE)");
     }
     return Status::OK();
 }
 
+// Every request the caller may still wait for has finished (the drive was
+// drained); what is left are requests that timed out.  Those of the
+// blocking models own the plugin's handle until a worker has dropped them
+// unstarted or their call has returned, so the plugin is closed now, or by
+// that worker afterwards (PluginHandle).  An async driver has no call
+// inside it: it is closed now, its timed-out requests still its own.
+//
+// A worker still inside the plugin may be waiting for child I/O it
+// started on the loop: that I/O uses the children, which go right after
+// this, so it is finished first (bounded: the children's own requests
+// complete or time out), and any later child I/O of a worker fails.
 void plugin_close(BlockDriverState *bs) {
     auto *n = bs->state<PluginNode>();
     if (!n || !n->handle) return;
-    if (n->locks) n->pd->c.lock_release(n->handle);
-    if (n->pd->c.close) n->pd->c.close(n->handle);
+    PluginHandle &core = *n->core;
+    for (;;) {
+        AioContext *loop;
+        {
+            std::lock_guard<std::mutex> g(core.child_lock);
+            core.node_gone = true;
+            if (core.child_inflight == 0) break;
+            loop = core.child_loop;
+        }
+        // On this node's loop (a plugin node has one queue), which the
+        // caller no longer runs for them: mb_close drained the requests
+        // it waits for, not these.
+        (loop ? *loop : AioContext::main()).poll(true);
+    }
     n->handle = nullptr;
+    n->core.reset();
 }
 
 int64_t plugin_getlength(BlockDriverState *bs) {

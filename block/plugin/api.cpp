@@ -100,8 +100,12 @@ struct Waiter {
 };
 
 Detached child_io_signal(BdrvChild *c, ChildOp op, void *buf, uint64_t count, uint64_t offset,
-                         uint32_t flags, Waiter *w) {
+                         uint32_t flags, Waiter *w, PluginHandle *core) {
     int r = co_await child_io(c, op, buf, count, offset, flags);
+    if (core) {  // alive: the waiting worker holds it
+        std::lock_guard<std::mutex> g(core->child_lock);
+        core->child_inflight--;
+    }
     std::lock_guard<std::mutex> g(w->m);
     w->ret = r;
     w->done = true;
@@ -115,13 +119,25 @@ Detached child_io_cb(BdrvChild *c, ChildOp op, void *buf, uint64_t count, uint64
 }
 
 int child_blocking(mbd_child *mc, ChildOp op, void *buf, uint64_t count, uint64_t offset, uint32_t flags) {
+    if (plugin_children_gone()) return -EIO;
     BdrvChild *c = child_of(mc);
     if (!c) return -EINVAL;
     if (plugin_on_loop_thread()) return sync_wait(child_io(c, op, buf, count, offset, flags));
     // Another thread: the loop runs the request, this thread waits for it.
+    // A worker's request runs on the loop of the request the worker runs
+    // for, and only while its node is open: plugin_close waits for those
+    // in flight, and the node's children go right after it.
+    PluginHandle *core = plugin_worker_core();
+    AioContext *loop = plugin_worker_loop();
+    if (core) {
+        std::lock_guard<std::mutex> g(core->child_lock);
+        if (core->node_gone) return -EIO;
+        core->child_inflight++;
+        core->child_loop = loop;
+    }
     Waiter w;
-    Detached d = child_io_signal(c, op, buf, count, offset, flags, &w);
-    AioContext::main().schedule(d.h);
+    Detached d = child_io_signal(c, op, buf, count, offset, flags, &w, core);
+    (loop ? *loop : AioContext::main()).schedule(d.h);
     std::unique_lock<std::mutex> g(w.m);
     w.cv.wait(g, [&] { return w.done; });
     return w.ret;
@@ -283,11 +299,12 @@ MB_DRIVER_API mbd_child *mbd_open_child(mbd_node *node, const char *name, int ro
 }
 
 MB_DRIVER_API int64_t mbd_child_length(mbd_child *c) {
+    if (plugin_children_gone()) return -EIO;
     return c ? bdrv_getlength(child_of(c)->bs.get()) : -EINVAL;
 }
 
 MB_DRIVER_API const char *mbd_child_filename(mbd_child *c) {
-    return c ? child_of(c)->bs->filename.c_str() : "";
+    return c && !plugin_children_gone() ? child_of(c)->bs->filename.c_str() : "";
 }
 
 MB_DRIVER_API int mbd_child_pread(mbd_child *c, void *buf, uint64_t count, uint64_t offset, uint32_t flags) {

@@ -23,6 +23,8 @@
 
 namespace mb {
 
+class AioContext;
+
 struct PluginDriver {
     BlockDriver bd{};  // what the core sees; bd.format_name is name.c_str()
     mbd_driver c{};    // the plugin's struct, zero past what it declared
@@ -35,14 +37,37 @@ struct PluginDriver {
     std::vector<mbd_option> options;    // as declared (names point into the plugin)
 };
 
+// The plugin's handle, and what a worker needs to call into it.  Owned
+// by the node and by every request of a blocking thread model while a
+// worker may still call the plugin for it (queued or running): a drive
+// closed after a request timed out goes at once, while a worker is still
+// inside the plugin or has not yet dropped the request.  The last owner to
+// let go runs lock_release and close: on the loop thread in mb_close when
+// no call is inside the plugin, else on the worker whose call returned
+// last, after it returned.  Never while another call is inside the plugin.
+struct PluginHandle {
+    const PluginDriver *pd = nullptr;
+    void *handle = nullptr;
+    bool locks = false;    // lock hooks in use (not lock=off, hooks present)
+    std::mutex serialize;  // MBD_THREAD_SERIALIZE: one request at a time
+    // Blocking child I/O of the workers (mbd_child_pread...): it runs on
+    // the request's loop, and plugin_close waits for what is in flight
+    // there; once the node is closing, a worker's child I/O fails with EIO.
+    std::mutex child_lock;
+    int child_inflight = 0;  // under child_lock
+    bool node_gone = false;  // under child_lock
+    AioContext *child_loop = nullptr;  // where that I/O runs (under child_lock)
+    ~PluginHandle();
+};
+
 // The state of one node opened by a plugin.
 struct PluginNode : NodeState {
     const PluginDriver *pd = nullptr;
-    void *handle = nullptr;
+    void *handle = nullptr;  // core->handle, for the loop thread's callbacks
+    std::shared_ptr<PluginHandle> core;
     int64_t timeout_ns = 30'000'000'000;
     bool locks = false;           // lock hooks in use (not lock=off, hooks present)
     bool lock_prepared = false;
-    std::mutex serialize;         // MBD_THREAD_SERIALIZE: one request at a time
     std::atomic<bool> broken{false};  // a request timed out: fail the rest
 };
 
@@ -126,6 +151,15 @@ PluginError &plugin_error();
 void plugin_error_clear();
 // The thread-local error as a Status, or `fallback` when the plugin set none.
 Status plugin_error_status(const PluginDriver *pd, const std::string &fallback, int def_err);
+
+// On a worker, inside a call of the blocking models: the plugin's handle
+// and the loop of the request it runs for; nullptr elsewhere.
+PluginHandle *plugin_worker_core();
+AioContext *plugin_worker_loop();
+
+// True while a plugin's close runs after its node has gone (on the worker
+// whose call returned last): its children are gone too.
+bool plugin_children_gone();
 
 // True on the thread that runs the block layer's loop.
 bool plugin_on_loop_thread();

@@ -106,7 +106,12 @@ struct Slot {
     std::coroutine_handle<> waiter;
     int64_t deadline_ns = 0;
     const PluginDriver *pd = nullptr;  // kept after free, for messages
+    // Valid while the caller may wait (the watchdog, the waiter); the
+    // node may be gone once the request has timed out.
     PluginNode *node = nullptr;
+    // Blocking models: the plugin's handle, from submission until the
+    // worker takes it (PluginHandle: the node may close meanwhile).
+    std::shared_ptr<PluginHandle> job;
     AioContext *ctx = nullptr;  // the waiter's loop
     PluginOp op = PluginOp::Read;
     void *buf = nullptr;  // the caller's
@@ -222,8 +227,14 @@ void complete_slot(uint32_t i, uint64_t gen, int ret, const uint8_t *data) {
         if (!data && s.bounced) data = s.bounce.p;
         if (data && s.op == PluginOp::Read && ret == 0 && s.count) std::memcpy(s.buf, data, s.count);
         s.ret = ret;
-        std::coroutine_handle<> waiter = s.waiter;
-        AioContext *ctx = s.ctx;
+        // The waiter only once it waits: while SUBMITTED, await_suspend
+        // may be storing it right now (a data race TSan reports).
+        std::coroutine_handle<> waiter;
+        AioContext *ctx = nullptr;
+        if (st == WAITING) {
+            waiter = s.waiter;
+            ctx = s.ctx;
+        }
         s.word.store(pack(gen_of(w), DONE), std::memory_order_release);
         if (st == WAITING) ctx->schedule(waiter);
         return;
@@ -325,6 +336,9 @@ void watchdog_arm() {
 // --- the worker pool of the blocking thread models ------------------------------
 
 thread_local bool tls_worker = false;
+thread_local bool tls_children_gone = false;
+thread_local PluginHandle *tls_core = nullptr;  // inside call_blocking
+thread_local AioContext *tls_loop = nullptr;
 std::atomic<std::thread::id> loop_thread{};
 
 class Pool {
@@ -373,9 +387,9 @@ Pool &pool() {
     return *p;
 }
 
-int call_blocking(const Slot &s, uint8_t *buf) {
-    const mbd_driver &c = s.node->pd->c;
-    void *h = s.node->handle;
+int call_blocking(const Slot &s, const PluginHandle &core, uint8_t *buf) {
+    const mbd_driver &c = core.pd->c;
+    void *h = core.handle;
     switch (s.op) {
     case PluginOp::Read: return c.pread(h, buf, s.count, s.offset, s.flags);
     case PluginOp::Write: return c.pwrite ? c.pwrite(h, buf, s.count, s.offset, s.flags) : -ENOTSUP;
@@ -409,23 +423,41 @@ void Pool::execute(uint32_t i) {
     thread_local Bounce mine;
     Slot &s = slot_at(i);
     uint64_t gen = gen_of(s.word.load(std::memory_order_acquire));
+    // Never s.node: a request that timed out may outlive its node.  Our
+    // reference keeps the plugin open until we let go, which we do before
+    // finishing the slot: while the request is live its node holds one
+    // too (the caller has not seen the result, so it has not closed the
+    // drive), and the plugin is closed on the loop thread as usual; for a
+    // timed-out request whose node has gone, ours may be the last, and
+    // the plugin is closed here, after our call returned.
+    std::shared_ptr<PluginHandle> core = std::move(s.job);
     std::unique_lock<std::mutex> serial;
-    if (s.pd->c.thread_model == MBD_THREAD_SERIALIZE) serial = std::unique_lock<std::mutex>(s.node->serialize);
+    if (s.pd->c.thread_model == MBD_THREAD_SERIALIZE) serial = std::unique_lock<std::mutex>(core->serialize);
     const bool data = s.op == PluginOp::Read || s.op == PluginOp::Write;
     if (data && !mine.reserve(s.count)) {
         serial = {};
+        core.reset();
         return complete_slot(i, gen & 0x7fffffff, -ENOMEM, nullptr);
     }
     // Waiting behind a serialized request may have taken it past its
-    // timeout: then it is not started at all.
+    // timeout (and its drive may have been closed since): then it is not
+    // started at all.
     bool live = s.op == PluginOp::Write ? while_live(s, [&] { std::memcpy(mine.p, s.buf, s.count); })
                                         : while_live(s, [] {});
     if (!live) {
         serial = {};
+        core.reset();
         return drop_unstarted(i);
     }
-    int r = call_blocking(s, mine.p);
+    // The plugin's child I/O runs on the request's loop (the queue's),
+    // not on this thread's default one, which no one may be running.
+    tls_core = core.get();
+    tls_loop = s.ctx;
+    int r = call_blocking(s, *core, mine.p);
+    tls_core = nullptr;
+    tls_loop = nullptr;
     serial = {};
+    core.reset();
     complete_slot(i, gen & 0x7fffffff, r, s.op == PluginOp::Read ? mine.p : nullptr);
     mine.trim();
 }
@@ -452,6 +484,21 @@ void call_async(Slot &s, mbd_request *req, void *buf) {
 }
 
 }  // namespace
+
+// Released by a worker, the plugin outlived its node (the last request
+// of a closed drive has just returned): the node's children are gone
+// with it, so a close that reads or flushes its children gets EIO.
+PluginHandle::~PluginHandle() {
+    if (!handle) return;
+    tls_children_gone = tls_worker;
+    if (locks) pd->c.lock_release(handle);
+    if (pd->c.close) pd->c.close(handle);
+    tls_children_gone = false;
+}
+
+bool plugin_children_gone() { return tls_children_gone; }
+PluginHandle *plugin_worker_core() { return tls_core; }
+AioContext *plugin_worker_loop() { return tls_loop; }
 
 const char *plugin_op_name(PluginOp op) {
     switch (op) {
@@ -511,6 +558,7 @@ bool PluginRequest::await_ready() {
         // Completed inline (null-co, a cache hit): no suspension at all.
         return state_of(s.word.load(std::memory_order_acquire)) == DONE;
     }
+    s.job = node->core;
     pool().submit(slot);
     return false;
 }

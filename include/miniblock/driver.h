@@ -160,7 +160,15 @@ struct mbd_driver {
      * non-NULL value), or NULL after mbd_error().  Options are read with
      * mbd_opt_*(); children are opened with mbd_open_child(). */
     void *(*open)(mbd_node *node);
-    /* Frees the handle; children are closed by the core afterwards. */
+    /* Frees the handle; children are closed by the core afterwards.  Never
+     * called while a call of the node is inside the driver: a blocking
+     * call still running after its request timed out and its drive was
+     * closed delays lock_release and close until it returns; they run then
+     * on that worker thread, and child I/O there (and in any call of the
+     * node still running) fails with EIO: the children are gone.  An
+     * async driver is closed at once, maybe with timed-out
+     * requests still pending: completing them later is allowed and
+     * ignored, so close must keep what those completions use. */
     void (*close)(void *handle);
     /* Bytes, or a negative errno. */
     int64_t (*get_length)(void *handle);
