@@ -256,6 +256,7 @@ void drop_unstarted(uint32_t i) {
 // context: each queue has a context of its own, and a watchdog on another
 // queue's context would run only when that queue runs (or never, once its
 // drive is closed and its context gone with the source).
+// Also the callback data of its source (a copy of its entry).
 struct Watchdog {
     AioContext *ctx;
     GSource *src;
@@ -271,13 +272,8 @@ void watchdog_forget(GSource *src) {  // under table().lock
         if (it->src == src) return void(v.erase(it));
 }
 
-struct WatchdogData {
-    AioContext *ctx;
-    GSource *src;
-};
-
 gboolean watchdog_cb(gpointer p) {
-    auto *d = static_cast<WatchdogData *>(p);
+    auto *d = static_cast<Watchdog *>(p);
     Table &t = table();
     uint32_t used;
     {
@@ -320,8 +316,8 @@ void watchdog_arm() {
     // Destroyed with its context too (a drive closed with a request still
     // waiting): then it is forgotten, and a new context at the same
     // address gets a watchdog of its own.
-    g_source_set_callback(src, watchdog_cb, new WatchdogData{ctx, src}, [](gpointer p) {
-        auto *d = static_cast<WatchdogData *>(p);
+    g_source_set_callback(src, watchdog_cb, new Watchdog{ctx, src}, [](gpointer p) {
+        auto *d = static_cast<Watchdog *>(p);
         {
             std::lock_guard<std::mutex> g(table().lock);
             watchdog_forget(d->src);
