@@ -90,19 +90,6 @@ AioContext::~AioContext() {
 
 void AioContext::notify() { SetEvent(static_cast<HANDLE>(event_)); }
 
-// A source on the context's event HANDLE, for an embedder's GMainContext
-// (mbq_attach_glib); it does not reset the event: the loop's own source does.
-GSource *AioContext::new_notify_source(gboolean (*cb)(gint, GIOCondition, gpointer), gpointer opaque) {
-    GSource *s = g_source_new(&event_funcs, sizeof(EventSource));
-    auto *es = reinterpret_cast<EventSource *>(s);
-    es->pfd.fd = reinterpret_cast<gintptr>(event_);
-    es->pfd.events = G_IO_IN;
-    es->pfd.revents = 0;
-    g_source_add_poll(s, &es->pfd);
-    g_source_set_callback(s, reinterpret_cast<GSourceFunc>(reinterpret_cast<AnyFunc>(cb)), opaque, nullptr);
-    return s;
-}
-
 // No native AIO on Windows: nothing to batch.
 void AioContext::io_plug() {}
 void AioContext::io_unplug() {}

@@ -156,12 +156,6 @@ void AioContext::notify() {
     (void)w;
 }
 
-GSource *AioContext::new_notify_source(gboolean (*cb)(gint, GIOCondition, gpointer), gpointer opaque) {
-    GSource *s = g_unix_fd_source_new(efd_, G_IO_IN);
-    g_source_set_callback(s, G_SOURCE_FUNC(cb), opaque, nullptr);
-    return s;
-}
-
 void AioContext::io_plug() {
     if (laio_) laio_->in_completion_ = true;
 }

@@ -70,9 +70,6 @@ public:
 #endif
     // Makes the notification fire again (completions left for the embedder).
     void notify();
-    // A new GSource that dispatches `cb` when the notification fires: an
-    // fd source on Linux, a HANDLE source on Windows.  The caller attaches it.
-    GSource *new_notify_source(gboolean (*cb)(gint, GIOCondition, gpointer), gpointer opaque);
     // Runs whatever is ready without blocking and without waiting on the
     // GLib loop (scheduled coroutines, completions in the AIO ring); true
     // if anything ran.
