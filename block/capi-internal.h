@@ -100,10 +100,11 @@ GSource *new_forward_source(mb_queue *handle);
 // The completion fd (an epoll fd: the private context's fds and a timerfd
 // for its earliest timer), made on first use; or -errno.
 int completion_fd(QueueImpl *q);
-// Brings it up to date with the private context: called after anything
-// that ran the context (mbq_do_io, the synchronous calls) once it exists.
-void rearm_completion_fd(QueueImpl *q);
 #endif
+// Brings the completion fd, if the queue has one, up to date with the
+// private context: called after anything that ran the context (mbq_do_io,
+// the synchronous calls).  Nothing to do on Windows.
+void rearm_completion_fd(QueueImpl *q);
 
 }  // namespace mb::capi
 

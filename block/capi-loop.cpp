@@ -245,6 +245,7 @@ int completion_fd(QueueImpl *q) {
 }
 
 void rearm_completion_fd(QueueImpl *q) {
+    if (!q->fdw) return;
     FdWatch &w = *q->fdw;
     int tmo;
     bool ready = query_private(*q->ctx, w.found, &tmo);
@@ -287,6 +288,7 @@ void rearm_completion_fd(QueueImpl *q) {
 // Windows has no completion fd (mbq_get_completion_handle): nothing to hold.
 struct FdWatch {};
 void FdWatchDeleter::operator()(FdWatch *w) const { delete w; }
+void rearm_completion_fd(QueueImpl *) {}
 
 #endif
 

@@ -171,9 +171,7 @@ int run_sync(mb_drive *d, Req r) {
     AioContext::Scope scope(*q->ctx);
     submit(q, r);
     while (!done) q->ctx->poll(true);
-#ifndef _WIN32
-    if (q->fdw) rearm_completion_fd(q);
-#endif
+    rearm_completion_fd(q);
     return ret;
 }
 
@@ -326,11 +324,9 @@ extern "C" {
 int mbq_do_io(mb_queue *handle, struct mb_completion *out, int min, int max,
               const struct timespec *timeout) {
     int n = do_io(handle, out, min, max, timeout);
-#ifndef _WIN32
     // The private context ran: the completion fd follows its fds and its
     // earliest timer (block/capi-loop.cpp).
-    if (handle && handle->impl && handle->impl->fdw) rearm_completion_fd(handle->impl);
-#endif
+    if (handle && handle->impl) rearm_completion_fd(handle->impl);
     return n;
 }
 
